@@ -1,0 +1,117 @@
+// Configuration: environment variables, parsed once by one zod schema. A wrong value stops the
+// start with a message that names the variable.
+import { z } from 'zod';
+import { PREFIX_PATTERN } from './store/keys.js';
+
+const MiB = 1024 * 1024;
+
+/** A whole number in [min, max] from an environment string. */
+function int(def: number, min: number, max: number) {
+  return z
+    .string()
+    .regex(/^\d+$/, 'expected a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max))
+    .default(String(def) as never)
+    .transform((v) => Number(v));
+}
+
+const EnvSchema = z.object({
+  HOST: z.string().default('127.0.0.1'),
+  PORT: int(4000, 0, 65535),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL')
+    .optional(),
+  KV_DATA_DIR: z.string().default('./data'),
+  KV_MANAGED_REDIS_PORT: int(6390, 1, 65535),
+  KV_PREFIX: z.string().regex(PREFIX_PATTERN, 'expected 1-64 characters from A-Z a-z 0-9 _ . : -').default('kv'),
+  KV_PARTITIONS: int(1, 1, 1024),
+  KV_MAX_KEY_BYTES: int(1024, 1, 64 * 1024),
+  KV_MAX_VALUE_BYTES: int(1 * MiB, 0, 512 * MiB),
+  KV_MAX_BATCH_ITEMS: int(10_000, 1, 1_000_000),
+  KV_MAX_BATCH_BYTES: int(64 * MiB, 1, 1024 * MiB),
+  KV_MAX_BODY_BYTES: int(160 * MiB, 1024, 2048 * MiB),
+  KV_PAGE_DEFAULT: int(100, 1, 1_000_000),
+  KV_PAGE_MAX: int(1000, 1, 1_000_000),
+  KV_DELETE_RANGE_DEFAULT: int(1000, 1, 1_000_000),
+  KV_DELETE_RANGE_MAX: int(1000, 1, 1_000_000),
+  KV_REDIS_TIMEOUT_MS: int(2000, 10, 600_000),
+});
+
+export type Env = z.input<typeof EnvSchema>;
+
+export interface Limits {
+  maxKeyBytes: number;
+  maxValueBytes: number;
+  maxBatchItems: number;
+  maxBatchBytes: number;
+  maxBodyBytes: number;
+  pageDefault: number;
+  pageMax: number;
+  deleteRangeDefault: number;
+  deleteRangeMax: number;
+}
+
+export interface Config {
+  host: string;
+  port: number;
+  /** Unset: kvql starts and manages its own redis-server. */
+  redisUrl: string | undefined;
+  dataDir: string;
+  managedRedisPort: number;
+  prefix: string;
+  partitions: number;
+  redisTimeoutMs: number;
+  limits: Limits;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Parses the environment; throws ConfigError naming every wrong variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  // An empty variable counts as unset, as most shells and compose files mean it.
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = EnvSchema.safeParse(present);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => {
+      const name = String(i.path[0]);
+      return `  ${name}=${JSON.stringify(present[name] ?? '')}: ${i.message}`;
+    });
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  const problems: string[] = [];
+  if (e.KV_PAGE_DEFAULT > e.KV_PAGE_MAX) problems.push('  KV_PAGE_DEFAULT: must not exceed KV_PAGE_MAX');
+  if (e.KV_DELETE_RANGE_DEFAULT > e.KV_DELETE_RANGE_MAX)
+    problems.push('  KV_DELETE_RANGE_DEFAULT: must not exceed KV_DELETE_RANGE_MAX');
+  if (e.KV_MAX_VALUE_BYTES > e.KV_MAX_BATCH_BYTES)
+    problems.push('  KV_MAX_VALUE_BYTES: must not exceed KV_MAX_BATCH_BYTES');
+  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`);
+  return {
+    host: e.HOST,
+    port: e.PORT,
+    redisUrl: e.REDIS_URL,
+    dataDir: e.KV_DATA_DIR,
+    managedRedisPort: e.KV_MANAGED_REDIS_PORT,
+    prefix: e.KV_PREFIX,
+    partitions: e.KV_PARTITIONS,
+    redisTimeoutMs: e.KV_REDIS_TIMEOUT_MS,
+    limits: {
+      maxKeyBytes: e.KV_MAX_KEY_BYTES,
+      maxValueBytes: e.KV_MAX_VALUE_BYTES,
+      maxBatchItems: e.KV_MAX_BATCH_ITEMS,
+      maxBatchBytes: e.KV_MAX_BATCH_BYTES,
+      maxBodyBytes: e.KV_MAX_BODY_BYTES,
+      pageDefault: e.KV_PAGE_DEFAULT,
+      pageMax: e.KV_PAGE_MAX,
+      deleteRangeDefault: e.KV_DELETE_RANGE_DEFAULT,
+      deleteRangeMax: e.KV_DELETE_RANGE_MAX,
+    },
+  };
+}
+
+/** The defaults, for tests and tools that build a server without an environment. */
+export const defaultLimits = (): Limits => loadConfig({}).limits;

@@ -1,0 +1,28 @@
+// Deleting one key, with an optional compare-and-set.
+import type { Entry } from '../store/store.js';
+import type { Builder } from './builder.js';
+import type { Validators } from './validators.js';
+
+export function addDelete(builder: Builder, v: Validators): void {
+  const DeleteResult = builder.objectRef<{ deleted: boolean; previous: Entry | null }>('DeleteResult');
+  builder.objectType(DeleteResult, {
+    fields: (t) => ({
+      deleted: t.exposeBoolean('deleted', { description: 'False when the key did not exist.' }),
+      previous: t.field({ type: 'Entry', nullable: true, resolve: (r) => r.previous }),
+    }),
+  });
+
+  builder.mutationFields((t) => ({
+    delete: t.field({
+      type: DeleteResult,
+      args: {
+        key: t.arg.string({ required: true, validate: v.key }),
+        expectedVersion: t.arg.int({
+          description: 'Compare-and-set: the version the key must have now; 0 means it must not exist.',
+          validate: v.version,
+        }),
+      },
+      resolve: (_, { key, expectedVersion }, ctx) => ctx.store.delete(key, expectedVersion),
+    }),
+  }));
+}

@@ -1,0 +1,42 @@
+// Entry: one key with its value and metadata; the get and getMany queries.
+import type { Builder } from './builder.js';
+import type { Validators } from './validators.js';
+
+export function addEntry(builder: Builder, v: Validators): void {
+  builder.objectType('Entry', {
+    description: 'A key with its value. Keys are ordered by their UTF-8 bytes.',
+    fields: (t) => ({
+      key: t.exposeString('key'),
+      value: t.exposeString('value'),
+      version: t.exposeInt('version', {
+        description: '1 when the key is created, +1 on every put; a put after a delete starts again at 1.',
+      }),
+      createdAt: t.field({ type: 'DateTime', resolve: (e) => e.createdAt }),
+      updatedAt: t.field({ type: 'DateTime', resolve: (e) => e.updatedAt }),
+    }),
+  });
+
+  builder.queryFields((t) => ({
+    get: t.field({
+      type: 'Entry',
+      nullable: true,
+      description: 'The entry for a key; null when the key does not exist.',
+      args: { key: t.arg.string({ required: true, validate: v.key }) },
+      resolve: (_, { key }, ctx) => ctx.entries.load(key),
+    }),
+    getMany: t.field({
+      type: ['Entry'],
+      nullable: { list: false, items: true },
+      description: 'Entries in the order asked, null where a key does not exist.',
+      args: {
+        keys: t.arg.stringList({ required: true, validate: v.keyList.pipe(v.key.array()) }),
+      },
+      resolve: async (_, { keys }, ctx) => {
+        const entries = await ctx.entries.loadMany(keys);
+        const failed = entries.find((e) => e instanceof Error);
+        if (failed) throw failed;
+        return entries as (typeof entries[number] & object | null)[] as never;
+      },
+    }),
+  }));
+}

@@ -1,0 +1,42 @@
+// Writes: put one entry, or a batch of entries atomically, each with an optional compare-and-set.
+import type { Builder } from './builder.js';
+import type { Validators } from './validators.js';
+
+export function addPut(builder: Builder, v: Validators): void {
+  const PutInput = builder.inputType('PutInput', {
+    fields: (t) => ({
+      key: t.string({ required: true, validate: v.key }),
+      value: t.string({ required: true, validate: v.value }),
+      expectedVersion: t.int({
+        description: 'Compare-and-set: the version the key must have now; 0 means it must not exist.',
+        validate: v.version,
+      }),
+    }),
+  });
+
+  builder.mutationFields((t) => ({
+    put: t.field({
+      type: 'Entry',
+      description:
+        'Creates or replaces a key. Acknowledged only once Redis has written it to its append-only file.',
+      args: {
+        key: t.arg.string({ required: true, validate: v.key }),
+        value: t.arg.string({ required: true, validate: v.value }),
+        expectedVersion: t.arg.int({
+          description: 'Compare-and-set: the version the key must have now; 0 means it must not exist.',
+          validate: v.version,
+        }),
+      },
+      resolve: (_, args, ctx) => ctx.store.put(args),
+    }),
+    batchPut: t.field({
+      type: ['Entry'],
+      description:
+        'Writes every item or none. One conflicting expectedVersion rejects the batch and names every conflict.',
+      args: {
+        items: t.arg({ type: [PutInput], required: true, validate: v.batch<{ key: string; value: string }>('a batch') }),
+      },
+      resolve: (_, { items }, ctx) => ctx.store.batchPut(items),
+    }),
+  }));
+}

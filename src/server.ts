@@ -1,0 +1,66 @@
+// Starts kvql: the Redis connection (managed or REDIS_URL), the store, and the HTTP listener.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Redis } from 'ioredis';
+import type { Config } from './config.js';
+import { startManagedRedis, type ManagedRedis } from './managedRedis.js';
+import { createRedis } from './store/redis.js';
+import { KvStore } from './store/store.js';
+import { createKvYoga } from './yoga.js';
+
+export interface RunningServer {
+  url: string;
+  redis: Redis;
+  managed?: ManagedRedis;
+  close(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Connects, retrying while Redis is starting or loading its data. */
+async function connect(url: string, timeoutMs: number, log: (m: string) => void): Promise<Redis> {
+  const redis = createRedis(url, { commandTimeoutMs: timeoutMs });
+  let lastError = '';
+  redis.on('error', (err: Error) => {
+    if (err.message !== lastError) log(`redis: ${err.message}`);
+    lastError = err.message;
+  });
+  await redis.connect().catch(() => {});
+  // ioredis reconnects by itself; wait for it to report ready (past LOADING).
+  for (let waited = 0; redis.status !== 'ready'; waited += 200) {
+    if (waited > 0 && waited % 10_000 === 0) log(`waiting for Redis at ${url} (${redis.status})`);
+    await sleep(200);
+  }
+  return redis;
+}
+
+export async function startServer(config: Config, log: (m: string) => void = console.log): Promise<RunningServer> {
+  const managed = config.redisUrl
+    ? undefined
+    : await startManagedRedis({ dataDir: config.dataDir, port: config.managedRedisPort, log });
+  const redisUrl = config.redisUrl ?? managed!.url;
+  const redis = await connect(redisUrl, config.redisTimeoutMs, log);
+  const store = await KvStore.open(redis, { prefix: config.prefix, partitions: config.partitions });
+  const yoga = createKvYoga({ store, limits: config.limits });
+  const server: Server = createServer(yoga);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  return {
+    url: `http://${host}:${port}/graphql`,
+    redis,
+    managed,
+    async close() {
+      // Stop taking requests, let those in flight finish, then close Redis.
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      await redis.quit().catch(() => redis.disconnect());
+      await managed?.stop();
+    },
+  };
+}

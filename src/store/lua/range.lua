@@ -1,0 +1,51 @@
+#!lua flags=no-writes
+--[[
+range.lua: read one page of one partition, index and values in one atomic step.
+
+The value hashes of a page are only known once the index has been read, and every key a script
+touches must arrive in KEYS. So a page is read in two calls: the first passes no value keys and
+learns the page's members; the second passes them and gets the values only if the page is still
+exactly those members (otherwise it returns the new members and the caller tries again).
+
+KEYS   1         the partition's index sorted set
+       2..k+1    the value hashes of the k members the caller expects
+ARGV   1, 2      window: ZRANGE BYLEX lower and upper bound ("-", "+", "[key", "(key")
+       3         page size: at most this many members
+       4         "f" for ascending from the lower bound, "r" for descending from the upper
+       5, 6      the whole range's bounds, for the total count
+       7, 8      the bounds of the part of the range beyond the window on the far side of the
+                 cursor, for hasPreviousPage / hasNextPage ("" and "" when not needed)
+       9..k+8    the k members the caller expects, in page order
+Returns
+       {total, beyond, matched (1 or 0), m, member_1 .. member_m,
+        then when matched: value_1, version_1, created_1, updated_1, ..., for each member}
+Errors none
+]]
+local limit = tonumber(ARGV[3])
+local members
+if ARGV[4] == 'f' then
+  members = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYLEX', 'LIMIT', 0, limit)
+else
+  members = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[1], 'BYLEX', 'REV', 'LIMIT', 0, limit)
+end
+local total = redis.call('ZLEXCOUNT', KEYS[1], ARGV[5], ARGV[6])
+local beyond = 0
+if ARGV[7] ~= '' then beyond = redis.call('ZLEXCOUNT', KEYS[1], ARGV[7], ARGV[8]) end
+
+local k = #KEYS - 1
+local matched = (#members == k)
+if matched then
+  for i = 1, k do
+    if members[i] ~= ARGV[8 + i] then matched = false break end
+  end
+end
+
+local result = { total, beyond, matched and 1 or 0, #members }
+for i = 1, #members do result[#result + 1] = members[i] end
+if matched then
+  for i = 1, k do
+    local h = redis.call('HMGET', KEYS[i + 1], 'v', 'n', 'c', 'u')
+    for j = 1, 4 do result[#result + 1] = h[j] end
+  end
+end
+return result

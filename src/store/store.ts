@@ -1,0 +1,340 @@
+// The key/value store over Redis. The only module (with its neighbours in store/) that speaks
+// Redis; it knows nothing of GraphQL.
+import type { Redis } from 'ioredis';
+import { checkScriptReply, fromRedisError, StoreError } from './errors.js';
+import { Keyspace, LAYOUT_VERSION } from './keys.js';
+import { compareKeys, lexArg, maxLower, minUpper, type Bound, type KeyRange } from './order.js';
+import { registerScripts, type ScriptCommands } from './scripts.js';
+
+export interface Entry {
+  key: string;
+  value: string;
+  version: number;
+  /** Milliseconds since the epoch, from the Redis clock. */
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface PutItem {
+  key: string;
+  value: string;
+  /** Compare-and-set: the version the key must have now; 0 means "must not exist". */
+  expectedVersion?: number | null;
+}
+
+export interface DeleteOutcome {
+  deleted: boolean;
+  previous: Entry | null;
+}
+
+export interface PageQuery {
+  range: KeyRange;
+  /** Page forward from the start of the range (or from `after`). */
+  first?: number;
+  /** Page backward from the end of the range (or from `before`). Exclusive with `first`. */
+  last?: number;
+  /** Keys, not cursors: the page holds keys strictly after / before them. */
+  after?: string;
+  before?: string;
+}
+
+export interface Page {
+  entries: Entry[];
+  hasNextPage: boolean;
+  hasPreviousPage: boolean;
+  totalCount: number;
+}
+
+export interface StoreOptions {
+  prefix: string;
+  partitions: number;
+}
+
+/** How often a page read starts again when writes keep changing the page under it. */
+const PAGE_ATTEMPTS = 8;
+
+type Client = Redis & ScriptCommands;
+
+export class KvStore {
+  private constructor(
+    private readonly redis: Client,
+    readonly keys: Keyspace,
+  ) {}
+
+  /**
+   * Opens the keyspace `prefix` on `redis`, creating its meta key on first use. Refuses a
+   * keyspace that was created with another partition count: its keys would be looked up in
+   * the wrong partitions.
+   */
+  static async open(redis: Redis, opts: StoreOptions): Promise<KvStore> {
+    const keys = new Keyspace(opts.prefix, opts.partitions);
+    const client = registerScripts(redis);
+    const replies = await client
+      .multi()
+      .hsetnx(keys.meta, 'partitions', String(opts.partitions))
+      .hsetnx(keys.meta, 'layout', LAYOUT_VERSION)
+      .hmget(keys.meta, 'partitions', 'layout')
+      .exec();
+    const [partitions, layout] = replies?.[2]?.[1] as [string, string];
+    if (Number(partitions) !== opts.partitions) {
+      throw new Error(
+        `keyspace "${opts.prefix}" was created with ${partitions} partitions, but KV_PARTITIONS is ${opts.partitions}; ` +
+          `start with KV_PARTITIONS=${partitions} (the partition count of a keyspace cannot change)`,
+      );
+    }
+    if (layout !== LAYOUT_VERSION) {
+      throw new Error(`keyspace "${opts.prefix}" has storage layout ${layout}; this server reads layout ${LAYOUT_VERSION}`);
+    }
+    return new KvStore(client, keys);
+  }
+
+  async ping(): Promise<void> {
+    await this.redis.ping();
+  }
+
+  async get(key: string): Promise<Entry | null> {
+    return (await this.getMany([key]))[0]!;
+  }
+
+  /** Entries in the order asked, null where absent: one pipeline per partition, sent together. */
+  async getMany(keys: readonly string[]): Promise<(Entry | null)[]> {
+    const byPartition = new Map<number, number[]>();
+    keys.forEach((key, i) => {
+      const p = this.keys.partition(key);
+      let list = byPartition.get(p);
+      if (!list) byPartition.set(p, (list = []));
+      list.push(i);
+    });
+    const result: (Entry | null)[] = new Array(keys.length).fill(null);
+    try {
+      await Promise.all(
+        [...byPartition].map(async ([p, indexes]) => {
+          const pipe = this.redis.pipeline();
+          for (const i of indexes) pipe.hmget(this.keys.value(keys[i]!, p), 'v', 'n', 'c', 'u');
+          const replies = (await pipe.exec())!;
+          indexes.forEach((i, j) => {
+            const [err, fields] = replies[j]!;
+            if (err) throw err;
+            result[i] = toEntry(keys[i]!, fields as (string | null)[], 0);
+          });
+        }),
+      );
+    } catch (err) {
+      throw fromRedisError(err, false);
+    }
+    return result;
+  }
+
+  async put(item: PutItem): Promise<Entry> {
+    return (await this.batchPut([item]))[0]!;
+  }
+
+  /**
+   * Writes every item or none, in one script (so one fsync) over all the partitions involved.
+   * On one Redis that is atomic across partitions.
+   */
+  async batchPut(items: readonly PutItem[]): Promise<Entry[]> {
+    assertDistinct(items.map((i) => i.key));
+    const n = items.length;
+    const keys: string[] = new Array(2 * n);
+    const args: string[] = [String(n)];
+    items.forEach((item, i) => {
+      const p = this.keys.partition(item.key);
+      keys[i] = this.keys.value(item.key, p);
+      keys[n + i] = this.keys.index(p);
+      args.push(item.key, item.value, item.expectedVersion == null ? '' : String(item.expectedVersion));
+    });
+    const reply = await this.write(() => this.redis.kvPut(2 * n, ...keys, ...args));
+    const now = Number(reply[1]);
+    return items.map((item, i) => ({
+      key: item.key,
+      value: item.value,
+      version: Number(reply[2 + 2 * i]),
+      createdAt: Number(reply[3 + 2 * i]),
+      updatedAt: now,
+    }));
+  }
+
+  async delete(key: string, expectedVersion?: number | null): Promise<DeleteOutcome> {
+    const [previous] = await this.deleteKeys([key], expectedVersion);
+    return { deleted: previous != null, previous: previous ?? null };
+  }
+
+  /**
+   * Deletes at most `limit` keys of the range, the lowest first, atomically (one script over
+   * every partition involved), and says whether any key of the range remains.
+   */
+  async deleteRange(range: KeyRange, limit: number): Promise<{ deleted: number; hasMore: boolean }> {
+    const lo = lexArg(range.lo, 'lo');
+    const hi = lexArg(range.hi, 'hi');
+    const partitions = [...Array(this.keys.partitions).keys()];
+    const candidates = await this.read(() =>
+      Promise.all(partitions.map((p) => this.redis.zrange(this.keys.index(p), lo, hi, 'BYLEX', 'LIMIT', 0, limit))),
+    );
+    const chosen = candidates.flat().sort(compareKeys).slice(0, limit);
+    const deleted = chosen.length === 0 ? [] : await this.deleteKeys(chosen, null);
+    const remaining = await this.read(() =>
+      Promise.all(partitions.map((p) => this.redis.zlexcount(this.keys.index(p), lo, hi))),
+    );
+    return {
+      deleted: deleted.filter((e) => e != null).length,
+      hasMore: remaining.some((c) => c > 0),
+    };
+  }
+
+  /** One page of a range, each partition's part read atomically, merged in byte order. */
+  async range(q: PageQuery): Promise<Page> {
+    const forward = q.last == null;
+    const size = (forward ? q.first : q.last) ?? 100;
+    const { range } = q;
+    const window: KeyRange = {
+      lo: q.after != null ? maxLower(range.lo, { key: q.after, inclusive: false }) : range.lo,
+      hi: q.before != null ? minUpper(range.hi, { key: q.before, inclusive: false }) : range.hi,
+    };
+    // The part of the range on the far side of the cursor, which tells whether a page exists
+    // in the direction we are not paging.
+    let beyond: [Buffer | string, Buffer | string] | ['', ''] = ['', ''];
+    if (forward && q.after != null) beyond = [lexArg(range.lo, 'lo'), lexArg(complement(window.lo), 'hi')];
+    if (!forward && q.before != null) beyond = [lexArg(complement(window.hi), 'lo'), lexArg(range.hi, 'hi')];
+    const common = [
+      lexArg(window.lo, 'lo'),
+      lexArg(window.hi, 'hi'),
+      forward ? 'f' : 'r',
+      lexArg(range.lo, 'lo'),
+      lexArg(range.hi, 'hi'),
+      ...beyond,
+    ] as const;
+    const call = (p: number, members: string[], limit: number) =>
+      this.redis.kvRange(
+        1 + members.length,
+        this.keys.index(p),
+        ...members.map((m) => this.keys.value(m, p)),
+        common[0],
+        common[1],
+        limit,
+        ...common.slice(2),
+        ...members,
+      );
+    const order = forward ? compareKeys : (a: string, b: string) => compareKeys(b, a);
+    const partitions = [...Array(this.keys.partitions).keys()];
+
+    for (let attempt = 0; attempt < PAGE_ATTEMPTS; attempt++) {
+      // Round 1: which keys make the page.
+      const first = (await this.read(() => Promise.all(partitions.map((p) => call(p, [], size + 1))))).map(parseRange);
+      const merged = first
+        .flatMap((r, p) => r.members.map((key) => ({ key, p })))
+        .sort((a, b) => order(a.key, b.key));
+      const more = merged.length > size;
+      const page = merged.slice(0, size);
+      const counts = first.map((r) => [r.total, r.beyond]);
+
+      // Round 2: their values, if each partition's part of the page is still the same keys.
+      const mine = partitions.map((p) => page.filter((e) => e.p === p).map((e) => e.key));
+      const second = await this.read(() =>
+        Promise.all(partitions.map((p) => (mine[p]!.length > 0 ? call(p, mine[p]!, mine[p]!.length) : null))),
+      );
+      const values = new Map<string, Entry>();
+      let stable = true;
+      second.forEach((reply, p) => {
+        if (!reply) return;
+        const r = parseRange(reply);
+        counts[p] = [r.total, r.beyond];
+        if (!r.matched) stable = false;
+        r.members.forEach((key, i) => values.set(key, toEntry(key, r.values, 4 * i)!));
+      });
+      if (!stable) continue;
+
+      const entries = page.map((e) => values.get(e.key)!);
+      if (!forward) entries.reverse();
+      const totalCount = counts.reduce((s, c) => s + c[0]!, 0);
+      const beyondCount = counts.reduce((s, c) => s + c[1]!, 0);
+      return {
+        entries,
+        totalCount,
+        hasNextPage: forward ? more : beyondCount > 0,
+        hasPreviousPage: forward ? beyondCount > 0 : more,
+      };
+    }
+    throw new StoreError('STORE_UNAVAILABLE', 'the range kept changing under concurrent writes; try again');
+  }
+
+  private async deleteKeys(keys: readonly string[], expectedVersion: number | null | undefined): Promise<(Entry | null)[]> {
+    const n = keys.length;
+    const redisKeys: string[] = new Array(2 * n);
+    const args: string[] = [String(n)];
+    keys.forEach((key, i) => {
+      const p = this.keys.partition(key);
+      redisKeys[i] = this.keys.value(key, p);
+      redisKeys[n + i] = this.keys.index(p);
+      args.push(key, expectedVersion == null ? '' : String(expectedVersion));
+    });
+    const reply = await this.write(() => this.redis.kvDelete(2 * n, ...redisKeys, ...args));
+    return keys.map((key, i) => toEntry(key, reply as (string | null)[], 1 + 4 * i));
+  }
+
+  private async write(run: () => Promise<unknown[]>): Promise<unknown[]> {
+    let reply: unknown[];
+    try {
+      reply = await run();
+    } catch (err) {
+      throw fromRedisError(err, true);
+    }
+    checkScriptReply(reply);
+    return reply;
+  }
+
+  private async read<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      throw fromRedisError(err, false);
+    }
+  }
+}
+
+function complement(b: Bound): Bound {
+  return { key: b.key, inclusive: !b.inclusive, afterPrefix: b.afterPrefix };
+}
+
+interface RangeReply {
+  total: number;
+  beyond: number;
+  matched: boolean;
+  members: string[];
+  values: (string | null)[];
+}
+
+function parseRange(reply: unknown[]): RangeReply {
+  const m = Number(reply[3]);
+  return {
+    total: Number(reply[0]),
+    beyond: Number(reply[1]),
+    matched: reply[2] === 1,
+    members: reply.slice(4, 4 + m) as string[],
+    values: reply.slice(4 + m) as (string | null)[],
+  };
+}
+
+/** Reads the four fields value, version, createdAt, updatedAt starting at `at`; null if absent. */
+function toEntry(key: string, fields: readonly (string | null | undefined)[], at: number): Entry | null {
+  const version = fields[at + 1];
+  if (version == null) return null;
+  return {
+    key,
+    value: fields[at] ?? '',
+    version: Number(version),
+    createdAt: Number(fields[at + 2]),
+    updatedAt: Number(fields[at + 3]),
+  };
+}
+
+function assertDistinct(keys: readonly string[]): void {
+  const seen = new Set<string>();
+  const repeated = new Set<string>();
+  for (const k of keys) (seen.has(k) ? repeated : seen).add(k);
+  if (repeated.size > 0) {
+    throw new StoreError('BAD_USER_INPUT', `a batch names the same key more than once: ${[...repeated].map((k) => JSON.stringify(k)).join(', ')}`, {
+      keys: [...repeated],
+    });
+  }
+}

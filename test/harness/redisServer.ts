@@ -1,0 +1,105 @@
+// Starts a real redis-server for tests: from a copy of the repo's redis.conf (so nothing can
+// rewrite the repo's file), in its own temp directory, on a free loopback port.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { REDIS_CONF, redisServerOnPath } from '../../src/managedRedis.js';
+
+export interface TestRedis {
+  url: string;
+  port: number;
+  dir: string;
+  /** Crash: SIGKILL, no chance to flush anything. */
+  kill9(): Promise<void>;
+  /** Start again from the same config and data directory, on the same port. */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitReady(port: number, child: ChildProcess): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
+    const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+    c.on('error', () => {});
+    try {
+      await c.connect();
+      if ((await c.ping()) === 'PONG') return;
+    } catch {
+      // loading or not listening yet
+    } finally {
+      c.disconnect();
+    }
+    await sleep(50);
+  }
+  throw new Error(`redis-server on port ${port} did not become ready`);
+}
+
+/** `extra` are redis-server options appended to the command line, e.g. ['--maxmemory', '2mb']. */
+export async function startTestRedis(extra: string[] = []): Promise<TestRedis> {
+  if (!redisServerOnPath()) return startContainerRedis(extra);
+  const dir = mkdtempSync(join(tmpdir(), 'kvql-redis-'));
+  const conf = join(dir, 'redis.conf');
+  copyFileSync(REDIS_CONF, conf);
+  const port = await freePort();
+  let child: ChildProcess;
+  const launch = async () => {
+    child = spawn('redis-server', [conf, '--port', String(port), '--dir', dir, ...extra], { stdio: 'ignore' });
+    await waitReady(port, child);
+  };
+  const exited = () =>
+    new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
+  await launch();
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    dir,
+    async kill9() {
+      child.kill('SIGKILL');
+      await exited();
+    },
+    restart: launch,
+    async stop() {
+      child.kill('SIGTERM');
+      await exited();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Where no redis-server binary exists but Docker does: the same config in a container. */
+async function startContainerRedis(extra: string[]): Promise<TestRedis> {
+  const { GenericContainer } = await import('testcontainers');
+  const container = await new GenericContainer('redis:7.0')
+    .withCopyFilesToContainer([{ source: REDIS_CONF, target: '/etc/kvql/redis.conf' }])
+    .withCommand(['redis-server', '/etc/kvql/redis.conf', '--bind', '0.0.0.0', '--protected-mode', 'no', ...extra])
+    .withExposedPorts(6379)
+    .start();
+  const port = container.getMappedPort(6379);
+  const unsupported = () => Promise.reject(new Error('crash tests need a local redis-server binary'));
+  return {
+    url: `redis://${container.getHost()}:${port}`,
+    port,
+    dir: '',
+    kill9: unsupported,
+    restart: unsupported,
+    async stop() {
+      await container.stop();
+    },
+  };
+}
