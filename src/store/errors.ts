@@ -76,8 +76,16 @@ const UNAVAILABLE = [
   /Stream isn't writeable/,
   /Command timed out/,
   /Reached the max retries per request limit/,
+  // ioredis's AbortError: the connection closed while a pipeline was partly answered.
+  /Command aborted due to connection close/,
   /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH/,
 ];
+
+// The client errors for a command that was sent and may have run, but whose reply never came:
+// timed out, or in flight when the connection was lost (with autoResendUnfulfilledCommands off
+// and maxRetriesPerRequest 0, ioredis rejects those with "max retries" or, inside a partly
+// answered pipeline, "aborted"). Every other failure above means the command did not run.
+const OUTCOME_UNKNOWN = /Command timed out|Connection is closed|Reached the max retries per request limit|Command aborted due to connection close/;
 
 /**
  * Turns a failure from Redis into a StoreError where it has a meaning for clients; anything
@@ -92,7 +100,7 @@ export function fromRedisError(err: unknown, write: boolean): unknown {
     return new StoreError('CAPACITY_EXCEEDED', 'the store is full: writes are refused until space is freed (reads and deletes still work)');
   }
   if (UNAVAILABLE.some((re) => re.test(message)) || ('code' in err && typeof err.code === 'string' && /^E[A-Z]+$/.test(err.code))) {
-    const outcome = write && /timed out|Connection is closed/.test(message)
+    const outcome = write && OUTCOME_UNKNOWN.test(message)
       ? ' The write may or may not have been applied; read the key to find out.'
       : '';
     return new StoreError('STORE_UNAVAILABLE', `the store is unavailable (${message}).${outcome}`);

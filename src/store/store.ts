@@ -134,6 +134,8 @@ export class KvStore {
    * On one Redis that is atomic across partitions.
    */
   async batchPut(items: readonly PutItem[]): Promise<Entry[]> {
+    // Nothing to write: no reason to fail when Redis is full or down.
+    if (items.length === 0) return [];
     assertDistinct(items.map((i) => i.key));
     const n = items.length;
     const keys: string[] = new Array(2 * n);
@@ -192,10 +194,14 @@ export class KvStore {
       hi: q.before != null ? minUpper(range.hi, { key: q.before, inclusive: false }) : range.hi,
     };
     // The part of the range on the far side of the cursor, which tells whether a page exists
-    // in the direction we are not paging.
+    // in the direction we are not paging. Clipped to the range: a cursor may lie outside it.
     let beyond: [Buffer | string, Buffer | string] | ['', ''] = ['', ''];
-    if (forward && q.after != null) beyond = [lexArg(range.lo, 'lo'), lexArg(complement(window.lo), 'hi')];
-    if (!forward && q.before != null) beyond = [lexArg(complement(window.hi), 'lo'), lexArg(range.hi, 'hi')];
+    if (forward && q.after != null) {
+      beyond = [lexArg(range.lo, 'lo'), lexArg(minUpper(range.hi, complement(window.lo)), 'hi')];
+    }
+    if (!forward && q.before != null) {
+      beyond = [lexArg(maxLower(range.lo, complement(window.hi)), 'lo'), lexArg(range.hi, 'hi')];
+    }
     const common = [
       lexArg(window.lo, 'lo'),
       lexArg(window.hi, 'hi'),

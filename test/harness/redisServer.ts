@@ -17,6 +17,10 @@ export interface TestRedis {
   /** Start again from the same config and data directory, on the same port. */
   restart(): Promise<void>;
   stop(): Promise<void>;
+  /** Hang: SIGSTOP, the process keeps its connections open but answers nothing. */
+  pause?(): void;
+  /** Undo pause(): SIGCONT. */
+  resume?(): void;
 }
 
 export async function freePort(): Promise<number> {
@@ -74,7 +78,14 @@ export async function startTestRedis(extra: string[] = []): Promise<TestRedis> {
       await exited();
     },
     restart: launch,
+    pause() {
+      child.kill('SIGSTOP');
+    },
+    resume() {
+      child.kill('SIGCONT');
+    },
     async stop() {
+      child.kill('SIGCONT');
       child.kill('SIGTERM');
       await exited();
       rmSync(dir, { recursive: true, force: true });
