@@ -14,12 +14,14 @@ export function bodyLimitPlugin(maxBytes: number): Plugin {
     async onRequest({ request, setRequest, endResponse, fetchAPI }) {
       if (request.body == null || request.method === 'GET' || request.method === 'HEAD') return;
       const declared = request.headers.get('content-length');
-      if (declared !== null) {
-        if (Number(declared) > maxBytes) endResponse(refusal(fetchAPI));
-        // The HTTP layer stops reading at the declared length, so it bounds the body.
+      // A declared length over the limit is refused before a byte of the body is read.
+      if (declared !== null && /^\s*\d+\s*$/.test(declared) && Number(declared) > maxBytes) {
+        endResponse(refusal(fetchAPI));
         return;
       }
-      // Chunked: count while reading, stop at the limit.
+      // Otherwise (chunked, or a length that may not bound what actually arrives: yoga.fetch
+      // and other adapters do not cut the body at Content-Length), count while reading and
+      // stop at the limit.
       const reader = request.body.getReader();
       const chunks: Uint8Array[] = [];
       let size = 0;
@@ -34,7 +36,7 @@ export function bodyLimitPlugin(maxBytes: number): Plugin {
         }
         chunks.push(value);
       }
-      setRequest(new fetchAPI.Request(request.url, { method: request.method, headers: request.headers, body: Buffer.concat(chunks) }));
+      setRequest(new fetchAPI.Request(request.url, { method: request.method, headers: request.headers, body: Buffer.concat(chunks), signal: request.signal }));
     },
   };
 }

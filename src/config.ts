@@ -16,12 +16,21 @@ function int(def: number, min: number, max: number) {
     .transform((v) => Number(v));
 }
 
+function isHostUrl(s: string): boolean {
+  try {
+    return new URL(s).hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
 const EnvSchema = z.object({
   HOST: z.string().default('127.0.0.1'),
   PORT: int(4000, 0, 65535),
   REDIS_URL: z
     .string()
     .regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL')
+    .refine(isHostUrl, 'expected a URL with a host, e.g. redis://127.0.0.1:6379')
     .optional(),
   KV_DATA_DIR: z.string().default('./data'),
   KV_MANAGED_REDIS_PORT: int(6390, 1, 65535),
@@ -78,7 +87,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => {
       const name = String(i.path[0]);
-      return `  ${name}=${JSON.stringify(present[name] ?? '')}: ${i.message}`;
+      let shown = present[name] ?? '';
+      // A URL may carry a password: never print it.
+      if (name === 'REDIS_URL') shown = shown.replace(/\/\/[^/@]*@/, '//***@');
+      return `  ${name}=${JSON.stringify(shown)}: ${i.message}`;
     });
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
@@ -89,6 +101,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('  KV_DELETE_RANGE_DEFAULT: must not exceed KV_DELETE_RANGE_MAX');
   if (e.KV_MAX_VALUE_BYTES > e.KV_MAX_BATCH_BYTES)
     problems.push('  KV_MAX_VALUE_BYTES: must not exceed KV_MAX_BATCH_BYTES');
+  if (e.REDIS_URL === undefined && e.PORT !== 0 && e.PORT === e.KV_MANAGED_REDIS_PORT)
+    problems.push('  KV_MANAGED_REDIS_PORT: the managed Redis cannot listen on the API port (PORT)');
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`);
   return {
     host: e.HOST,

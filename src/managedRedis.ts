@@ -27,47 +27,91 @@ export function redisServerOnPath(): boolean {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function alive(pid: number): boolean {
+/**
+ * Whether `pid` is a running process. A zombie is not: a Redis we adopted after a crash of the
+ * API is no child of ours, and where PID 1 does not reap orphans (many containers) it stays a
+ * zombie after it exits, which `kill(pid, 0)` still reports as alive.
+ */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch (err) {
+    // EPERM: it exists, but belongs to someone else.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
   } catch {
-    return false;
+    // No /proc (not Linux), or it went away between the two looks.
+    return existsSync('/proc/self/stat') ? false : true;
+  }
+}
+
+/** The last lines of Redis's log, to say why it did not start. */
+function logTail(file: string, lines = 5): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/**
+ * Runs `ask` on a short-lived connection to `port`; undefined if nothing answers within `ms`.
+ * The overall bound matters: something that accepts connections but never answers (not Redis)
+ * must not hang the start.
+ */
+async function probe<T>(port: number, ask: (client: Redis) => Promise<T>, ms = 1500): Promise<T | undefined> {
+  const client = new Redis({
+    port,
+    host: '127.0.0.1',
+    lazyConnect: true,
+    enableReadyCheck: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: ms,
+    commandTimeout: ms,
+  });
+  client.on('error', () => {});
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      client.connect().then(() => ask(client)),
+      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms))),
+    ]);
+  } catch {
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+    client.disconnect();
   }
 }
 
 /** The process id of the Redis answering on `port`, or undefined if none answers. */
 async function answeringPid(port: number): Promise<number | undefined> {
-  const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 });
-  probe.on('error', () => {});
-  try {
-    await probe.connect();
-    const info = await probe.info('server');
-    return Number(/process_id:(\d+)/.exec(info)?.[1]);
-  } catch {
-    return undefined;
-  } finally {
-    probe.disconnect();
-  }
+  return probe(port, async (client) => {
+    const pid = Number(/process_id:(\d+)/.exec(await client.info('server'))?.[1]);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  });
 }
 
-/** Waits until Redis on `port` accepts commands (past loading its AOF); gives up after `ms`. */
-async function waitReady(port: number, ms: number): Promise<void> {
+/**
+ * Waits until Redis on `port` accepts commands (past loading its AOF); gives up after `ms`, or
+ * as soon as `failed()` says why it never will.
+ */
+async function waitReady(port: number, ms: number, failed: () => string | undefined): Promise<void> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
-    const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    client.on('error', () => {});
-    try {
-      await client.connect();
-      if ((await client.ping()) === 'PONG') return;
-    } catch {
-      // not yet
-    } finally {
-      client.disconnect();
-    }
+    const why = failed();
+    if (why !== undefined) throw new Error(why);
+    // PING answers LOADING (an error) until the AOF is loaded.
+    if ((await probe(port, (c) => c.ping(), 500)) === 'PONG') return;
     await sleep(100);
   }
-  throw new Error(`the managed Redis on port ${port} did not become ready within ${ms} ms`);
+  const why = failed();
+  throw new Error(why ?? `the managed Redis on port ${port} did not become ready within ${ms} ms`);
 }
 
 export async function startManagedRedis(opts: ManagedRedisOptions): Promise<ManagedRedis> {
@@ -101,35 +145,97 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
     }
   }
 
-  const launch = () => {
-    child = spawn(
+  const logFile = resolve(dir, 'redis.log');
+  let ready = false;
+  let restartDelay = 200;
+  let watcher: NodeJS.Timeout | undefined;
+
+  const launch = (): ChildProcess => {
+    const startedAt = Date.now();
+    const c = spawn(
       'redis-server',
-      [REDIS_CONF, '--port', String(opts.port), '--dir', dir, '--pidfile', pidFile, '--logfile', resolve(dir, 'redis.log')],
+      [REDIS_CONF, '--port', String(opts.port), '--dir', dir, '--pidfile', pidFile, '--logfile', logFile],
       // Its own process group: a Ctrl+C meant for the API does not reach Redis first; the API
       // stops Redis itself, after its last request.
       { detached: true, stdio: 'ignore' },
     );
-    log(`managed Redis: started redis-server pid ${child.pid} on port ${opts.port}, data in ${dir}`);
-    child.on('exit', (code, signal) => {
-      if (stopping) return;
-      log(`managed Redis: redis-server exited (${signal ?? code}); restarting it from its append-only file`);
-      setTimeout(launch, 200);
-    });
+    child = c;
+    adopted = undefined;
+    log(`managed Redis: started redis-server pid ${c.pid} on port ${opts.port}, data in ${dir}`);
+    let gone = false;
+    const onGone = (why: string) => {
+      if (gone) return;
+      gone = true;
+      // Before it was first ready, the start reports the failure; after stop(), it is expected.
+      if (stopping || !ready) return;
+      // Quick deaths in a row (it cannot start) back off, up to 5 s; a long run resets.
+      restartDelay = Date.now() - startedAt > 10_000 ? 200 : Math.min(restartDelay * 2, 5000);
+      log(`managed Redis: redis-server exited (${why}); restarting it from its append-only file in ${restartDelay} ms`);
+      setTimeout(() => {
+        if (!stopping) launch();
+      }, restartDelay);
+    };
+    c.on('exit', (code, signal) => onGone(String(signal ?? code)));
+    c.on('error', (err) => onGone(err.message));
+    return c;
   };
+
+  // A Redis found running is no child of ours, so no exit event tells when it dies: watch it.
+  const watchAdopted = (pid: number) => {
+    watcher = setInterval(() => {
+      if (stopping || adopted !== pid || alive(pid)) return;
+      clearInterval(watcher);
+      log(`managed Redis: redis-server pid ${pid} is gone; restarting it from its append-only file`);
+      launch();
+    }, 250);
+    watcher.unref();
+  };
+
   if (adopted === undefined) {
-    launch();
-    await waitReady(opts.port, 5 * 60_000);
+    const first = launch();
+    let spawnError: string | undefined;
+    first.once('error', (err) => (spawnError = err.message));
+    try {
+      await waitReady(opts.port, 5 * 60_000, () => {
+        if (spawnError !== undefined) return `could not run redis-server: ${spawnError}`;
+        if (first.exitCode === null && first.signalCode === null) return undefined;
+        return (
+          `the managed Redis (redis-server on port ${opts.port}) exited (${first.signalCode ?? first.exitCode}) ` +
+          `before it was ready. The end of ${logFile}:\n${logTail(logFile)}`
+        );
+      });
+      // Whatever answered must be the Redis we started, not one that took the port meanwhile.
+      const answering = await answeringPid(opts.port);
+      if (answering !== first.pid) {
+        throw new Error(
+          `port ${opts.port} is answered by another process (pid ${answering ?? 'unknown'}) than the managed Redis ` +
+            `(pid ${first.pid}); set KV_MANAGED_REDIS_PORT to a free port. The end of ${logFile}:\n${logTail(logFile)}`,
+        );
+      }
+    } catch (err) {
+      stopping = true;
+      if (first.pid !== undefined && alive(first.pid)) first.kill('SIGKILL');
+      throw err;
+    }
+  } else {
+    watchAdopted(adopted);
   }
+  ready = true;
 
   return {
     url,
-    pid: () => child?.pid ?? adopted,
+    pid: () => adopted ?? child?.pid,
     async stop() {
       stopping = true;
-      const pid = child?.pid ?? adopted;
+      clearInterval(watcher);
+      const pid = adopted ?? child?.pid;
       if (pid === undefined || !alive(pid)) return;
       // SIGTERM: Redis finishes the command in hand, fsyncs the AOF and exits.
-      process.kill(pid, 'SIGTERM');
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        return; // it went away meanwhile
+      }
       for (let i = 0; i < 300 && alive(pid); i++) await sleep(50);
       if (alive(pid)) log(`managed Redis: pid ${pid} is still shutting down`);
     },

@@ -39,14 +39,23 @@ export async function startServer(config: Config, log: (m: string) => void = con
     ? undefined
     : await startManagedRedis({ dataDir: config.dataDir, port: config.managedRedisPort, log });
   const redisUrl = config.redisUrl ?? managed!.url;
-  const redis = await connect(redisUrl, config.redisTimeoutMs, log);
-  const store = await KvStore.open(redis, { prefix: config.prefix, partitions: config.partitions });
-  const yoga = createKvYoga({ store, limits: config.limits });
-  const server: Server = createServer(yoga);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, resolve);
-  });
+  let redis: Redis | undefined;
+  const server: Server = createServer();
+  try {
+    redis = await connect(redisUrl, config.redisTimeoutMs, log);
+    const store = await KvStore.open(redis, { prefix: config.prefix, partitions: config.partitions });
+    server.on('request', createKvYoga({ store, limits: config.limits }));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, resolve);
+    });
+  } catch (err) {
+    // A start that fails half-way (port taken, keyspace refused) leaves nothing running: not
+    // the connection, and not the redis-server it started, which would outlive the process.
+    redis?.disconnect();
+    await managed?.stop();
+    throw err;
+  }
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   return {

@@ -32,7 +32,11 @@ export function validators(limits: Limits) {
   const batch = <T extends { key: string; value: string }>(what: string) =>
     z
       .array(z.custom<T>())
-      .max(limits.maxBatchItems, { message: `${what} may hold at most ${limits.maxBatchItems} items`, ...tooLarge })
+      // A refinement, not .max(): zod's built-in checks drop `params`, and with it the code.
+      .refine((items) => items.length <= limits.maxBatchItems, {
+        message: `${what} may hold at most ${limits.maxBatchItems} items`,
+        ...tooLarge,
+      })
       .refine((items) => items.reduce((n, i) => n + byteLength(i.key) + byteLength(i.value), 0) <= limits.maxBatchBytes, {
         message: `${what} may hold at most ${limits.maxBatchBytes} bytes of keys and values`,
         ...tooLarge,
@@ -40,7 +44,10 @@ export function validators(limits: Limits) {
 
   const keyList = z
     .array(z.string())
-    .max(limits.maxBatchItems, { message: `at most ${limits.maxBatchItems} keys per request`, ...tooLarge });
+    .refine((keys) => keys.length <= limits.maxBatchItems, {
+      message: `at most ${limits.maxBatchItems} keys per request`,
+      ...tooLarge,
+    });
 
   return { key, value, bound, version, batch, keyList };
 }

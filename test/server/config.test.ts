@@ -1,0 +1,228 @@
+// The configuration: defaults, every variable, and wrong values that stop the start with a
+// message naming the variable.
+import { spawn } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, defaultLimits, loadConfig } from '../../src/config.js';
+
+const MiB = 1024 * 1024;
+
+/** The ConfigError that loadConfig throws for `env`; fails the test when it does not throw one. */
+function configError(env: Record<string, string | undefined>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
+}
+
+describe('loadConfig', () => {
+  it('has the documented defaults', () => {
+    expect(loadConfig({})).toEqual({
+      host: '127.0.0.1',
+      port: 4000,
+      redisUrl: undefined,
+      dataDir: './data',
+      managedRedisPort: 6390,
+      prefix: 'kv',
+      partitions: 1,
+      redisTimeoutMs: 2000,
+      limits: {
+        maxKeyBytes: 1024,
+        maxValueBytes: 1 * MiB,
+        maxBatchItems: 10_000,
+        maxBatchBytes: 64 * MiB,
+        maxBodyBytes: 160 * MiB,
+        pageDefault: 100,
+        pageMax: 1000,
+        deleteRangeDefault: 1000,
+        deleteRangeMax: 1000,
+      },
+    });
+    expect(defaultLimits()).toEqual(loadConfig({}).limits);
+  });
+
+  it('parses every variable', () => {
+    const c = loadConfig({
+      HOST: '::1',
+      PORT: '8080',
+      REDIS_URL: 'rediss://user:pw@redis.example:6380/2',
+      KV_DATA_DIR: '/var/lib/kvql',
+      KV_MANAGED_REDIS_PORT: '7000',
+      KV_PREFIX: 'app_1.v2:x-y',
+      KV_PARTITIONS: '16',
+      KV_MAX_KEY_BYTES: '512',
+      KV_MAX_VALUE_BYTES: '2048',
+      KV_MAX_BATCH_ITEMS: '50',
+      KV_MAX_BATCH_BYTES: '4096',
+      KV_MAX_BODY_BYTES: '8192',
+      KV_PAGE_DEFAULT: '10',
+      KV_PAGE_MAX: '20',
+      KV_DELETE_RANGE_DEFAULT: '30',
+      KV_DELETE_RANGE_MAX: '40',
+      KV_REDIS_TIMEOUT_MS: '1500',
+    });
+    expect(c).toEqual({
+      host: '::1',
+      port: 8080,
+      redisUrl: 'rediss://user:pw@redis.example:6380/2',
+      dataDir: '/var/lib/kvql',
+      managedRedisPort: 7000,
+      prefix: 'app_1.v2:x-y',
+      partitions: 16,
+      redisTimeoutMs: 1500,
+      limits: {
+        maxKeyBytes: 512,
+        maxValueBytes: 2048,
+        maxBatchItems: 50,
+        maxBatchBytes: 4096,
+        maxBodyBytes: 8192,
+        pageDefault: 10,
+        pageMax: 20,
+        deleteRangeDefault: 30,
+        deleteRangeMax: 40,
+      },
+    });
+    expect(typeof c.port).toBe('number');
+    expect(typeof c.limits.maxBodyBytes).toBe('number');
+  });
+
+  it('accepts redis:// as well as rediss://, and the ends of every range', () => {
+    expect(loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379' }).redisUrl).toBe('redis://127.0.0.1:6379');
+    expect(loadConfig({ REDIS_URL: 'redis://[::1]:6379/3' }).redisUrl).toBe('redis://[::1]:6379/3');
+    expect(loadConfig({ PORT: '0' }).port).toBe(0);
+    expect(loadConfig({ PORT: '65535' }).port).toBe(65535);
+    expect(loadConfig({ KV_PARTITIONS: '1024' }).partitions).toBe(1024);
+    expect(loadConfig({ KV_MAX_VALUE_BYTES: '0' }).limits.maxValueBytes).toBe(0);
+    expect(loadConfig({ KV_MAX_BODY_BYTES: '1024' }).limits.maxBodyBytes).toBe(1024);
+    expect(loadConfig({ KV_PAGE_DEFAULT: '1000', KV_PAGE_MAX: '1000' }).limits.pageDefault).toBe(1000);
+  });
+
+  it('counts an empty variable as unset', () => {
+    const empty = Object.fromEntries(
+      ['HOST', 'PORT', 'REDIS_URL', 'KV_DATA_DIR', 'KV_MANAGED_REDIS_PORT', 'KV_PREFIX', 'KV_PARTITIONS', 'KV_MAX_KEY_BYTES',
+        'KV_MAX_VALUE_BYTES', 'KV_MAX_BATCH_ITEMS', 'KV_MAX_BATCH_BYTES', 'KV_MAX_BODY_BYTES', 'KV_PAGE_DEFAULT', 'KV_PAGE_MAX',
+        'KV_DELETE_RANGE_DEFAULT', 'KV_DELETE_RANGE_MAX', 'KV_REDIS_TIMEOUT_MS'].map((k) => [k, '']),
+    );
+    expect(loadConfig(empty)).toEqual(loadConfig({}));
+    expect(loadConfig({ REDIS_URL: '' }).redisUrl).toBeUndefined();
+    expect(loadConfig({ PORT: '', KV_PARTITIONS: '4' })).toMatchObject({ port: 4000, partitions: 4 });
+  });
+
+  it('ignores variables it does not know', () => {
+    expect(loadConfig({ PATH: '/bin', KV_UNKNOWN: 'x', NODE_ENV: 'production' })).toEqual(loadConfig({}));
+  });
+
+  const wrong: [string, string][] = [
+    ['PORT', 'abc'],
+    ['PORT', '-1'],
+    ['PORT', '65536'],
+    ['PORT', '80.5'],
+    ['PORT', '1e3'],
+    ['PORT', ' 80'],
+    ['PORT', '0x50'],
+    ['KV_MANAGED_REDIS_PORT', '0'],
+    ['KV_MANAGED_REDIS_PORT', '70000'],
+    ['KV_PARTITIONS', 'abc'],
+    ['KV_PARTITIONS', '0'],
+    ['KV_PARTITIONS', '1025'],
+    ['KV_PARTITIONS', '99999999999999999999999'],
+    ['KV_MAX_KEY_BYTES', '0'],
+    ['KV_MAX_KEY_BYTES', '65537'],
+    ['KV_MAX_VALUE_BYTES', '-5'],
+    ['KV_MAX_VALUE_BYTES', String(512 * MiB + 1)],
+    ['KV_MAX_BATCH_ITEMS', '0'],
+    ['KV_MAX_BATCH_BYTES', 'lots'],
+    ['KV_MAX_BODY_BYTES', '1023'],
+    ['KV_PAGE_DEFAULT', '0'],
+    ['KV_PAGE_MAX', 'ten'],
+    ['KV_DELETE_RANGE_DEFAULT', '0'],
+    ['KV_DELETE_RANGE_MAX', '1000001'],
+    ['KV_REDIS_TIMEOUT_MS', '5'],
+    ['KV_REDIS_TIMEOUT_MS', '2s'],
+    ['KV_PREFIX', 'has space'],
+    ['KV_PREFIX', '{tag}'],
+    ['KV_PREFIX', 'x'.repeat(65)],
+    ['KV_PREFIX', 'ünï'],
+    ['REDIS_URL', 'http://localhost:6379'],
+    ['REDIS_URL', 'localhost:6379'],
+    ['REDIS_URL', 'tcp://localhost:6379'],
+    ['REDIS_URL', 'redis://'],
+    ['REDIS_URL', 'redis://host:99999'],
+  ];
+  for (const [name, value] of wrong) {
+    it(`refuses ${name}=${JSON.stringify(value.length > 20 ? `${value.slice(0, 20)}…` : value)}, naming the variable`, () => {
+      const err = configError({ [name]: value });
+      expect(err.name).toBe('ConfigError');
+      expect(err.message).toContain(name);
+      // Only the wrong variable is named.
+      const others = wrong.map(([n]) => n).filter((n) => n !== name);
+      for (const other of others) expect(err.message).not.toMatch(new RegExp(`\\b${other}\\b`));
+    });
+  }
+
+  it('does not print a password from a wrong REDIS_URL', () => {
+    const err = configError({ REDIS_URL: 'http://user:s3cret@redis.example:6379' });
+    expect(err.message).toContain('REDIS_URL');
+    expect(err.message).not.toContain('s3cret');
+  });
+
+  it('names every wrong variable at once', () => {
+    const err = configError({ PORT: 'x', KV_PARTITIONS: '0', KV_PREFIX: '' , REDIS_URL: 'ftp://x' });
+    expect(err.message).toContain('PORT');
+    expect(err.message).toContain('KV_PARTITIONS');
+    expect(err.message).toContain('REDIS_URL');
+  });
+
+  it('refuses defaults that exceed their maximums, naming both variables', () => {
+    const page = configError({ KV_PAGE_DEFAULT: '500', KV_PAGE_MAX: '100' });
+    expect(page.message).toMatch(/KV_PAGE_DEFAULT.*KV_PAGE_MAX/);
+    // The default of one against a configured maximum of the other.
+    expect(configError({ KV_PAGE_MAX: '50' }).message).toMatch(/KV_PAGE_DEFAULT/);
+    const del = configError({ KV_DELETE_RANGE_DEFAULT: '11', KV_DELETE_RANGE_MAX: '10' });
+    expect(del.message).toMatch(/KV_DELETE_RANGE_DEFAULT.*KV_DELETE_RANGE_MAX/);
+    const value = configError({ KV_MAX_VALUE_BYTES: '2000', KV_MAX_BATCH_BYTES: '1000' });
+    expect(value.message).toMatch(/KV_MAX_VALUE_BYTES.*KV_MAX_BATCH_BYTES/);
+  });
+
+  it('refuses a managed Redis port equal to the API port', () => {
+    const err = configError({ PORT: '7000', KV_MANAGED_REDIS_PORT: '7000' });
+    expect(err.message).toContain('KV_MANAGED_REDIS_PORT');
+    // With REDIS_URL there is no managed Redis, so no clash.
+    expect(loadConfig({ PORT: '7000', KV_MANAGED_REDIS_PORT: '7000', REDIS_URL: 'redis://h:1' }).port).toBe(7000);
+  });
+
+  it('reads process.env by default', () => {
+    const saved = process.env.KV_PARTITIONS;
+    process.env.KV_PARTITIONS = '7';
+    try {
+      expect(loadConfig().partitions).toBe(7);
+    } finally {
+      if (saved === undefined) delete process.env.KV_PARTITIONS;
+      else process.env.KV_PARTITIONS = saved;
+    }
+  });
+});
+
+describe('the real entry point', () => {
+  it('exits non-zero quickly with a message naming the wrong variable', async () => {
+    const started = Date.now();
+    const child = spawn('node_modules/.bin/tsx', ['src/main.ts'], {
+      env: { ...process.env, KV_PARTITIONS: 'abc', REDIS_URL: '', PORT: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    clearTimeout(timer);
+    expect(code, output).not.toBe(0);
+    expect(code, output).not.toBeNull();
+    expect(output).toContain('KV_PARTITIONS');
+    expect(output).toContain('"abc"');
+    expect(output).not.toMatch(/listening|managed Redis/);
+    expect(Date.now() - started).toBeLessThan(15_000);
+  });
+});
