@@ -35,8 +35,13 @@ export function encodeCursor(key: string): string {
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-export function decodeCursor(cursor: string, arg: string): string {
-  if (!/^[A-Za-z0-9_-]+$/.test(cursor)) throw badInput(`${arg}: not a cursor returned by this API`);
+/** The key a cursor points at; bad input unless it is a cursor this API could have returned. */
+export function decodeCursor(cursor: string, arg: string, maxKeyBytes: number): string {
+  // A cursor holds one key: base64 of at most maxKeyBytes bytes. Check the length first so a
+  // huge argument is refused without decoding it.
+  if (cursor.length > Math.ceil((maxKeyBytes * 4) / 3) || !/^[A-Za-z0-9_-]+$/.test(cursor)) {
+    throw badInput(`${arg}: not a cursor returned by this API`);
+  }
   try {
     const key = strictUtf8.decode(Buffer.from(cursor, 'base64url'));
     if (encodeCursor(key) === cursor) return key;
@@ -91,8 +96,8 @@ export function addRange(builder: Builder, v: Validators): void {
           range,
           first: args.last == null ? (args.first ?? pageDefault) : undefined,
           last: args.last ?? undefined,
-          after: args.after != null ? decodeCursor(args.after, 'after') : undefined,
-          before: args.before != null ? decodeCursor(args.before, 'before') : undefined,
+          after: args.after != null ? decodeCursor(args.after, 'after', ctx.limits.maxKeyBytes) : undefined,
+          before: args.before != null ? decodeCursor(args.before, 'before', ctx.limits.maxKeyBytes) : undefined,
         });
         const edges = page.entries.map((node) => ({ cursor: encodeCursor(node.key), node }));
         return {

@@ -205,6 +205,8 @@ describe('arguments', () => {
       Buffer.from([0x61, 0xc3]).toString('base64url'), // truncated sequence
       'YR', // decodes to "a", but is not how "a" is encoded
       'YQ==', // padded
+      Buffer.from('k'.repeat(1025)).toString('base64url'), // a key longer than maxKeyBytes
+      'A'.repeat(1_000_000), // huge: refused before decoding
     ];
     for (const cursor of bad) {
       await expectBadInput(app, RANGE, { after: cursor });
