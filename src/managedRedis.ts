@@ -101,7 +101,7 @@ async function answeringPid(port: number): Promise<number | undefined> {
  * Waits until Redis on `port` accepts commands (past loading its AOF); gives up after `ms`, or
  * as soon as `failed()` says why it never will.
  */
-async function waitReady(port: number, ms: number, failed: () => string | undefined): Promise<void> {
+export async function waitReady(port: number, ms: number, failed: () => string | undefined = () => undefined): Promise<void> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     const why = failed();

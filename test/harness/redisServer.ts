@@ -5,8 +5,7 @@ import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
-import { REDIS_CONF, redisServerOnPath } from '../../src/managedRedis.js';
+import { REDIS_CONF, redisServerOnPath, waitReady } from '../../src/managedRedis.js';
 
 export interface TestRedis {
   url: string;
@@ -34,25 +33,6 @@ export async function freePort(): Promise<number> {
   });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitReady(port: number, child: ChildProcess): Promise<void> {
-  for (let i = 0; i < 600; i++) {
-    if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
-    const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-    c.on('error', () => {});
-    try {
-      await c.connect();
-      if ((await c.ping()) === 'PONG') return;
-    } catch {
-      // loading or not listening yet
-    } finally {
-      c.disconnect();
-    }
-    await sleep(50);
-  }
-  throw new Error(`redis-server on port ${port} did not become ready`);
-}
 
 /** `extra` are redis-server options appended to the command line, e.g. ['--maxmemory', '2mb']. */
 export async function startTestRedis(extra: string[] = []): Promise<TestRedis> {
@@ -64,7 +44,7 @@ export async function startTestRedis(extra: string[] = []): Promise<TestRedis> {
   let child: ChildProcess;
   const launch = async () => {
     child = spawn('redis-server', [conf, '--port', String(port), '--dir', dir, ...extra], { stdio: 'ignore' });
-    await waitReady(port, child);
+    await waitReady(port, 30_000, () => (child.exitCode !== null ? `redis-server exited with ${child.exitCode}` : undefined));
   };
   const exited = () =>
     new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
