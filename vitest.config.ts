@@ -15,7 +15,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     projects: [
       { extends: true, test: { name: 'p1', include: ['test/**/*.test.ts'], env: { KV_TEST_PARTITIONS: '1' } } },
-      { extends: true, test: { name: 'p4', include: ['test/api/**/*.test.ts'], env: { KV_TEST_PARTITIONS: '4' } } },
+      { extends: true, test: { name: 'p4', include: ['test/api/**/*.test.ts', 'test/feed/**/*.test.ts'], env: { KV_TEST_PARTITIONS: '4' } } },
     ],
   },
 });

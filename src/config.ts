@@ -46,6 +46,8 @@ const EnvSchema = z.object({
   KV_DELETE_RANGE_DEFAULT: int(1000, 1, 1_000_000),
   KV_DELETE_RANGE_MAX: int(1000, 1, 1_000_000),
   KV_REDIS_TIMEOUT_MS: int(2000, 10, 600_000),
+  KV_FEED_RETENTION: int(100_000, 1, 100_000_000),
+  KV_FEED_BUFFER: int(1000, 1, 1_000_000),
 });
 
 export type Env = z.input<typeof EnvSchema>;
@@ -73,6 +75,14 @@ export interface Config {
   partitions: number;
   redisTimeoutMs: number;
   limits: Limits;
+  feed: FeedConfig;
+}
+
+export interface FeedConfig {
+  /** About how many events each partition's change stream keeps. */
+  retention: number;
+  /** Events one subscription may have waiting before it ends as a slow consumer. */
+  bufferSize: number;
 }
 
 export class ConfigError extends Error {
@@ -113,6 +123,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     prefix: e.KV_PREFIX,
     partitions: e.KV_PARTITIONS,
     redisTimeoutMs: e.KV_REDIS_TIMEOUT_MS,
+    feed: { retention: e.KV_FEED_RETENTION, bufferSize: e.KV_FEED_BUFFER },
     limits: {
       maxKeyBytes: e.KV_MAX_KEY_BYTES,
       maxValueBytes: e.KV_MAX_VALUE_BYTES,

@@ -5,6 +5,7 @@ import ValidationPlugin from '@pothos/plugin-validation';
 import type DataLoader from 'dataloader';
 import { GraphQLError } from 'graphql';
 import type { Limits } from '../config.js';
+import type { FeedHub } from '../feed/hub.js';
 import type { Entry, KvStore } from '../store/store.js';
 
 export interface Context {
@@ -12,6 +13,8 @@ export interface Context {
   limits: Limits;
   /** Per request: every get/getMany of one operation shares one round trip per partition. */
   entries: DataLoader<string, Entry | null>;
+  /** The process's change-feed hub (shared by every request). */
+  feed: FeedHub;
 }
 
 export interface Types {
@@ -64,6 +67,7 @@ export function createBuilder() {
 
   builder.queryType({});
   builder.mutationType({});
+  builder.subscriptionType({});
   return builder;
 }
 

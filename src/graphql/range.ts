@@ -51,13 +51,18 @@ export function decodeCursor(cursor: string, arg: string, maxKeyBytes: number): 
   throw badInput(`${arg}: not a cursor returned by this API`);
 }
 
-export function addRange(builder: Builder, v: Validators): void {
-  const rangeArgs = (t: Parameters<Parameters<Builder['queryFields']>[0]>[0]) => ({
-    start: t.arg.string({ description: 'First key of the range (inclusive).', validate: v.bound }),
-    end: t.arg.string({ description: 'End of the range (exclusive).', validate: v.bound }),
-    prefix: t.arg.string({ description: 'Only keys that start with this; instead of start/end.', validate: v.bound }),
-  });
+type ArgBuilder = Parameters<Parameters<Builder['queryFields']>[0]>[0]['arg'];
 
+/** The arguments that select a key range, shared by range, deleteRange and changes. */
+export function rangeArgs(arg: ArgBuilder, v: Validators) {
+  return {
+    start: arg.string({ description: 'First key of the range (inclusive).', validate: v.bound }),
+    end: arg.string({ description: 'End of the range (exclusive).', validate: v.bound }),
+    prefix: arg.string({ description: 'Only keys that start with this; instead of start/end.', validate: v.bound }),
+  };
+}
+
+export function addRange(builder: Builder, v: Validators): void {
   const Connection = builder.connectionObject(
     {
       type: 'Entry',
@@ -79,7 +84,7 @@ export function addRange(builder: Builder, v: Validators): void {
         'Entries in key order (UTF-8 bytes). Relay pagination: first/after forward, last/before backward. ' +
         'first defaults to the server page size; a page costs O(log N + page).',
       args: {
-        ...rangeArgs(t),
+        ...rangeArgs(t.arg, v),
         first: t.arg.int(),
         after: t.arg.string(),
         last: t.arg.int(),
@@ -127,7 +132,7 @@ export function addRange(builder: Builder, v: Validators): void {
       type: DeleteRangeResult,
       description:
         'Deletes at most `limit` keys of the range, lowest first, atomically. Call again while hasMore is true.',
-      args: { ...rangeArgs(t as never), limit: t.arg.int() },
+      args: { ...rangeArgs(t.arg as ArgBuilder, v), limit: t.arg.int() },
       resolve: async (_, args, ctx) => {
         const { deleteRangeDefault, deleteRangeMax } = ctx.limits;
         const limit = args.limit ?? deleteRangeDefault;

@@ -2,6 +2,7 @@
 import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphql';
 import { defaultLimits, type Limits } from '../config.js';
 import { createBuilder } from './builder.js';
+import { addChanges } from './changes.js';
 import { addDelete } from './delete.js';
 import { addEntry } from './entry.js';
 import { addPut } from './put.js';
@@ -15,6 +16,7 @@ export function buildSchema(limits: Limits): GraphQLSchema {
   addRange(builder, v);
   addPut(builder, v);
   addDelete(builder, v);
+  addChanges(builder, v);
   return builder.toSchema({ sortSchema: true });
 }
 

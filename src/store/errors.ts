@@ -6,7 +6,9 @@ export type StoreErrorCode =
   | 'VERSION_CONFLICT'
   | 'PAYLOAD_TOO_LARGE'
   | 'STORE_UNAVAILABLE'
-  | 'CAPACITY_EXCEEDED';
+  | 'CAPACITY_EXCEEDED'
+  | 'CURSOR_EXPIRED'
+  | 'SLOW_CONSUMER';
 
 export class StoreError extends Error {
   /**
@@ -106,4 +108,13 @@ export function fromRedisError(err: unknown, write: boolean): unknown {
     return new StoreError('STORE_UNAVAILABLE', `the store is unavailable (${message}).${outcome}`);
   }
   return err;
+}
+
+/** Runs reads against Redis, turning their failures into StoreErrors where they have a code. */
+export async function redisRead<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    throw fromRedisError(err, false);
+  }
 }

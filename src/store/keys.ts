@@ -4,6 +4,8 @@
 //   <prefix>:meta             hash   { partitions, layout }   one per keyspace
 //   {<prefix>:<p>}:i          zset   every key of partition p, score 0, ordered by bytes (BYLEX)
 //   {<prefix>:<p>}:v:<key>    hash   { v: value, n: version, c: createdAt ms, u: updatedAt ms }
+//   {<prefix>:<p>}:s          stream the partition's change feed, one entry per written key
+//   {<prefix>:<p>}:q          string how many events partition p has ever had (the feed's sequence)
 //
 // All keys of one partition share the hash tag {<prefix>:<p>}, so a script that touches one
 // partition touches one Redis Cluster slot.
@@ -53,5 +55,13 @@ export class Keyspace {
 
   value(key: string, partition = this.partition(key)): string {
     return `${this.tags[partition]}:v:${key}`;
+  }
+
+  stream(partition: number): string {
+    return `${this.tags[partition]}:s`;
+  }
+
+  sequence(partition: number): string {
+    return `${this.tags[partition]}:q`;
   }
 }

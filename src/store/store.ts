@@ -1,7 +1,8 @@
 // The key/value store over Redis. The only module (with its neighbours in store/) that speaks
 // Redis; it knows nothing of GraphQL.
 import type { Redis } from 'ioredis';
-import { checkScriptReply, fromRedisError, StoreError } from './errors.js';
+import { checkScriptReply, fromRedisError, redisRead, StoreError } from './errors.js';
+import { FeedReader } from './feed.js';
 import { Keyspace, LAYOUT_VERSION } from './keys.js';
 import { compareKeys, lexArg, maxLower, minUpper, type Bound, type KeyRange } from './order.js';
 import { registerScripts, type ScriptCommands } from './scripts.js';
@@ -48,7 +49,11 @@ export interface Page {
 export interface StoreOptions {
   prefix: string;
   partitions: number;
+  /** About how many change events each partition's stream keeps (XADD MAXLEN ~). */
+  feedRetention?: number;
 }
+
+export const DEFAULT_FEED_RETENTION = 100_000;
 
 /** How often a page read starts again when writes keep changing the page under it. */
 const PAGE_ATTEMPTS = 8;
@@ -59,6 +64,7 @@ export class KvStore {
   private constructor(
     private readonly redis: Client,
     readonly keys: Keyspace,
+    private readonly feedRetention: number,
   ) {}
 
   /**
@@ -85,7 +91,20 @@ export class KvStore {
     if (layout !== LAYOUT_VERSION) {
       throw new Error(`keyspace "${opts.prefix}" has storage layout ${layout}; this server reads layout ${LAYOUT_VERSION}`);
     }
-    return new KvStore(client, keys);
+    return new KvStore(client, keys, opts.feedRetention ?? DEFAULT_FEED_RETENTION);
+  }
+
+  /**
+   * A reader of this keyspace's change feed, with its own connection for blocking reads (a
+   * blocked connection cannot serve anything else). `blockMs` is the longest XREAD BLOCK.
+   */
+  feedReader(blockMs: number): FeedReader {
+    const blocking = this.redis.duplicate({
+      commandTimeout: blockMs + (this.redis.options.commandTimeout ?? 2000),
+      enableAutoPipelining: false,
+    });
+    blocking.on('error', () => {}); // reported by the reads that fail
+    return new FeedReader(this.redis, blocking, this.keys);
   }
 
   async ping(): Promise<void> {
@@ -137,16 +156,12 @@ export class KvStore {
     // Nothing to write: no reason to fail when Redis is full or down.
     if (items.length === 0) return [];
     assertDistinct(items.map((i) => i.key));
-    const n = items.length;
-    const keys: string[] = new Array(2 * n);
-    const args: string[] = [String(n)];
-    items.forEach((item, i) => {
-      const p = this.keys.partition(item.key);
-      keys[i] = this.keys.value(item.key, p);
-      keys[n + i] = this.keys.index(p);
+    const keys = this.scriptKeys(items.map((i) => i.key));
+    const args = [String(items.length), String(this.feedRetention)];
+    for (const item of items) {
       args.push(item.key, item.value, item.expectedVersion == null ? '' : String(item.expectedVersion));
-    });
-    const reply = await this.write(() => this.redis.kvPut(2 * n, ...keys, ...args));
+    }
+    const reply = await this.write(() => this.redis.kvPut(keys.length, ...keys, ...args));
     const now = Number(reply[1]);
     return items.map((item, i) => ({
       key: item.key,
@@ -170,12 +185,12 @@ export class KvStore {
     const lo = lexArg(range.lo, 'lo');
     const hi = lexArg(range.hi, 'hi');
     const partitions = [...Array(this.keys.partitions).keys()];
-    const candidates = await this.read(() =>
+    const candidates = await redisRead(() =>
       Promise.all(partitions.map((p) => this.redis.zrange(this.keys.index(p), lo, hi, 'BYLEX', 'LIMIT', 0, limit))),
     );
     const chosen = candidates.flat().sort(compareKeys).slice(0, limit);
     const deleted = chosen.length === 0 ? [] : await this.deleteKeys(chosen, null);
-    const remaining = await this.read(() =>
+    const remaining = await redisRead(() =>
       Promise.all(partitions.map((p) => this.redis.zlexcount(this.keys.index(p), lo, hi))),
     );
     return {
@@ -226,7 +241,7 @@ export class KvStore {
 
     for (let attempt = 0; attempt < PAGE_ATTEMPTS; attempt++) {
       // Round 1: which keys make the page.
-      const first = (await this.read(() => Promise.all(partitions.map((p) => call(p, [], size + 1))))).map(parseRange);
+      const first = (await redisRead(() => Promise.all(partitions.map((p) => call(p, [], size + 1))))).map(parseRange);
       const merged = first
         .flatMap((r, p) => r.members.map((key) => ({ key, p })))
         .sort((a, b) => order(a.key, b.key));
@@ -236,7 +251,7 @@ export class KvStore {
 
       // Round 2: their values, if each partition's part of the page is still the same keys.
       const mine = partitions.map((p) => page.filter((e) => e.p === p).map((e) => e.key));
-      const second = await this.read(() =>
+      const second = await redisRead(() =>
         Promise.all(partitions.map((p) => (mine[p]!.length > 0 ? call(p, mine[p]!, mine[p]!.length) : null))),
       );
       const values = new Map<string, Entry>();
@@ -265,17 +280,25 @@ export class KvStore {
   }
 
   private async deleteKeys(keys: readonly string[], expectedVersion: number | null | undefined): Promise<(Entry | null)[]> {
+    const redisKeys = this.scriptKeys(keys);
+    const args = [String(keys.length), String(this.feedRetention)];
+    for (const key of keys) args.push(key, expectedVersion == null ? '' : String(expectedVersion));
+    const reply = await this.write(() => this.redis.kvDelete(redisKeys.length, ...redisKeys, ...args));
+    return keys.map((key, i) => toEntry(key, reply as (string | null)[], 1 + 4 * i));
+  }
+
+  /** The KEYS of put.lua and delete.lua: per key its value hash, index, stream and sequence. */
+  private scriptKeys(keys: readonly string[]): string[] {
     const n = keys.length;
-    const redisKeys: string[] = new Array(2 * n);
-    const args: string[] = [String(n)];
+    const out: string[] = new Array(4 * n);
     keys.forEach((key, i) => {
       const p = this.keys.partition(key);
-      redisKeys[i] = this.keys.value(key, p);
-      redisKeys[n + i] = this.keys.index(p);
-      args.push(key, expectedVersion == null ? '' : String(expectedVersion));
+      out[i] = this.keys.value(key, p);
+      out[n + i] = this.keys.index(p);
+      out[2 * n + i] = this.keys.stream(p);
+      out[3 * n + i] = this.keys.sequence(p);
     });
-    const reply = await this.write(() => this.redis.kvDelete(2 * n, ...redisKeys, ...args));
-    return keys.map((key, i) => toEntry(key, reply as (string | null)[], 1 + 4 * i));
+    return out;
   }
 
   private async write(run: () => Promise<unknown[]>): Promise<unknown[]> {
@@ -287,14 +310,6 @@ export class KvStore {
     }
     checkScriptReply(reply);
     return reply;
-  }
-
-  private async read<T>(run: () => Promise<T>): Promise<T> {
-    try {
-      return await run();
-    } catch (err) {
-      throw fromRedisError(err, false);
-    }
   }
 }
 

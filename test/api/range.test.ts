@@ -2,7 +2,7 @@
 // pagination, UTF-8 byte order, and the argument checks.
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Limits } from '../../src/config.js';
-import { createTestApp, keysOf, type GqlResult, type TestApp } from '../harness/app.js';
+import { createTestApp, dataKeysOf, type GqlResult, type TestApp } from '../harness/app.js';
 
 const RANGE = `query($start: String, $end: String, $prefix: String, $first: Int, $after: String, $last: Int, $before: String) {
   range(start: $start, end: $end, prefix: $prefix, first: $first, after: $after, last: $last, before: $before) {
@@ -557,8 +557,8 @@ describe('deleteRange', () => {
     expect(await del(app, { limit: 2 })).toEqual({ deleted: 2, hasMore: true });
     expect(await del(app, { limit: 1 })).toEqual({ deleted: 1, hasMore: false });
     expect(await walk(app, {})).toEqual([]);
-    // Nothing but the keyspace's meta key is left in Redis.
-    expect(await keysOf(app.redis, app.prefix)).toEqual([`${app.prefix}:meta`]);
+    // Nothing but the keyspace's meta key (and its change feed) is left in Redis.
+    expect(await dataKeysOf(app.redis, app.prefix)).toEqual([`${app.prefix}:meta`]);
   });
 
   it('start is inclusive, end exclusive, and keys outside stay', async () => {
@@ -623,6 +623,6 @@ describe('deleteRange', () => {
     expect(await walk(app, {})).toEqual(sorted(keys).slice(15));
     expect(await del(app, {})).toEqual({ deleted: 25, hasMore: false });
     expect((await range(app, {})).totalCount).toBe(0);
-    expect(await keysOf(app.redis, app.prefix)).toEqual([`${app.prefix}:meta`]);
+    expect(await dataKeysOf(app.redis, app.prefix)).toEqual([`${app.prefix}:meta`]);
   });
 });

@@ -8,6 +8,7 @@ import { defaultLimits, type Limits } from '../../src/config.js';
 import { createRedis } from '../../src/store/redis.js';
 import { KvStore } from '../../src/store/store.js';
 import { createKvYoga, type KvYoga } from '../../src/yoga.js';
+import { FeedHub } from '../../src/feed/hub.js';
 
 export const PARTITIONS = Number(process.env.KV_TEST_PARTITIONS ?? '1');
 
@@ -20,6 +21,7 @@ export interface GqlResult<T = Record<string, any>> {
 export interface TestApp {
   yoga: KvYoga;
   store: KvStore;
+  feed: FeedHub;
   redis: Redis;
   prefix: string;
   gql<T = Record<string, any>>(query: string, variables?: Record<string, unknown>): Promise<GqlResult<T>>;
@@ -33,6 +35,8 @@ export interface TestAppOptions {
   redisUrl?: string;
   prefix?: string;
   errors?: unknown[];
+  feedRetention?: number;
+  feedBuffer?: number;
 }
 
 export function uniquePrefix(name: string): string {
@@ -45,15 +49,18 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
   redis.on('error', () => {});
   await redis.connect();
   const limits = { ...defaultLimits(), ...opts.limits };
-  const store = await KvStore.open(redis, { prefix, partitions: opts.partitions ?? PARTITIONS });
+  const store = await KvStore.open(redis, { prefix, partitions: opts.partitions ?? PARTITIONS, feedRetention: opts.feedRetention });
+  const feed = new FeedHub(store.feedReader(200), { bufferSize: opts.feedBuffer ?? 1000, blockMs: 200, batchSize: 100 });
   const yoga = createKvYoga({
     store,
     limits,
+    feed,
     logger: { debug() {}, info() {}, warn() {}, error: (...args: unknown[]) => opts.errors?.push(args[0]) },
   });
   return {
     yoga,
     store,
+    feed,
     redis,
     prefix,
     async gql(query, variables) {
@@ -66,6 +73,7 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
       return { status: res.status, ...(body as object) } as GqlResult<any>;
     },
     async close() {
+      feed.close();
       redis.disconnect();
     },
   };
@@ -81,4 +89,9 @@ export async function keysOf(redis: Redis, prefix: string): Promise<string[]> {
     found.push(...batch);
   } while (cursor !== '0');
   return found.sort();
+}
+
+/** The keyspace's keys that hold data: all but the change feed's stream and sequence keys. */
+export async function dataKeysOf(redis: Redis, prefix: string): Promise<string[]> {
+  return (await keysOf(redis, prefix)).filter((k) => !/\}:[sq]$/.test(k));
 }

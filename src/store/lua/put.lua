@@ -1,21 +1,28 @@
 #!lua
 --[[
-put.lua: write one or more entries, all or nothing.
+put.lua: write one or more entries, all or nothing, and append one PUT event per entry to the
+change feed of its partition, in the same atomic step.
 
-KEYS   1..n      the value hash of each item
-       n+1..2n   the index sorted set of each item's partition (KEYS[n+i] belongs to KEYS[i])
+KEYS   per item i of n, four keys:
+       KEYS[i]          the value hash
+       KEYS[n+i]        the index sorted set of the item's partition
+       KEYS[2n+i]       the change-feed stream of the item's partition
+       KEYS[3n+i]       the feed's sequence counter of the item's partition
 ARGV   1         n, the number of items
-       then, per item i (three values from ARGV[3i-1]):
+       2         feed retention: each stream keeps about this many events (XADD MAXLEN ~)
+       then, per item i (three values from ARGV[3i]):
                  key, value, expected version ("" = any; "0" = must not exist)
 Returns
        {"OK", now_ms, version_1, created_ms_1, ..., version_n, created_ms_n}
 Errors (returned as the first element, nothing is written)
        {"VERSION_CONFLICT", key_a, actual_version_a, key_b, actual_version_b, ...}
 
+Event fields: t "P", k key, n version, v value, c createdAt ms, u updatedAt ms, q sequence.
 Every compare-and-set is checked before anything is written, so a conflict leaves the store
 untouched. The script has no allow-oom flag: at maxmemory Redis refuses it before it starts.
 ]]
 local n = tonumber(ARGV[1])
+local retention = ARGV[2]
 local versions = {}
 local created = {}
 local conflicts = { 'VERSION_CONFLICT' }
@@ -25,9 +32,9 @@ for i = 1, n do
   local version = tonumber(current[1]) or 0
   versions[i] = version
   created[i] = current[2]
-  local expected = ARGV[3 * i + 1]
+  local expected = ARGV[3 * i + 2]
   if expected ~= '' and tonumber(expected) ~= version then
-    conflicts[#conflicts + 1] = ARGV[3 * i - 1]
+    conflicts[#conflicts + 1] = ARGV[3 * i]
     conflicts[#conflicts + 1] = version
   end
 end
@@ -38,14 +45,18 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local result = { 'OK', now }
 
 for i = 1, n do
+  local key, value = ARGV[3 * i], ARGV[3 * i + 1]
   local version = versions[i] + 1
   if version == 1 then
-    redis.call('HSET', KEYS[i], 'v', ARGV[3 * i], 'n', version, 'c', now, 'u', now)
-    redis.call('ZADD', KEYS[n + i], 0, ARGV[3 * i - 1])
+    redis.call('HSET', KEYS[i], 'v', value, 'n', version, 'c', now, 'u', now)
+    redis.call('ZADD', KEYS[n + i], 0, key)
     created[i] = now
   else
-    redis.call('HSET', KEYS[i], 'v', ARGV[3 * i], 'n', version, 'u', now)
+    redis.call('HSET', KEYS[i], 'v', value, 'n', version, 'u', now)
   end
+  local seq = redis.call('INCR', KEYS[3 * n + i])
+  redis.call('XADD', KEYS[2 * n + i], 'MAXLEN', '~', retention, '*',
+    't', 'P', 'k', key, 'n', version, 'v', value, 'c', created[i], 'u', now, 'q', seq)
   result[#result + 1] = version
   result[#result + 1] = tonumber(created[i])
 end

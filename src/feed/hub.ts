@@ -1,0 +1,229 @@
+// The change-feed hub: one reading loop per API process, on one blocking Redis connection, that
+// fans every event out to the in-process subscriptions. However many clients subscribe, Redis
+// sees one XREAD at a time from this process (plus short catch-up reads when a subscription
+// starts or resumes).
+import { inRange, type KeyRange } from '../store/order.js';
+import { compareIds, type FeedEvent, type FeedReader, type Position } from '../store/feed.js';
+import { StoreError } from '../store/errors.js';
+
+export interface HubOptions {
+  /** Events a subscription may have waiting before it is ended as a slow consumer. */
+  bufferSize: number;
+  /** Longest XREAD BLOCK wait; the loop re-checks for shutdown this often. */
+  blockMs: number;
+  /** Events per read, per partition. */
+  batchSize: number;
+  log?: (message: string) => void;
+}
+
+/** One delivered event, with the feed position right after it (what its cursor encodes). */
+export interface Delivery {
+  event: FeedEvent;
+  position: Position[];
+}
+
+export interface SubscribeOptions {
+  range: KeyRange;
+  /** Resume right after this position; absent: start now. */
+  after?: Position[];
+}
+
+export class SlowConsumerError extends StoreError {
+  constructor(
+    message: string,
+    /** The position after the last event the consumer received: resume from there. */
+    readonly position: Position[],
+  ) {
+    super('SLOW_CONSUMER', message);
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+class Subscriber {
+  readonly queue: Delivery[] = [];
+  failure: Error | null = null;
+  private wake: (() => void) | null = null;
+
+  constructor(
+    readonly position: Position[],
+    private readonly range: KeyRange,
+    private readonly bufferSize: number,
+    private readonly onOverflow: (s: Subscriber) => void,
+  ) {}
+
+  /**
+   * Takes an event in (from the catch-up read or the hub) unless it was seen already; returns the
+   * delivery if the subscriber wants it. Skipped events still move the position on.
+   */
+  advance(event: FeedEvent): Delivery | null {
+    const at = this.position[event.partition]!;
+    if (compareIds(event.id, at.id) <= 0) return null;
+    this.position[event.partition] = { id: event.id, seq: event.seq };
+    if (!inRange(event.key, this.range)) return null;
+    return { event, position: this.position.slice() };
+  }
+
+  /** From the hub: queue it, or end the subscription if the queue is full. */
+  offer(event: FeedEvent): void {
+    if (this.failure) return;
+    const d = this.advance(event);
+    if (!d) return;
+    if (this.queue.length >= this.bufferSize) {
+      this.queue.length = 0; // free the memory now: the subscription is over
+      this.onOverflow(this);
+    } else {
+      this.queue.push(d);
+    }
+    this.notify();
+  }
+
+  fail(err: Error): void {
+    this.failure = err;
+    this.notify();
+  }
+
+  notify(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  next(): Promise<void> {
+    return new Promise((resolve) => (this.wake = resolve));
+  }
+}
+
+export class FeedHub {
+  private readonly subscribers = new Set<Subscriber>();
+  /** How far the loop has read and fanned out; null until it has started. */
+  private position: Position[] | null = null;
+  private started: Promise<void> | null = null;
+  private closed = false;
+  private readonly log: (m: string) => void;
+
+  constructor(
+    private readonly reader: FeedReader,
+    private readonly opts: HubOptions,
+  ) {
+    this.log = opts.log ?? (() => {});
+  }
+
+  get subscriberCount(): number {
+    return this.subscribers.size;
+  }
+
+  /**
+   * A subscription: its events in order per partition, each exactly once, from `after` (or
+   * now) on. Iterating ends when the consumer returns, or throws SlowConsumerError.
+   */
+  async *subscribe(opts: SubscribeOptions): AsyncGenerator<Delivery> {
+    await this.ensureStarted();
+    const from = opts.after ?? (await this.retrying(() => this.reader.heads()));
+    const sub = new Subscriber(
+      from.map((p) => ({ ...p })),
+      opts.range,
+      this.opts.bufferSize,
+      (s) => {
+        this.subscribers.delete(s);
+        s.fail(new Error(`the subscriber fell more than ${this.opts.bufferSize} events behind; resume from the last cursor received`));
+      },
+    );
+    // The position after the last event handed to the consumer: where it can resume.
+    let delivered = from;
+    try {
+      // Catch up from the stream itself until this subscriber has reached the hub's position,
+      // then join the hub in the same tick, so that no event falls between the two.
+      for (;;) {
+        let behind = false;
+        for (let p = 0; p < sub.position.length; p++) {
+          while (compareIds(sub.position[p]!.id, this.position![p]!.id) < 0) {
+            const events = await this.retrying(() => this.reader.after(p, sub.position[p]!, this.opts.batchSize));
+            if (events.length === 0) break;
+            for (const e of events) {
+              const d = sub.advance(e);
+              if (d) {
+                yield d;
+                delivered = d.position;
+              }
+            }
+            behind = true;
+          }
+        }
+        if (!behind && sub.position.every((pos, p) => compareIds(pos.id, this.position![p]!.id) >= 0)) break;
+        if (!behind) await sleep(5); // the hub is ahead but the stream read returned nothing yet
+      }
+      this.subscribers.add(sub);
+      for (;;) {
+        while (sub.queue.length > 0) {
+          const d = sub.queue.shift()!;
+          yield d;
+          delivered = d.position;
+        }
+        if (sub.failure) throw new SlowConsumerError(sub.failure.message, delivered);
+        if (this.closed) return;
+        await sub.next();
+      }
+    } finally {
+      this.subscribers.delete(sub);
+    }
+  }
+
+  /** Retries a read while Redis is unavailable: a subscription waits, it does not fail. */
+  /** Whether events after `positions` are all still retained (see FeedReader.check). */
+  check(positions: readonly Position[]) {
+    return this.reader.check(positions);
+  }
+
+  get partitions(): number {
+    return this.reader.partitions;
+  }
+
+  private async retrying<T>(read: () => Promise<T>): Promise<T> {
+    for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+      try {
+        return await read();
+      } catch (err) {
+        if (this.closed) throw err;
+        if (!(err instanceof StoreError && err.code === 'STORE_UNAVAILABLE')) throw err;
+        await sleep(delay);
+      }
+    }
+  }
+
+  private ensureStarted(): Promise<void> {
+    this.started ??= (async () => {
+      this.position = await this.retrying(() => this.reader.heads());
+      void this.loop();
+    })();
+    return this.started;
+  }
+
+  private async loop(): Promise<void> {
+    let failing = false;
+    while (!this.closed) {
+      let events: FeedEvent[];
+      try {
+        events = await this.reader.wait(this.position!, this.opts.batchSize, this.opts.blockMs);
+        if (failing) this.log('change feed: reading again');
+        failing = false;
+      } catch (err) {
+        if (this.closed) return;
+        if (!failing) this.log(`change feed: cannot read (${(err as Error).message}); retrying`);
+        failing = true;
+        await sleep(200);
+        continue;
+      }
+      for (const e of events) {
+        this.position![e.partition] = { id: e.id, seq: e.seq };
+        for (const s of this.subscribers) s.offer(e);
+      }
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const s of this.subscribers) s.notify();
+    this.reader.close();
+  }
+}
