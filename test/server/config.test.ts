@@ -28,6 +28,7 @@ describe('loadConfig', () => {
       prefix: 'kv',
       partitions: 1,
       redisTimeoutMs: 2000,
+      feed: { retention: 100_000, bufferSize: 1000 },
       limits: {
         maxKeyBytes: 1024,
         maxValueBytes: 1 * MiB,
@@ -62,6 +63,8 @@ describe('loadConfig', () => {
       KV_DELETE_RANGE_DEFAULT: '30',
       KV_DELETE_RANGE_MAX: '40',
       KV_REDIS_TIMEOUT_MS: '1500',
+      KV_FEED_RETENTION: '500',
+      KV_FEED_BUFFER: '64',
     });
     expect(c).toEqual({
       host: '::1',
@@ -72,6 +75,7 @@ describe('loadConfig', () => {
       prefix: 'app_1.v2:x-y',
       partitions: 16,
       redisTimeoutMs: 1500,
+      feed: { retention: 500, bufferSize: 64 },
       limits: {
         maxKeyBytes: 512,
         maxValueBytes: 2048,

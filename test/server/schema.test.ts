@@ -74,7 +74,22 @@ describe.each(schemas)('the contract in %s', (_, load) => {
   it('has the root types', () => {
     expect(schema.getQueryType()?.name).toBe('Query');
     expect(schema.getMutationType()?.name).toBe('Mutation');
-    expect(schema.getSubscriptionType()).toBeFalsy();
+    expect(schema.getSubscriptionType()?.name).toBe('Subscription');
+  });
+
+  it('Subscription.changes and ChangeEvent', () => {
+    const changes = field(schema, 'Subscription', 'changes');
+    expect(String(changes.type)).toBe('ChangeEvent!');
+    expect(typesOf(changes.args)).toEqual({ prefix: 'String', start: 'String', end: 'String', after: 'String' });
+    expect(objectFields(schema, 'ChangeEvent')).toEqual({
+      type: 'ChangeType!',
+      key: 'String!',
+      version: 'Int!',
+      entry: 'Entry',
+      cursor: 'String!',
+    });
+    const changeType = schema.getType('ChangeType');
+    expect(changeType && 'getValues' in changeType ? changeType.getValues().map((v) => v.name).sort() : null).toEqual(['DELETE', 'PUT']);
   });
 
   it('Entry', () => {
@@ -164,6 +179,9 @@ describe.each(schemas)('the contract in %s', (_, load) => {
       .sort();
     expect(own).toEqual(
       [
+        'ChangeEvent',
+        'ChangeType',
+        'Subscription',
         'DateTime',
         'DeleteRangeResult',
         'DeleteResult',
