@@ -111,6 +111,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('  KV_DELETE_RANGE_DEFAULT: must not exceed KV_DELETE_RANGE_MAX');
   if (e.KV_MAX_VALUE_BYTES > e.KV_MAX_BATCH_BYTES)
     problems.push('  KV_MAX_VALUE_BYTES: must not exceed KV_MAX_BATCH_BYTES');
+  if (e.KV_FEED_RETENTION < e.KV_MAX_BATCH_ITEMS)
+    problems.push('  KV_FEED_RETENTION: must be at least KV_MAX_BATCH_ITEMS, or one batch would trim its own events before subscribers read them');
   if (e.REDIS_URL === undefined && e.PORT !== 0 && e.PORT === e.KV_MANAGED_REDIS_PORT)
     problems.push('  KV_MANAGED_REDIS_PORT: the managed Redis cannot listen on the API port (PORT)');
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`);

@@ -26,6 +26,11 @@ export interface SubscribeOptions {
   range: KeyRange;
   /** Resume right after this position; absent: start now. */
   after?: Position[];
+  /**
+   * Aborted when the consumer leaves. An async generator's return() waits for the pending
+   * next(), which for an idle subscription may never come: this ends that wait.
+   */
+  signal?: AbortSignal;
 }
 
 export class SlowConsumerError extends StoreError {
@@ -38,6 +43,23 @@ export class SlowConsumerError extends StoreError {
   }
 }
 
+/**
+ * Events a subscriber had not read yet were trimmed from the feed (it caught up too slowly, or
+ * one write added more than the feed retains before the hub read them): it cannot go on exactly.
+ */
+export class CursorExpiredError extends StoreError {
+  constructor(
+    message: string,
+    /** The oldest position the feed still holds everything after. */
+    readonly oldest: Position[],
+  ) {
+    super('CURSOR_EXPIRED', message);
+  }
+}
+
+/** Within the hub: an event's sequence number jumped, so the ones between were trimmed. */
+class FeedGap extends Error {}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 class Subscriber {
@@ -49,7 +71,7 @@ class Subscriber {
     readonly position: Position[],
     private readonly range: KeyRange,
     private readonly bufferSize: number,
-    private readonly onOverflow: (s: Subscriber) => void,
+    private readonly onOverflow: (s: Subscriber, gap?: FeedGap) => void,
   ) {}
 
   /**
@@ -59,6 +81,12 @@ class Subscriber {
   advance(event: FeedEvent): Delivery | null {
     const at = this.position[event.partition]!;
     if (compareIds(event.id, at.id) <= 0) return null;
+    // Sequence numbers are consecutive: never skip trimmed events silently.
+    if (event.seq !== at.seq + 1) {
+      throw new FeedGap(
+        `events ${at.seq + 1}..${event.seq - 1} of partition ${event.partition} were trimmed before this subscription read them; resume from oldestCursor (and re-read what you need)`,
+      );
+    }
     this.position[event.partition] = { id: event.id, seq: event.seq };
     if (!inRange(event.key, this.range)) return null;
     return { event, position: this.position.slice() };
@@ -67,7 +95,14 @@ class Subscriber {
   /** From the hub: queue it, or end the subscription if the queue is full. */
   offer(event: FeedEvent): void {
     if (this.failure) return;
-    const d = this.advance(event);
+    let d: Delivery | null;
+    try {
+      d = this.advance(event);
+    } catch (err) {
+      if (!(err instanceof FeedGap)) throw err;
+      this.onOverflow(this, err); // ends it, after what it has queued
+      return;
+    }
     if (!d) return;
     if (this.queue.length >= this.bufferSize) {
       this.queue.length = 0; // free the memory now: the subscription is over
@@ -124,13 +159,15 @@ export class FeedHub {
       from.map((p) => ({ ...p })),
       opts.range,
       this.opts.bufferSize,
-      (s) => {
+      (s, gap) => {
         this.subscribers.delete(s);
-        s.fail(new Error(`the subscriber fell more than ${this.opts.bufferSize} events behind; resume from the last cursor received`));
+        s.fail(gap ?? new Error(`the subscriber fell more than ${this.opts.bufferSize} events behind; resume from the last cursor received`));
       },
     );
     // The position after the last event handed to the consumer: where it can resume.
     let delivered = from;
+    const onAbort = () => sub.notify();
+    opts.signal?.addEventListener('abort', onAbort);
     try {
       // Catch up from the stream itself until this subscriber has reached the hub's position,
       // then join the hub in the same tick, so that no event falls between the two.
@@ -160,12 +197,17 @@ export class FeedHub {
           yield d;
           delivered = d.position;
         }
-        if (sub.failure) throw new SlowConsumerError(sub.failure.message, delivered);
-        if (this.closed) return;
+        if (sub.failure) throw sub.failure instanceof FeedGap ? sub.failure : new SlowConsumerError(sub.failure.message, delivered);
+        if (this.closed || opts.signal?.aborted) return;
         await sub.next();
       }
+    } catch (err) {
+      if (!(err instanceof FeedGap)) throw err;
+      const { oldest } = await this.retrying(() => this.reader.check(sub.position));
+      throw new CursorExpiredError(err.message, oldest);
     } finally {
       this.subscribers.delete(sub);
+      opts.signal?.removeEventListener('abort', onAbort);
     }
   }
 

@@ -1,7 +1,7 @@
 // The change feed as a GraphQL subscription: every put and delete, in commit order per key,
 // resumable from any cursor it handed out while the feed still retains what follows it.
 import { GraphQLError } from 'graphql';
-import { SlowConsumerError, type Delivery } from '../feed/hub.js';
+import { CursorExpiredError, SlowConsumerError, type Delivery } from '../feed/hub.js';
 import { StoreError } from '../store/errors.js';
 import type { Position } from '../store/feed.js';
 import type { Entry } from '../store/store.js';
@@ -57,6 +57,10 @@ async function* payloads(deliveries: AsyncGenerator<Delivery>): AsyncGenerator<P
   try {
     for await (const d of deliveries) yield shape(d);
   } catch (err) {
+    if (err instanceof CursorExpiredError) {
+      yield { error: new GraphQLError(err.message, { extensions: { code: err.code, oldestCursor: encodeFeedCursor(err.oldest) } }) };
+      return;
+    }
     if (!(err instanceof SlowConsumerError)) throw err;
     yield {
       error: new GraphQLError(err.message, {
@@ -64,6 +68,27 @@ async function* payloads(deliveries: AsyncGenerator<Delivery>): AsyncGenerator<P
       }),
     };
   }
+}
+
+/**
+ * Ends the subscription as soon as the client leaves (SSE request aborted, graphql-ws complete
+ * or socket closed): return() aborts `leave`, which wakes the hub's wait, instead of queueing
+ * behind a next() that no event may ever answer.
+ */
+function endingOnReturn<T>(inner: AsyncGenerator<T>, leave: AbortController): AsyncIterableIterator<T> {
+  const it: AsyncIterableIterator<T> = {
+    next: () => inner.next(),
+    return: (value?: unknown) => {
+      leave.abort();
+      return inner.return(value as never);
+    },
+    throw: (err?: unknown) => {
+      leave.abort();
+      return inner.throw(err);
+    },
+    [Symbol.asyncIterator]: () => it,
+  };
+  return it;
 }
 
 export function addChanges(builder: Builder, v: Validators): void {
@@ -113,7 +138,8 @@ export function addChanges(builder: Builder, v: Validators): void {
               });
             }
           }
-          return payloads(ctx.feed.subscribe({ range, after }));
+          const leave = new AbortController();
+          return endingOnReturn(payloads(ctx.feed.subscribe({ range, after, signal: leave.signal })), leave);
         },
         resolve: (payload: Payload) => {
           if ('error' in payload) throw payload.error;

@@ -190,6 +190,11 @@ describe('loadConfig', () => {
     expect(value.message).toMatch(/KV_MAX_VALUE_BYTES.*KV_MAX_BATCH_BYTES/);
   });
 
+  it('refuses a feed retention below the batch size', () => {
+    expect(configError({ KV_FEED_RETENTION: '100', KV_MAX_BATCH_ITEMS: '101' }).message).toMatch(/KV_FEED_RETENTION.*KV_MAX_BATCH_ITEMS/);
+    expect(loadConfig({ KV_FEED_RETENTION: '100', KV_MAX_BATCH_ITEMS: '100' }).feed.retention).toBe(100);
+  });
+
   it('refuses a managed Redis port equal to the API port', () => {
     const err = configError({ PORT: '7000', KV_MANAGED_REDIS_PORT: '7000' });
     expect(err.message).toContain('KV_MANAGED_REDIS_PORT');
