@@ -1,35 +1,55 @@
-// `npm run measure:memory`: Redis memory per key for kvql's layout, with redis.conf's listpack
-// limit and with Redis's default (64), 16-byte keys and 100-byte values, as in the README.
+// `npm run measure:memory`: Redis memory per key for kvql's layout (with redis.conf's listpack
+// limit and with Redis's default of 64), and per change-feed event, for 16-byte keys and
+// 100-byte values, as quoted in the README.
 // Usage: npm run measure:memory [-- <keys>]   (default 200000)
+import type { Redis } from 'ioredis';
 import { createRedis } from '../../src/store/redis.js';
 import { KvStore } from '../../src/store/store.js';
 import { startTestRedis } from '../harness/redisServer.js';
 
 const N = Number(process.argv[2] ?? 200_000);
 const BATCH = 1000;
+const VALUE = 'v'.repeat(100);
+const key = (i: number) => `key:${String(i).padStart(12, '0')}`; // 16 bytes
 
-async function measure(label: string, extra: string[]): Promise<void> {
+async function withStore(extra: string[], feedRetention: number, run: (store: KvStore, used: () => Promise<number>) => Promise<void>) {
   const server = await startTestRedis(extra);
-  const redis = createRedis(server.url, { commandTimeoutMs: 60_000 });
+  const redis: Redis = createRedis(server.url, { commandTimeoutMs: 60_000 });
   await redis.connect();
   try {
-    const store = await KvStore.open(redis, { prefix: 'm', partitions: 1 });
-    const used = async () => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
-    const before = await used();
-    for (let i = 0; i < N; i += BATCH) {
-      const items = Array.from({ length: Math.min(BATCH, N - i) }, (_, j) => ({
-        key: `key:${String(i + j).padStart(12, '0')}`, // 16 bytes
-        value: 'v'.repeat(100),
-      }));
-      await store.batchPut(items);
-    }
-    const perKey = ((await used()) - before) / N;
-    console.log(`${label.padEnd(36)} ${perKey.toFixed(1)} bytes/key  (${N} keys, raw data 116 bytes/key)`);
+    const store = await KvStore.open(redis, { prefix: 'm', partitions: 1, feedRetention });
+    await run(store, async () => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]));
   } finally {
     redis.disconnect();
     await server.stop();
   }
 }
 
-await measure('redis.conf (hash-max-listpack-value 4096)', []);
-await measure('Redis default (hash-max-listpack-value 64)', ['--hash-max-listpack-value', '64']);
+/** Bytes per key of the data alone: the feed keeps (almost) nothing. */
+async function perKey(label: string, extra: string[]): Promise<void> {
+  await withStore(extra, 1, async (store, used) => {
+    const before = await used();
+    for (let i = 0; i < N; i += BATCH) {
+      await store.batchPut(Array.from({ length: Math.min(BATCH, N - i) }, (_, j) => ({ key: key(i + j), value: VALUE })));
+    }
+    const bytes = ((await used()) - before) / N;
+    console.log(`${label.padEnd(46)} ${bytes.toFixed(1)} bytes/key    (${N} keys; raw data 116 bytes/key)`);
+  });
+}
+
+/** Bytes per retained change event: rewrites of the same keys, so the data does not grow. */
+async function perEvent(): Promise<void> {
+  await withStore([], N + BATCH, async (store, used) => {
+    await store.batchPut(Array.from({ length: BATCH }, (_, j) => ({ key: key(j), value: VALUE })));
+    const before = await used();
+    for (let i = 0; i < N; i += BATCH) {
+      await store.batchPut(Array.from({ length: BATCH }, (_, j) => ({ key: key(j), value: VALUE })));
+    }
+    const bytes = ((await used()) - before) / N;
+    console.log(`${'change feed, per retained PUT event'.padEnd(46)} ${bytes.toFixed(1)} bytes/event  (${N} events)`);
+  });
+}
+
+await perKey('data, redis.conf (hash-max-listpack-value 4096)', []);
+await perKey('data, Redis default (hash-max-listpack-value 64)', ['--hash-max-listpack-value', '64']);
+await perEvent();
