@@ -1,6 +1,7 @@
 // Configuration: environment variables, parsed once by one zod schema. A wrong value stops the
 // start with a message that names the variable.
 import { z } from 'zod';
+import { LOG_LEVELS, type LogLevel } from './log.js';
 import { PREFIX_PATTERN } from './store/keys.js';
 
 const MiB = 1024 * 1024;
@@ -27,6 +28,11 @@ function isHostUrl(s: string): boolean {
 const EnvSchema = z.object({
   HOST: z.string().default('127.0.0.1'),
   PORT: int(4000, 0, 65535),
+  LOG_LEVEL: z
+    .string()
+    .transform((s) => s.toLowerCase())
+    .pipe(z.enum(LOG_LEVELS, `expected one of ${LOG_LEVELS.join(', ')}`))
+    .default('info' as never),
   REDIS_URL: z
     .string()
     .regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL')
@@ -48,6 +54,15 @@ const EnvSchema = z.object({
   KV_REDIS_TIMEOUT_MS: int(2000, 10, 600_000),
   KV_FEED_RETENTION: int(100_000, 1, 100_000_000),
   KV_FEED_BUFFER: int(1000, 1, 1_000_000),
+  // Limits under load (README, "Limits under load"): admission, deadline, operation limits.
+  KV_MAX_IN_FLIGHT: int(128, 1, 1_000_000),
+  KV_REQUEST_TIMEOUT_MS: int(10_000, 10, 3_600_000),
+  KV_MAX_DEPTH: int(8, 1, 1000),
+  KV_MAX_ALIASES: int(30, 0, 100_000),
+  KV_MAX_TOKENS: int(5000, 1, 10_000_000),
+  KV_MAX_COST: int(50_000, 1, 1_000_000_000),
+  KV_MAX_DIRECTIVES: int(50, 0, 100_000),
+  KV_MAX_REQUEST_ITEMS: int(20_000, 1, 100_000_000),
 });
 
 export type Env = z.input<typeof EnvSchema>;
@@ -62,11 +77,33 @@ export interface Limits {
   pageMax: number;
   deleteRangeDefault: number;
   deleteRangeMax: number;
+  /** Operation limits (GraphQL Armor), checked before execution: nesting depth. */
+  maxDepth: number;
+  /** Aliased fields in one operation. */
+  maxAliases: number;
+  /** Tokens in one document, counted while parsing. */
+  maxTokens: number;
+  /** Armor's static cost estimate of one operation. */
+  maxCost: number;
+  /** Directives in one operation. */
+  maxDirectives: number;
+  /** Work budget: keys, items and page sizes summed over one operation's fields. */
+  maxRequestItems: number;
+}
+
+/** Admission control and the per-request deadline (src/admission.ts). */
+export interface LoadConfig {
+  /** GraphQL requests (and graphql-ws operations) one process runs at once; beyond: OVERLOADED. */
+  maxInFlight: number;
+  /** A query or mutation still running after this long ends with DEADLINE_EXCEEDED. */
+  requestTimeoutMs: number;
 }
 
 export interface Config {
   host: string;
   port: number;
+  /** Structured (JSON) log lines at this level and above. */
+  logLevel: LogLevel;
   /** Unset: kvql starts and manages its own redis-server. */
   redisUrl: string | undefined;
   dataDir: string;
@@ -76,6 +113,7 @@ export interface Config {
   redisTimeoutMs: number;
   limits: Limits;
   feed: FeedConfig;
+  load: LoadConfig;
 }
 
 export interface FeedConfig {
@@ -115,10 +153,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('  KV_FEED_RETENTION: must be at least KV_MAX_BATCH_ITEMS, or one batch would trim its own events before subscribers read them');
   if (e.REDIS_URL === undefined && e.PORT !== 0 && e.PORT === e.KV_MANAGED_REDIS_PORT)
     problems.push('  KV_MANAGED_REDIS_PORT: the managed Redis cannot listen on the API port (PORT)');
+  if (e.KV_MAX_REQUEST_ITEMS < Math.max(e.KV_MAX_BATCH_ITEMS, e.KV_PAGE_MAX, e.KV_DELETE_RANGE_MAX))
+    problems.push('  KV_MAX_REQUEST_ITEMS: must be at least KV_MAX_BATCH_ITEMS, KV_PAGE_MAX and KV_DELETE_RANGE_MAX, or one field at its own limit would exceed the budget');
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`);
   return {
     host: e.HOST,
     port: e.PORT,
+    logLevel: e.LOG_LEVEL as LogLevel,
     redisUrl: e.REDIS_URL,
     dataDir: e.KV_DATA_DIR,
     managedRedisPort: e.KV_MANAGED_REDIS_PORT,
@@ -136,9 +177,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       pageMax: e.KV_PAGE_MAX,
       deleteRangeDefault: e.KV_DELETE_RANGE_DEFAULT,
       deleteRangeMax: e.KV_DELETE_RANGE_MAX,
+      maxDepth: e.KV_MAX_DEPTH,
+      maxAliases: e.KV_MAX_ALIASES,
+      maxTokens: e.KV_MAX_TOKENS,
+      maxCost: e.KV_MAX_COST,
+      maxDirectives: e.KV_MAX_DIRECTIVES,
+      maxRequestItems: e.KV_MAX_REQUEST_ITEMS,
     },
+    load: { maxInFlight: e.KV_MAX_IN_FLIGHT, requestTimeoutMs: e.KV_REQUEST_TIMEOUT_MS },
   };
 }
 
 /** The defaults, for tests and tools that build a server without an environment. */
 export const defaultLimits = (): Limits => loadConfig({}).limits;
+export const defaultLoad = (): LoadConfig => loadConfig({}).load;

@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import type { WebSocketServer } from 'ws';
 import { FeedHub } from './feed/hub.js';
 import type { Config } from './config.js';
+import { createLogger, loggerFromFunction, redactUrl, type Logger } from './log.js';
 import { startManagedRedis, type ManagedRedis } from './managedRedis.js';
 import { createRedis } from './store/redis.js';
 import { KvStore } from './store/store.js';
@@ -25,40 +26,49 @@ export interface RunningServer {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Connects, retrying while Redis is starting or loading its data. */
-async function connect(url: string, timeoutMs: number, log: (m: string) => void): Promise<Redis> {
+async function connect(url: string, timeoutMs: number, log: Logger): Promise<Redis> {
   const redis = createRedis(url, { commandTimeoutMs: timeoutMs });
   let lastError = '';
   redis.on('error', (err: Error) => {
-    if (err.message !== lastError) log(`redis: ${err.message}`);
+    if (err.message !== lastError) log.warn(`redis: ${err.message}`);
     lastError = err.message;
   });
   await redis.connect().catch(() => {});
   // ioredis reconnects by itself; wait for it to report ready (past LOADING).
   for (let waited = 0; redis.status !== 'ready'; waited += 200) {
-    if (waited > 0 && waited % 10_000 === 0) log(`waiting for Redis at ${url} (${redis.status})`);
+    // Never the URL as given: it may carry a password.
+    if (waited > 0 && waited % 10_000 === 0) log.info(`waiting for Redis at ${redactUrl(url)} (${redis.status})`);
     await sleep(200);
   }
   return redis;
 }
 
-export async function startServer(config: Config, log: (m: string) => void = console.log): Promise<RunningServer> {
+/**
+ * `log`: the structured logger (JSON lines on stdout at config.logLevel by default), or a
+ * function that takes each line's message as text.
+ */
+export async function startServer(
+  config: Config,
+  log: Logger | ((m: string) => void) = createLogger({ level: config.logLevel }),
+): Promise<RunningServer> {
+  const logger = typeof log === 'function' ? loggerFromFunction(log, config.logLevel) : log;
   const managed = config.redisUrl
     ? undefined
-    : await startManagedRedis({ dataDir: config.dataDir, port: config.managedRedisPort, log });
+    : await startManagedRedis({ dataDir: config.dataDir, port: config.managedRedisPort, log: (m, level = 'info') => logger[level](m) });
   const redisUrl = config.redisUrl ?? managed!.url;
   let redis: Redis | undefined;
   let feed: FeedHub | undefined;
   let wss: WebSocketServer | undefined;
   const server: Server = createServer();
   try {
-    redis = await connect(redisUrl, config.redisTimeoutMs, log);
+    redis = await connect(redisUrl, config.redisTimeoutMs, logger);
     const store = await KvStore.open(redis, {
       prefix: config.prefix,
       partitions: config.partitions,
       feedRetention: config.feed.retention,
     });
-    feed = new FeedHub(store.feedReader(FEED_BLOCK_MS), { bufferSize: config.feed.bufferSize, blockMs: FEED_BLOCK_MS, batchSize: 500, log });
-    const yoga = createKvYoga({ store, limits: config.limits, feed });
+    feed = new FeedHub(store.feedReader(FEED_BLOCK_MS), { bufferSize: config.feed.bufferSize, blockMs: FEED_BLOCK_MS, batchSize: 500, log: (m) => logger.warn(m) });
+    const yoga = createKvYoga({ store, limits: config.limits, feed, load: config.load, log: logger });
     server.on('request', yoga);
     wss = attachWebSocket(server, yoga);
     await new Promise<void>((resolve, reject) => {

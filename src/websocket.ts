@@ -2,7 +2,7 @@
 // subscriptionExchange speak), on the same path as HTTP and SSE, running every operation
 // through the same yoga pipeline: schema, context, plugins and error masking.
 import type { Server } from 'node:http';
-import type { ExecutionArgs } from 'graphql';
+import type { DocumentNode, ExecutionArgs, GraphQLError } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
 import type { KvYoga } from './yoga.js';
@@ -25,10 +25,20 @@ export function attachWebSocket(server: Server, yoga: KvYoga): WebSocketServer {
           socket: ctx.extra.socket,
           params,
         });
+        // A document that does not parse (a syntax error, or over the token limit) fails this
+        // operation with its error, as over HTTP; thrown, it would close the whole socket (4500).
+        let document: DocumentNode;
+        try {
+          document = parse(params.query);
+        } catch (err) {
+          // Duck-typed, as in graphql/errors.ts: instanceof fails across two graphql copies.
+          if (err instanceof Error && err.name === 'GraphQLError') return [err as GraphQLError];
+          throw err;
+        }
         const args = {
           schema,
           operationName: params.operationName,
-          document: parse(params.query),
+          document,
           variableValues: params.variables,
           contextValue: await contextFactory(),
           rootValue: { execute, subscribe },

@@ -385,3 +385,19 @@ describe('request body size', () => {
     expect(((await res.json()) as GqlResult).data!.get.key).toBe('body:under-cl');
   });
 });
+
+describe('the default limits', () => {
+  it('accept a 30 MB batch, over graphql-yoga own 25 MB body limit', async () => {
+    const big = await createTestApp('limits-default');
+    try {
+      const items = Array.from({ length: 30 }, (_, i) => ({ key: `big${i}`, value: String(i % 10).repeat(1_000_000) }));
+      const r = await big.gql(`mutation($items: [PutInput!]!) { batchPut(items: $items) { version } }`, { items });
+      expect(r.errors).toBeUndefined();
+      expect(r.data!.batchPut).toHaveLength(30);
+      const g = await big.gql(`{ get(key: "big29") { value } }`);
+      expect(g.data!.get.value).toBe('9'.repeat(1_000_000));
+    } finally {
+      await big.close();
+    }
+  });
+});

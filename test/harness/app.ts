@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { ExecutionResult } from 'graphql';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
-import { defaultLimits, type Limits } from '../../src/config.js';
+import { defaultLimits, defaultLoad, type Limits, type LoadConfig } from '../../src/config.js';
 import { createRedis } from '../../src/store/redis.js';
 import { KvStore } from '../../src/store/store.js';
 import { createKvYoga, type KvYoga } from '../../src/yoga.js';
@@ -37,6 +37,8 @@ export interface TestAppOptions {
   errors?: unknown[];
   feedRetention?: number;
   feedBuffer?: number;
+  /** Admission control and the request deadline (the defaults for what is absent). */
+  load?: Partial<LoadConfig>;
 }
 
 export function uniquePrefix(name: string): string {
@@ -55,6 +57,7 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
     store,
     limits,
     feed,
+    load: { ...defaultLoad(), ...opts.load },
     logger: { debug() {}, info() {}, warn() {}, error: (...args: unknown[]) => opts.errors?.push(args[0]) },
   });
   return {

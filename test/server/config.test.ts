@@ -2,7 +2,7 @@
 // message naming the variable.
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, defaultLimits, loadConfig } from '../../src/config.js';
+import { ConfigError, defaultLimits, defaultLoad, loadConfig } from '../../src/config.js';
 
 const MiB = 1024 * 1024;
 
@@ -22,6 +22,7 @@ describe('loadConfig', () => {
     expect(loadConfig({})).toEqual({
       host: '127.0.0.1',
       port: 4000,
+      logLevel: 'info',
       redisUrl: undefined,
       dataDir: './data',
       managedRedisPort: 6390,
@@ -39,15 +40,24 @@ describe('loadConfig', () => {
         pageMax: 1000,
         deleteRangeDefault: 1000,
         deleteRangeMax: 1000,
+        maxDepth: 8,
+        maxAliases: 30,
+        maxTokens: 5000,
+        maxCost: 50_000,
+        maxDirectives: 50,
+        maxRequestItems: 20_000,
       },
+      load: { maxInFlight: 128, requestTimeoutMs: 10_000 },
     });
     expect(defaultLimits()).toEqual(loadConfig({}).limits);
+    expect(defaultLoad()).toEqual(loadConfig({}).load);
   });
 
   it('parses every variable', () => {
     const c = loadConfig({
       HOST: '::1',
       PORT: '8080',
+      LOG_LEVEL: 'Debug',
       REDIS_URL: 'rediss://user:pw@redis.example:6380/2',
       KV_DATA_DIR: '/var/lib/kvql',
       KV_MANAGED_REDIS_PORT: '7000',
@@ -65,10 +75,19 @@ describe('loadConfig', () => {
       KV_REDIS_TIMEOUT_MS: '1500',
       KV_FEED_RETENTION: '500',
       KV_FEED_BUFFER: '64',
+      KV_MAX_IN_FLIGHT: '7',
+      KV_REQUEST_TIMEOUT_MS: '2500',
+      KV_MAX_DEPTH: '5',
+      KV_MAX_ALIASES: '3',
+      KV_MAX_TOKENS: '900',
+      KV_MAX_COST: '1234',
+      KV_MAX_DIRECTIVES: '4',
+      KV_MAX_REQUEST_ITEMS: '60',
     });
     expect(c).toEqual({
       host: '::1',
       port: 8080,
+      logLevel: 'debug',
       redisUrl: 'rediss://user:pw@redis.example:6380/2',
       dataDir: '/var/lib/kvql',
       managedRedisPort: 7000,
@@ -86,7 +105,14 @@ describe('loadConfig', () => {
         pageMax: 20,
         deleteRangeDefault: 30,
         deleteRangeMax: 40,
+        maxDepth: 5,
+        maxAliases: 3,
+        maxTokens: 900,
+        maxCost: 1234,
+        maxDirectives: 4,
+        maxRequestItems: 60,
       },
+      load: { maxInFlight: 7, requestTimeoutMs: 2500 },
     });
     expect(typeof c.port).toBe('number');
     expect(typeof c.limits.maxBodyBytes).toBe('number');
@@ -105,9 +131,10 @@ describe('loadConfig', () => {
 
   it('counts an empty variable as unset', () => {
     const empty = Object.fromEntries(
-      ['HOST', 'PORT', 'REDIS_URL', 'KV_DATA_DIR', 'KV_MANAGED_REDIS_PORT', 'KV_PREFIX', 'KV_PARTITIONS', 'KV_MAX_KEY_BYTES',
+      ['HOST', 'PORT', 'LOG_LEVEL', 'REDIS_URL', 'KV_DATA_DIR', 'KV_MANAGED_REDIS_PORT', 'KV_PREFIX', 'KV_PARTITIONS', 'KV_MAX_KEY_BYTES',
         'KV_MAX_VALUE_BYTES', 'KV_MAX_BATCH_ITEMS', 'KV_MAX_BATCH_BYTES', 'KV_MAX_BODY_BYTES', 'KV_PAGE_DEFAULT', 'KV_PAGE_MAX',
-        'KV_DELETE_RANGE_DEFAULT', 'KV_DELETE_RANGE_MAX', 'KV_REDIS_TIMEOUT_MS'].map((k) => [k, '']),
+        'KV_DELETE_RANGE_DEFAULT', 'KV_DELETE_RANGE_MAX', 'KV_REDIS_TIMEOUT_MS', 'KV_MAX_IN_FLIGHT', 'KV_REQUEST_TIMEOUT_MS',
+        'KV_MAX_DEPTH', 'KV_MAX_ALIASES', 'KV_MAX_TOKENS', 'KV_MAX_COST', 'KV_MAX_DIRECTIVES', 'KV_MAX_REQUEST_ITEMS'].map((k) => [k, '']),
     );
     expect(loadConfig(empty)).toEqual(loadConfig({}));
     expect(loadConfig({ REDIS_URL: '' }).redisUrl).toBeUndefined();
@@ -119,6 +146,8 @@ describe('loadConfig', () => {
   });
 
   const wrong: [string, string][] = [
+    ['LOG_LEVEL', 'verbose'],
+    ['LOG_LEVEL', '30'],
     ['PORT', 'abc'],
     ['PORT', '-1'],
     ['PORT', '65536'],
@@ -145,6 +174,16 @@ describe('loadConfig', () => {
     ['KV_DELETE_RANGE_MAX', '1000001'],
     ['KV_REDIS_TIMEOUT_MS', '5'],
     ['KV_REDIS_TIMEOUT_MS', '2s'],
+    ['KV_MAX_IN_FLIGHT', '0'],
+    ['KV_MAX_IN_FLIGHT', 'many'],
+    ['KV_REQUEST_TIMEOUT_MS', '9'],
+    ['KV_REQUEST_TIMEOUT_MS', '3600001'],
+    ['KV_MAX_DEPTH', '0'],
+    ['KV_MAX_ALIASES', '-1'],
+    ['KV_MAX_TOKENS', '0'],
+    ['KV_MAX_COST', '1.5'],
+    ['KV_MAX_DIRECTIVES', 'none'],
+    ['KV_MAX_REQUEST_ITEMS', '0'],
     ['KV_PREFIX', 'has space'],
     ['KV_PREFIX', '{tag}'],
     ['KV_PREFIX', 'x'.repeat(65)],
@@ -188,6 +227,17 @@ describe('loadConfig', () => {
     expect(del.message).toMatch(/KV_DELETE_RANGE_DEFAULT.*KV_DELETE_RANGE_MAX/);
     const value = configError({ KV_MAX_VALUE_BYTES: '2000', KV_MAX_BATCH_BYTES: '1000' });
     expect(value.message).toMatch(/KV_MAX_VALUE_BYTES.*KV_MAX_BATCH_BYTES/);
+  });
+
+  it('refuses a work budget below what one field may ask for, naming the variables', () => {
+    expect(configError({ KV_MAX_REQUEST_ITEMS: '9999' }).message).toMatch(/KV_MAX_REQUEST_ITEMS.*KV_MAX_BATCH_ITEMS/);
+    expect(configError({ KV_MAX_REQUEST_ITEMS: '1000', KV_MAX_BATCH_ITEMS: '10', KV_PAGE_MAX: '1001' }).message).toMatch(/KV_MAX_REQUEST_ITEMS/);
+    expect(loadConfig({ KV_MAX_REQUEST_ITEMS: '1000', KV_MAX_BATCH_ITEMS: '1000' }).limits.maxRequestItems).toBe(1000);
+  });
+
+  it('accepts the ends of the load ranges', () => {
+    expect(loadConfig({ KV_MAX_IN_FLIGHT: '1', KV_REQUEST_TIMEOUT_MS: '10' }).load).toEqual({ maxInFlight: 1, requestTimeoutMs: 10 });
+    expect(loadConfig({ KV_MAX_ALIASES: '0', KV_MAX_DIRECTIVES: '0' }).limits).toMatchObject({ maxAliases: 0, maxDirectives: 0 });
   });
 
   it('refuses a feed retention below the batch size', () => {

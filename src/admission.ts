@@ -1,0 +1,189 @@
+// Predictable behaviour under load: admission control and the per-request deadline.
+//
+// Admission: at most `maxInFlight` GraphQL operations run at once in this process. One more is
+// refused at once, never queued: over HTTP with 503, a Retry-After header and a GraphQL-shaped
+// body with code OVERLOADED; over graphql-ws with an OVERLOADED error payload for that operation
+// (the socket and its other operations go on). HTTP requests to the GraphQL endpoint hold a slot
+// from the moment their body has been read until their response starts, so a subscription over
+// SSE holds it only while it is set up (an HTTP request cannot be told apart before it is
+// parsed). A graphql-ws query or mutation holds one while it executes; a graphql-ws
+// subscription takes none (its set-up is at most one Redis round trip, and a client that
+// reconnects with hundreds of subscriptions on one socket must not see some of them refused).
+// /health, /ready and anything else off the endpoint never count and are never refused.
+//
+// Deadline: a query or mutation still executing `requestTimeoutMs` after its request arrived
+// ends with DEADLINE_EXCEEDED (HTTP 504, the whole request; for a mutation the message says
+// that a write may or may not have been applied), its execution is cancelled (no resolver starts
+// after it) and its slot is free at once. Subscriptions are exempt once they have started. As a
+// backstop, an HTTP request whose handler has not answered a little after its deadline (a
+// subscription that cannot be set up, or anything else that hangs) gets the same 504, so a slot
+// is always given back.
+import { getOperationAST, GraphQLError, type ExecutionArgs, type ExecutionResult } from 'graphql';
+import type { Plugin } from 'graphql-yoga';
+import type { LoadConfig } from './config.js';
+
+export const OVERLOADED = 'OVERLOADED';
+export const DEADLINE_EXCEEDED = 'DEADLINE_EXCEEDED';
+/** What a refused client is told to wait before it retries. */
+export const RETRY_AFTER_SECONDS = 1;
+/** How long past its deadline an HTTP request may go on before the backstop answers it. */
+export const BACKSTOP_GRACE_MS = 1000;
+
+/** The process's slots. Each release function frees its slot once, however often it is called. */
+export class Admission {
+  private running = 0;
+
+  constructor(readonly max: number) {}
+
+  get inFlight(): number {
+    return this.running;
+  }
+
+  get full(): boolean {
+    return this.running >= this.max;
+  }
+
+  /** Takes a slot; undefined when none is free. */
+  tryAcquire(): (() => void) | undefined {
+    if (this.full) return undefined;
+    this.running++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.running--;
+    };
+  }
+}
+
+/** Set on the server context of an admitted HTTP request; graphql-ws contexts never have it. */
+const ADMITTED = Symbol('kvql.admitted');
+
+interface Admitted {
+  /** Date.now() at which the request's deadline passes. */
+  deadlineAt: number;
+}
+
+function overloadedMessage(max: number): string {
+  return `the server is running its maximum of ${max} requests; retry in ${RETRY_AFTER_SECONDS} s`;
+}
+
+function overloadedResponse(fetchAPI: { Response: typeof Response }, max: number): Response {
+  return fetchAPI.Response.json(
+    { errors: [{ message: overloadedMessage(max), extensions: { code: OVERLOADED } }] },
+    { status: 503, headers: { 'retry-after': String(RETRY_AFTER_SECONDS) } },
+  );
+}
+
+function deadlineMessage(timeoutMs: number, mutation: boolean | undefined): string {
+  const head = `the request did not finish within its deadline of ${timeoutMs} ms`;
+  if (mutation === false) return `${head}; nothing was changed`;
+  const writes = mutation ? 'a write it started' : 'a write (if it was a mutation)';
+  return `${head}; ${writes} may or may not have been applied: read the keys to find out`;
+}
+
+function deadlineError(timeoutMs: number, mutation: boolean, http: boolean): GraphQLError {
+  return new GraphQLError(deadlineMessage(timeoutMs, mutation), {
+    extensions: { code: DEADLINE_EXCEEDED, ...(http ? { http: { status: 504 } } : {}) },
+  });
+}
+
+function backstopResponse(fetchAPI: { Response: typeof Response }, timeoutMs: number): Response {
+  return fetchAPI.Response.json(
+    { errors: [{ message: deadlineMessage(timeoutMs, undefined), extensions: { code: DEADLINE_EXCEEDED } }] },
+    { status: 504 },
+  );
+}
+
+const overloadedResult = (max: number): ExecutionResult => ({
+  errors: [new GraphQLError(overloadedMessage(max), { extensions: { code: OVERLOADED } })],
+});
+
+export interface AdmissionPluginOptions extends LoadConfig {
+  /** The GraphQL endpoint's path: only requests to it count. */
+  endpoint: string;
+  /** The slots, when someone else wants to see them (metrics); by default the plugin's own. */
+  admission?: Admission;
+}
+
+export function admissionPlugin(opts: AdmissionPluginOptions): Plugin {
+  const { endpoint, maxInFlight, requestTimeoutMs } = opts;
+  const admission = opts.admission ?? new Admission(maxInFlight);
+
+  /** Executes with the deadline: at `deadlineAt` the execution is cancelled and answered. */
+  async function executeBefore(
+    executeFn: (args: ExecutionArgs) => unknown,
+    args: ExecutionArgs,
+    deadlineAt: number,
+    http: boolean,
+  ): Promise<unknown> {
+    const cancel = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<ExecutionResult>((resolve) => {
+      timer = setTimeout(() => {
+        // Built only when the deadline passes: most requests never need it.
+        const mutation = getOperationAST(args.document, args.operationName)?.operation === 'mutation';
+        const error = deadlineError(requestTimeoutMs, mutation, http);
+        cancel.abort(error);
+        resolve({ errors: [error] });
+      }, Math.max(0, deadlineAt - Date.now()));
+    });
+    try {
+      // graphql-yoga's executor stops starting resolvers once `signal` is aborted (keeping any
+      // signal another plugin gave it).
+      const given = (args as { signal?: AbortSignal }).signal;
+      const signal = given ? AbortSignal.any([given, cancel.signal]) : cancel.signal;
+      const running = Promise.resolve(executeFn({ ...args, signal } as ExecutionArgs));
+      running.catch(() => {}); // after the deadline its outcome is nobody's
+      return await Promise.race([running, expired]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  return {
+    onRequest({ url, requestHandler, setRequestHandler, endResponse, fetchAPI }) {
+      if (url.pathname !== endpoint) return;
+      // Refuse before another plugin reads the body: a refusal costs nothing.
+      if (admission.full) {
+        endResponse(overloadedResponse(fetchAPI, maxInFlight));
+        return;
+      }
+      // The slot is taken and given back in one function around the rest of the request, so no
+      // path (an error, an aborted client, a hang) can keep it.
+      setRequestHandler(async (request, serverContext) => {
+        const release = admission.tryAcquire();
+        if (!release) return overloadedResponse(fetchAPI, maxInFlight);
+        const admitted: Admitted = { deadlineAt: Date.now() + requestTimeoutMs };
+        (serverContext as Record<symbol, unknown>)[ADMITTED] = admitted;
+        let timer: NodeJS.Timeout | undefined;
+        const backstop = new Promise<Response>((resolve) => {
+          timer = setTimeout(() => resolve(backstopResponse(fetchAPI, requestTimeoutMs)), requestTimeoutMs + BACKSTOP_GRACE_MS);
+        });
+        try {
+          const handled = Promise.resolve(requestHandler(request, serverContext));
+          handled.catch(() => {});
+          return await Promise.race([handled, backstop]);
+        } finally {
+          clearTimeout(timer);
+          release();
+        }
+      });
+    },
+
+    onExecute({ args, executeFn, setExecuteFn }) {
+      const admitted = (args.contextValue as unknown as Record<symbol, Admitted | undefined>)[ADMITTED];
+      setExecuteFn((async (execArgs: ExecutionArgs) => {
+        if (admitted) return executeBefore(executeFn as never, execArgs, admitted.deadlineAt, true);
+        // Not through HTTP: a graphql-ws operation takes its own slot while it executes.
+        const release = admission.tryAcquire();
+        if (!release) return overloadedResult(maxInFlight);
+        try {
+          return await executeBefore(executeFn as never, execArgs, Date.now() + requestTimeoutMs, false);
+        } finally {
+          release();
+        }
+      }) as never);
+    },
+  };
+}

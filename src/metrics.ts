@@ -1,0 +1,146 @@
+// Prometheus metrics: the registry, every kvql metric, the timing of the store's Redis work,
+// and the /metrics endpoint (text exposition format). The request plugin (observe.ts) records
+// the GraphQL requests. Labels take values from small fixed sets only: operation names of our
+// schema, error codes, store operations. Never a key.
+import type { Plugin } from 'graphql-yoga';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { FeedHub } from './feed/hub.js';
+import type { KvStore } from './store/store.js';
+
+/** Request latency buckets, in seconds: 0.5 ms (a cached read) to 10 s (past every timeout). */
+const REQUEST_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Redis work of one store operation: 0.1 ms to the longest command timeout we would set. */
+const REDIS_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+/** The KvStore methods that talk to Redis, each timed as one store operation. */
+export const STORE_OPERATIONS = ['getMany', 'batchPut', 'delete', 'deleteRange', 'range', 'ping'] as const;
+
+// Process metrics (CPU, memory, event-loop lag, GC, handles) are per process: collected once,
+// into their own registry, whatever the number of Metrics objects (tests build many).
+let processRegistry: Registry | undefined;
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+  }
+  return processRegistry;
+}
+
+const timedStores = new WeakSet<object>();
+
+export class Metrics {
+  readonly registry = new Registry();
+  private feed: FeedHub | undefined;
+
+  readonly requests = new Counter({
+    name: 'kvql_graphql_requests_total',
+    help: 'GraphQL requests over HTTP, by operation (its root field, "multiple" or "other") and outcome ("ok" or the first error\'s extensions.code)',
+    labelNames: ['operation', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly requestDuration = new Histogram({
+    name: 'kvql_graphql_request_duration_seconds',
+    help: 'Time from receiving a GraphQL request to its response (for a subscription over SSE: to the start of its stream)',
+    labelNames: ['operation'] as const,
+    buckets: REQUEST_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly inFlight = new Gauge({
+    name: 'kvql_graphql_requests_in_flight',
+    help: 'GraphQL requests over HTTP being handled now',
+    registers: [this.registry],
+  });
+
+  readonly refusals = new Counter({
+    name: 'kvql_graphql_refusals_total',
+    help: 'GraphQL requests refused without being served (overload, body too large, rate limit), by reason (the error code, or HTTP_<status>)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly redisDuration = new Histogram({
+    name: 'kvql_redis_operation_duration_seconds',
+    help: 'Time one store operation spends on Redis (all its round trips), by operation and outcome (ok or error)',
+    labelNames: ['operation', 'outcome'] as const,
+    buckets: REDIS_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly feedSubscribers: Gauge = new Gauge({
+    name: 'kvql_feed_subscribers',
+    help: 'Change-feed subscriptions (SSE and WebSocket) following the live feed in this process',
+    registers: [this.registry],
+    collect: (): void => this.feedSubscribers.set(this.feed?.subscriberCount ?? 0),
+  });
+
+  readonly feedEvents = new Counter({
+    name: 'kvql_feed_events_delivered_total',
+    help: 'Change events delivered to subscriptions (one per event per subscriber)',
+    registers: [this.registry],
+  });
+
+  readonly feedEnded = new Counter({
+    name: 'kvql_feed_subscription_errors_total',
+    help: 'Error payloads sent to subscriptions, by code (SLOW_CONSUMER and CURSOR_EXPIRED end the subscription)',
+    labelNames: ['code'] as const,
+    registers: [this.registry],
+  });
+
+  readonly contentType = this.registry.contentType;
+  /** Whether render() includes the process metrics (prom-client's defaults). */
+  private readonly includeProcess: boolean;
+
+  constructor(opts: { processMetrics?: boolean } = {}) {
+    this.includeProcess = opts.processMetrics !== false;
+    if (this.includeProcess) processMetrics();
+  }
+
+  /** The subscriber gauge reads this hub's count at each scrape. */
+  observeFeed(feed: FeedHub): void {
+    this.feed = feed;
+  }
+
+  /**
+   * Times every Redis-bound method of `store` (once per store; a second call does nothing).
+   * Costs two clock reads and one histogram update per store call.
+   */
+  observeStore(store: KvStore): void {
+    if (timedStores.has(store)) return;
+    timedStores.add(store);
+    const methods = store as unknown as Record<string, (a?: unknown, b?: unknown) => Promise<unknown>>;
+    for (const op of STORE_OPERATIONS) {
+      const call = methods[op]!;
+      const ok = this.redisDuration.labels(op, 'ok');
+      const failed = this.redisDuration.labels(op, 'error');
+      methods[op] = async (a?: unknown, b?: unknown) => {
+        const t0 = performance.now();
+        try {
+          const result = await call.call(store, a, b);
+          ok.observe((performance.now() - t0) / 1000);
+          return result;
+        } catch (err) {
+          failed.observe((performance.now() - t0) / 1000);
+          throw err;
+        }
+      };
+    }
+  }
+
+  /** The exposition text: process metrics, then kvql's. */
+  async render(): Promise<string> {
+    const own = await this.registry.metrics();
+    return this.includeProcess ? `${await processMetrics().metrics()}\n${own}` : own;
+  }
+}
+
+/** GET /metrics: the Prometheus text format. */
+export function metricsPlugin(metrics: Metrics): Plugin {
+  return {
+    async onRequest({ url, endResponse, fetchAPI }) {
+      if (url.pathname !== '/metrics') return;
+      endResponse(new fetchAPI.Response(await metrics.render(), { headers: { 'content-type': metrics.contentType } }));
+    },
+  };
+}
