@@ -6,13 +6,15 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
+import { repairTornAofTail } from './aofTail.js';
 
 export const REDIS_CONF = fileURLToPath(new URL('../redis.conf', import.meta.url));
 
 export interface ManagedRedisOptions {
   dataDir: string;
   port: number;
-  log?: (message: string) => void;
+  /** Where its messages go; `level` is 'warn' for trouble (Redis died, slow to stop). */
+  log?: (message: string, level?: 'info' | 'warn') => void;
 }
 
 export interface ManagedRedis {
@@ -146,12 +148,27 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
   }
 
   const logFile = resolve(dir, 'redis.log');
+
+  // A crash of the machine can tear the AOF's last write; Redis 7.0 would keep half of a torn
+  // transaction in the file and run it at the next restart. Cut it first (see aofTail.ts), but
+  // never under a live redis-server (the pid file names one still running).
+  const repairAof = () => {
+    const holder = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : 0;
+    if (holder > 0 && alive(holder)) return;
+    const tail = repairTornAofTail(dir);
+    if (tail.truncated > 0) {
+      log(`managed Redis: cut a torn tail of ${tail.truncated} bytes (an unacknowledged write) off ${tail.file}: ${tail.detail}`, 'warn');
+    } else if (tail.state === 'corrupt') {
+      log(`managed Redis: ${tail.file} does not parse (${tail.detail}); see README "After a crash"`, 'warn');
+    }
+  };
   let ready = false;
   let restartDelay = 200;
   let watcher: NodeJS.Timeout | undefined;
 
   const launch = (): ChildProcess => {
     const startedAt = Date.now();
+    repairAof();
     const c = spawn(
       'redis-server',
       [REDIS_CONF, '--port', String(opts.port), '--dir', dir, '--pidfile', pidFile, '--logfile', logFile],
@@ -170,7 +187,7 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
       if (stopping || !ready) return;
       // Quick deaths in a row (it cannot start) back off, up to 5 s; a long run resets.
       restartDelay = Date.now() - startedAt > 10_000 ? 200 : Math.min(restartDelay * 2, 5000);
-      log(`managed Redis: redis-server exited (${why}); restarting it from its append-only file in ${restartDelay} ms`);
+      log(`managed Redis: redis-server exited (${why}); restarting it from its append-only file in ${restartDelay} ms`, 'warn');
       setTimeout(() => {
         if (!stopping) launch();
       }, restartDelay);
@@ -185,7 +202,7 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
     watcher = setInterval(() => {
       if (stopping || adopted !== pid || alive(pid)) return;
       clearInterval(watcher);
-      log(`managed Redis: redis-server pid ${pid} is gone; restarting it from its append-only file`);
+      log(`managed Redis: redis-server pid ${pid} is gone; restarting it from its append-only file`, 'warn');
       launch();
     }, 250);
     watcher.unref();
@@ -237,7 +254,7 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
         return; // it went away meanwhile
       }
       for (let i = 0; i < 300 && alive(pid); i++) await sleep(50);
-      if (alive(pid)) log(`managed Redis: pid ${pid} is still shutting down`);
+      if (alive(pid)) log(`managed Redis: pid ${pid} is still shutting down`, 'warn');
     },
   };
 }

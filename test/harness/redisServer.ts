@@ -44,7 +44,7 @@ export async function startTestRedis(extra: string[] = []): Promise<TestRedis> {
   let child: ChildProcess;
   const launch = async () => {
     child = spawn('redis-server', [conf, '--port', String(port), '--dir', dir, ...extra], { stdio: 'ignore' });
-    await waitReady(port, 30_000, () => (child.exitCode !== null ? `redis-server exited with ${child.exitCode}` : undefined));
+    await waitReady(port, 10 * 60_000, () => (child.exitCode !== null ? `redis-server exited with ${child.exitCode}` : undefined));
   };
   const exited = () =>
     new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));

@@ -1,0 +1,165 @@
+// `npm run load-test`: drive the API at several times its capacity with mixed reads and writes,
+// and show that it refuses the excess quickly (OVERLOADED) instead of collapsing.
+//
+// Starts its own Redis (redis.conf, appendfsync always) and the API as a separate process, on
+// 127.0.0.1. Phases, each bounded in time:
+//   1. unloaded: one request at a time -> the unloaded latency;
+//   2. capacity: 32 concurrent clients, closed loop -> the admitted requests/s the server
+//      sustains (its capacity);
+//   3. overload: an open loop at OVERLOAD x capacity (requests are sent on schedule whether or
+//      not earlier ones returned; at most MAX_OUTSTANDING at once, the rest counted as not sent)
+//      -> admitted/s, refused share, latency of admitted requests, API memory every second.
+// Mix: 70% get, 20% put, 10% range(first: 20), over 10,000 keys.
+// Usage: npm run load-test [-- --seconds S --overload X]
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { freePort, startTestRedis } from '../test/harness/redisServer.js';
+
+const arg = (name: string, def: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : def;
+};
+const SECONDS = arg('seconds', 15);
+const OVERLOAD = arg('overload', 4);
+const MAX_OUTSTANDING = 4000;
+const KEYS = 10_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const now = () => performance.now();
+
+function pct(sorted: number[], p: number): number {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN;
+}
+
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+async function main(): Promise<void> {
+  const redis = await startTestRedis();
+  const port = await freePort();
+  const api = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    env: { ...process.env, REDIS_URL: redis.url, PORT: String(port), KV_PREFIX: 'load', NODE_ENV: 'production', LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}/graphql`;
+  try {
+    for (let t = 0; !(await fetch(`http://127.0.0.1:${port}/ready`).then((r) => r.ok, () => false)); t++) {
+      if (t > 300) throw new Error('the API did not become ready');
+      await sleep(100);
+    }
+    // Seed the keys.
+    for (let i = 0; i < KEYS; i += 1000) {
+      const items = Array.from({ length: 1000 }, (_, j) => ({ key: `k${i + j}`, value: 'x'.repeat(100) }));
+      await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ query: 'mutation($i:[PutInput!]!){ batchPut(items:$i){ version } }', variables: { i: items } }),
+      });
+    }
+
+    let seq = 0;
+    const request = async (): Promise<{ status: number; ms: number; code?: string }> => {
+      const r = seq++ % 10;
+      const key = `k${Math.floor(Math.random() * KEYS)}`;
+      const body =
+        r < 7
+          ? { query: 'query($k:String!){ get(key:$k){ value version } }', variables: { k: key } }
+          : r < 9
+            ? { query: 'mutation($k:String!,$v:String!){ put(key:$k, value:$v){ version } }', variables: { k: key, v: 'y'.repeat(100) } }
+            : { query: 'query($s:String!){ range(start:$s, first:20){ edges { node { key } } } }', variables: { s: key } };
+      const t0 = now();
+      try {
+        const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        const json = (await res.json()) as { errors?: { extensions?: { code?: string } }[] };
+        return { status: res.status, ms: now() - t0, code: json.errors?.[0]?.extensions?.code };
+      } catch {
+        return { status: 0, ms: now() - t0, code: 'NETWORK' };
+      }
+    };
+
+    // 1. Unloaded latency.
+    const unloaded: number[] = [];
+    for (const end = now() + 3000; now() < end; ) unloaded.push((await request()).ms);
+    unloaded.sort((a, b) => a - b);
+
+    // 2. Capacity: closed loop, 32 clients.
+    let done = 0;
+    const capStart = now();
+    const capEnd = capStart + 5000;
+    await Promise.all(
+      Array.from({ length: 32 }, async () => {
+        while (now() < capEnd) if ((await request()).status === 200) done++;
+      }),
+    );
+    const capacity = done / ((now() - capStart) / 1000);
+
+    // 3. Overload: open loop at OVERLOAD x capacity.
+    const rate = OVERLOAD * capacity;
+    const admitted: number[] = [];
+    const perSecond: { admitted: number; refused: number; other: number; notSent: number; rss: number }[] = [];
+    let outstanding = 0;
+    let current = { admitted: 0, refused: 0, other: 0, notSent: 0, rss: 0 };
+    const inflight: Promise<void>[] = [];
+    const start = now();
+    let sent = 0;
+    let nextTick = start + 1000;
+    while (now() - start < SECONDS * 1000) {
+      const due = Math.floor(((now() - start) / 1000) * rate);
+      while (sent < due) {
+        sent++;
+        if (outstanding >= MAX_OUTSTANDING) {
+          current.notSent++;
+          continue;
+        }
+        outstanding++;
+        const bucket = current;
+        inflight.push(
+          request().then((r) => {
+            outstanding--;
+            if (r.status === 200 && !r.code) {
+              bucket.admitted++;
+              admitted.push(r.ms);
+            } else if (r.status === 503 && r.code === 'OVERLOADED') bucket.refused++;
+            else bucket.other++;
+          }),
+        );
+      }
+      if (now() >= nextTick) {
+        current.rss = rssMiB(api.pid!);
+        perSecond.push(current);
+        current = { admitted: 0, refused: 0, other: 0, notSent: 0, rss: 0 };
+        nextTick += 1000;
+      }
+      await sleep(1);
+    }
+    await Promise.all(inflight);
+    const elapsed = (now() - start) / 1000;
+    admitted.sort((a, b) => a - b);
+    const total = perSecond.reduce(
+      (t, s) => ({ admitted: t.admitted + s.admitted, refused: t.refused + s.refused, other: t.other + s.other, notSent: t.notSent + s.notSent }),
+      { admitted: 0, refused: 0, other: 0, notSent: 0 },
+    );
+    const answered = total.admitted + total.refused + total.other;
+
+    console.log(`\nload experiment: mix 70% get / 20% put / 10% range(first: 20), ${KEYS} keys`);
+    console.log(`unloaded (1 client):   p50 ${pct(unloaded, 50).toFixed(2)} ms, p99 ${pct(unloaded, 99).toFixed(2)} ms`);
+    console.log(`capacity (32 clients): ${capacity.toFixed(0)} requests/s admitted`);
+    console.log(`overload: offered ${rate.toFixed(0)} requests/s (${OVERLOAD}x capacity) for ${SECONDS} s`);
+    console.log(`  admitted ${(total.admitted / elapsed).toFixed(0)} requests/s; refused (503 OVERLOADED) ${((100 * total.refused) / Math.max(1, answered)).toFixed(1)}% of answers; other errors ${total.other}; not sent (generator at ${MAX_OUTSTANDING} outstanding) ${total.notSent}`);
+    console.log(`  admitted latency: p50 ${pct(admitted, 50).toFixed(2)} ms, p99 ${pct(admitted, 99).toFixed(2)} ms, max ${(admitted.at(-1) ?? NaN).toFixed(2)} ms`);
+    console.log('  second  admitted  refused  other  not-sent  API RSS MiB');
+    perSecond.forEach((s, i) =>
+      console.log(`  ${String(i + 1).padStart(6)} ${String(s.admitted).padStart(9)} ${String(s.refused).padStart(8)} ${String(s.other).padStart(6)} ${String(s.notSent).padStart(9)} ${s.rss.toFixed(0).padStart(12)}`),
+    );
+    const alive = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false);
+    console.log(`  the API is ${alive ? 'up' : 'DOWN'} after the run`);
+  } finally {
+    api.kill('SIGTERM');
+    await new Promise((r) => api.once('exit', r));
+    await redis.stop();
+  }
+}
+
+await main();

@@ -1,0 +1,563 @@
+// Checks a keyspace's invariants against its Redis data, with bounded work per step: SCAN, ZSCAN
+// and XRANGE with COUNT, and MULTI blocks of at most `batchSize` keys, so a large keyspace costs
+// many small steps and never one long command. Used by `npm run verify` and the crash experiment.
+//
+// What it checks (see README "The Redis layout" and "Durability and failure"):
+//   meta        <prefix>:meta exists and names this partition count and layout;
+//   keys        every Redis key under a partition tag {<prefix>:<p>} is one of the layout's, in a
+//               partition below the partition count;
+//   values      every value hash has its index member and vice versa; a value hash has exactly
+//               the fields v n c u, n is a positive integer, c and u are integers, c <= u;
+//               index scores are 0; every key is in the partition partitionOf() gives it;
+//   feed        sequence numbers q are 1, 2, 3... without gaps within each stream; the sequence
+//               counter equals the last event's q (0 or absent for an empty stream); events are
+//               well formed and in their key's partition; per key, a PUT raises the version by one
+//               (1 after a DELETE) and a DELETE removes the version the last PUT wrote;
+//   feed/data   the last retained event of a key says what the store holds (a PUT: that version,
+//               createdAt, updatedAt and value length; a DELETE: nothing); and where a stream was
+//               never trimmed (its first q is 1), every stored key has an event.
+//
+// It may run while the API serves writes: the checks of one key (its hash with its index member,
+// a stream's tail with its counter) are each one MULTI, so concurrent writes cannot make a
+// consistent keyspace look broken. What cannot be settled because the keyspace moved under a
+// check is counted as `unsettled`, never reported as a problem. Memory: the last event per key of
+// one partition's retained stream at a time (bounded by the feed retention).
+import type { Redis } from 'ioredis';
+import { Keyspace, LAYOUT_VERSION, partitionOf } from './keys.js';
+
+export type ProblemKind =
+  /** The meta key is missing or disagrees with the partition count or layout. */
+  | 'meta'
+  /** A key under a partition tag that is none of the layout's (index, stream, counter, value). */
+  | 'unknown-key'
+  /** A key under the tag of a partition at or above the partition count. */
+  | 'stray-partition'
+  /** An index member without its value hash. */
+  | 'missing-value'
+  /** A value hash without its index member. */
+  | 'missing-index'
+  /** A value hash of the wrong type, with missing or extra fields, a bad version or timestamps. */
+  | 'bad-value'
+  /** An index that is not a sorted set, or a member whose score is not 0. */
+  | 'bad-index'
+  /** A value hash, index member or event in another partition than its key's. */
+  | 'wrong-partition'
+  /** Consecutive events whose sequence numbers are not consecutive. */
+  | 'feed-sequence'
+  /** The sequence counter disagrees with the last event's sequence number. */
+  | 'feed-counter'
+  /** A malformed event, or a stream or counter of the wrong type. */
+  | 'feed-event'
+  /** An event whose version does not follow from the key's previous event. */
+  | 'feed-version'
+  /** A key's last event disagrees with what the store holds for it. */
+  | 'feed-mismatch'
+  /** A stored key without any event in a stream that was never trimmed. */
+  | 'feed-missing';
+
+export interface VerifyProblem {
+  kind: ProblemKind;
+  partition?: number;
+  /** The kvql key concerned, when there is one. */
+  key?: string;
+  /** The Redis key concerned. */
+  redisKey?: string;
+  message: string;
+}
+
+export interface PartitionCounts {
+  partition: number;
+  /** Keys in the partition's index (ZCARD). */
+  keys: number;
+  /** Value hashes found by SCAN (SCAN may return a key twice while Redis resizes its table). */
+  valueHashes: number;
+  /** Retained events (XLEN). */
+  events: number;
+  /** The sequence counter: events the partition ever had. */
+  sequence: number;
+  /** The sequence number of the oldest retained event; null for an empty stream. */
+  firstSeq: number | null;
+}
+
+export interface VerifyReport {
+  prefix: string;
+  partitions: number;
+  ok: boolean;
+  /** At most `maxProblems`, each (kind, partition, key) once. */
+  problems: VerifyProblem[];
+  /** All problems found, also those past `maxProblems`. */
+  problemCount: number;
+  truncated: boolean;
+  perPartition: PartitionCounts[];
+  keys: number;
+  events: number;
+  /** Redis keys under this keyspace's partition tags that SCAN returned. */
+  redisKeysScanned: number;
+  /** Checks skipped because concurrent writes changed what they looked at. */
+  unsettled: number;
+  durationMs: number;
+}
+
+export interface VerifyOptions {
+  prefix: string;
+  partitions: number;
+  /** COUNT of each SCAN and ZSCAN step. */
+  scanCount?: number;
+  /** Keys per MULTI block. */
+  batchSize?: number;
+  /** Events per XRANGE step. */
+  streamPage?: number;
+  /** Problems kept in the report (all are counted). */
+  maxProblems?: number;
+}
+
+type Reply = [Error | null, unknown];
+type StreamEntry = [id: string, fields: string[]];
+
+interface LastEvent {
+  type: 'P' | 'D';
+  version: number;
+  createdAt: string;
+  updatedAt: string;
+  valueBytes: number;
+}
+
+const POSITIVE = /^[1-9][0-9]*$/;
+const NATURAL = /^(0|[1-9][0-9]*)$/;
+const VALUE_FIELDS = ['v', 'n', 'c', 'u'];
+
+/** A safety bound on the steps of one scan: far above any real keyspace, below forever. */
+const MAX_STEPS = 100_000_000;
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+function chunks<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+function fieldsOf(entry: StreamEntry): Record<string, string> {
+  const f: Record<string, string> = {};
+  const list = entry[1];
+  for (let i = 0; i + 1 < list.length; i += 2) f[list[i]!] = list[i + 1]!;
+  return f;
+}
+
+/** Compares stream IDs "ms-seq" numerically. */
+function compareIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
+  const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
+  if (am !== bm) return am < bm ? -1 : 1;
+  if (as !== bs) return as < bs ? -1 : 1;
+  return 0;
+}
+
+async function exec(multi: ReturnType<Redis['multi']>): Promise<Reply[]> {
+  const replies = await multi.exec();
+  if (!replies) throw new Error('a MULTI block was aborted');
+  return replies as Reply[];
+}
+
+/** The first error of a MULTI block's replies, thrown: a failed read is no verdict. */
+function ok(reply: Reply | undefined): unknown {
+  if (!reply) throw new Error('missing reply');
+  if (reply[0]) throw reply[0];
+  return reply[1];
+}
+
+export async function verifyKeyspace(redis: Redis, opts: VerifyOptions): Promise<VerifyReport> {
+  const t0 = performance.now();
+  const keys = new Keyspace(opts.prefix, opts.partitions);
+  const P = opts.partitions;
+  const scanCount = opts.scanCount ?? 1000;
+  const batchSize = opts.batchSize ?? 500;
+  const streamPage = opts.streamPage ?? 500;
+  const maxProblems = opts.maxProblems ?? 1000;
+
+  const problems: VerifyProblem[] = [];
+  const seen = new Set<string>();
+  let problemCount = 0;
+  let unsettled = 0;
+  let redisKeysScanned = 0;
+  const add = (p: VerifyProblem) => {
+    const id = `${p.kind}\0${p.partition ?? ''}\0${p.key ?? p.redisKey ?? ''}`;
+    if (seen.has(id)) return;
+    seen.add(id);
+    problemCount++;
+    if (problems.length < maxProblems) problems.push(p);
+  };
+  const perPartition: PartitionCounts[] = Array.from({ length: P }, (_, p) => ({
+    partition: p,
+    keys: 0,
+    valueHashes: 0,
+    events: 0,
+    sequence: 0,
+    firstSeq: null,
+  }));
+
+  // 1. The meta key.
+  {
+    const [type, len, fields] = await exec(redis.multi().type(keys.meta).hlen(keys.meta).hmget(keys.meta, 'partitions', 'layout'));
+    const t = ok(type) as string;
+    if (t === 'none') {
+      add({ kind: 'meta', redisKey: keys.meta, message: `${keys.meta} is missing: no keyspace "${opts.prefix}" here (or its meta key was lost)` });
+    } else if (t !== 'hash') {
+      add({ kind: 'meta', redisKey: keys.meta, message: `${keys.meta} is a ${t}, not a hash` });
+    } else {
+      const [partitions, layout] = ok(fields) as [string | null, string | null];
+      if (partitions !== String(P)) {
+        add({ kind: 'meta', redisKey: keys.meta, message: `${keys.meta} says ${partitions ?? 'nothing about'} partitions; verifying with ${P}` });
+      }
+      if (layout !== LAYOUT_VERSION) {
+        add({ kind: 'meta', redisKey: keys.meta, message: `${keys.meta} says layout ${layout ?? '(none)'}; this kvql reads layout ${LAYOUT_VERSION}` });
+      }
+      const n = ok(len) as number;
+      if (n !== 2) add({ kind: 'meta', redisKey: keys.meta, message: `${keys.meta} has ${n} fields, expected partitions and layout only` });
+    }
+  }
+
+  // 2. Every Redis key under one of this keyspace's partition tags, by SCAN: stray keys, and
+  //    each value hash with its index member, in MULTI blocks per partition.
+  const tag = new RegExp(`^\\{${escapeRegExp(opts.prefix)}:(0|[1-9][0-9]*)\\}:([\\s\\S]*)$`);
+  const checkValues = async (p: number, batch: string[]) => {
+    const m = redis.multi();
+    for (const key of batch) {
+      const name = keys.value(key, p);
+      m.hlen(name).hmget(name, 'n', 'c', 'u').hexists(name, 'v').zscore(keys.index(p), key);
+    }
+    const replies = await exec(m);
+    const wrongType: string[] = [];
+    batch.forEach((key, i) => {
+      const [len, fields, hasValue, score] = replies.slice(4 * i, 4 * i + 4) as Reply[];
+      const redisKey = keys.value(key, p);
+      if (len![0]) {
+        // WRONGTYPE: not a hash (its type is asked for below).
+        perPartition[p]!.valueHashes++;
+        wrongType.push(key);
+        return;
+      }
+      if (len![1] === 0) {
+        unsettled++; // deleted since SCAN returned it
+        return;
+      }
+      perPartition[p]!.valueHashes++;
+      const home = partitionOf(key, P);
+      if (home !== p) {
+        add({ kind: 'wrong-partition', partition: p, key, redisKey, message: `value hash of ${JSON.stringify(key)} is in partition ${p}; its partition is ${home}` });
+      }
+      const [n, c, u] = ok(fields) as (string | null)[];
+      const missing = [n == null && 'n', c == null && 'c', u == null && 'u', ok(hasValue) === 0 && 'v'].filter(Boolean);
+      const fieldCount = ok(len) as number;
+      if (missing.length > 0 || fieldCount !== 4) {
+        const what = missing.length > 0 ? `lacks field ${missing.join(', ')}` : `has ${fieldCount} fields, expected ${VALUE_FIELDS.join(' ')}`;
+        add({ kind: 'bad-value', partition: p, key, redisKey, message: `${redisKey} ${what}` });
+      }
+      if (n != null && !POSITIVE.test(n)) {
+        add({ kind: 'bad-value', partition: p, key, redisKey, message: `${redisKey} has version ${JSON.stringify(n)}, not a positive integer` });
+      }
+      if (c != null && u != null) {
+        if (!NATURAL.test(c) || !NATURAL.test(u)) {
+          add({ kind: 'bad-value', partition: p, key, redisKey, message: `${redisKey} has createdAt ${JSON.stringify(c)}, updatedAt ${JSON.stringify(u)}: not integers` });
+        } else if (BigInt(c) > BigInt(u)) {
+          add({ kind: 'bad-value', partition: p, key, redisKey, message: `${redisKey} was created (${c}) after it was updated (${u})` });
+        }
+      }
+      const [scoreErr, scoreValue] = score!;
+      if (scoreErr) return; // the index is no sorted set: reported by the index pass
+      if (scoreValue == null) {
+        add({ kind: 'missing-index', partition: p, key, redisKey, message: `value hash ${redisKey} has no member in ${keys.index(p)}` });
+      }
+    });
+    for (const key of wrongType) {
+      const redisKey = keys.value(key, p);
+      const t = await redis.type(redisKey);
+      if (t !== 'none') add({ kind: 'bad-value', partition: p, key, redisKey, message: `${redisKey} is a ${t}, not a hash` });
+    }
+  };
+
+  {
+    let cursor = '0';
+    let steps = 0;
+    do {
+      const [next, found] = await redis.scan(cursor, 'MATCH', `{${opts.prefix}:*`, 'COUNT', scanCount);
+      cursor = next;
+      const values = new Map<number, string[]>();
+      for (const redisKey of found) {
+        const m = tag.exec(redisKey);
+        if (!m) continue; // another keyspace whose prefix starts like ours
+        redisKeysScanned++;
+        const p = Number(m[1]);
+        const rest = m[2]!;
+        if (p >= P) {
+          add({ kind: 'stray-partition', partition: p, redisKey, message: `${redisKey} is in partition ${p}, but the keyspace has ${P} partitions` });
+        } else if (rest.startsWith('v:')) {
+          let list = values.get(p);
+          if (!list) values.set(p, (list = []));
+          list.push(rest.slice(2));
+        } else if (rest !== 'i' && rest !== 's' && rest !== 'q') {
+          add({ kind: 'unknown-key', partition: p, redisKey, message: `${redisKey} is not a key of kvql's layout` });
+        }
+      }
+      for (const [p, list] of values) for (const batch of chunks(list, batchSize)) await checkValues(p, batch);
+    } while (cursor !== '0' && ++steps < MAX_STEPS);
+  }
+
+  // 3. Per partition: the change feed, then the index, then the feed against the data.
+  for (let p = 0; p < P; p++) {
+    const counts = perPartition[p]!;
+    const index = keys.index(p);
+    const stream = keys.stream(p);
+    const sequence = keys.sequence(p);
+    const last = new Map<string, LastEvent>();
+
+    // 3a. A snapshot of the stream's ends and the counter, in one step.
+    const snap = await exec(
+      redis
+        .multi()
+        .type(stream)
+        .type(sequence)
+        .type(index)
+        .get(sequence)
+        .xlen(stream)
+        .xrange(stream, '-', '+', 'COUNT', 1)
+        .xrevrange(stream, '+', '-', 'COUNT', 1)
+        .zcard(index),
+    );
+    const streamType = ok(snap[0]) as string;
+    const sequenceType = ok(snap[1]) as string;
+    const indexType = ok(snap[2]) as string;
+    const streamOk = streamType === 'stream' || streamType === 'none';
+    if (!streamOk) add({ kind: 'feed-event', partition: p, redisKey: stream, message: `${stream} is a ${streamType}, not a stream` });
+    if (sequenceType !== 'string' && sequenceType !== 'none') {
+      add({ kind: 'feed-counter', partition: p, redisKey: sequence, message: `${sequence} is a ${sequenceType}, not a string` });
+    }
+    const indexOk = indexType === 'zset' || indexType === 'none';
+    if (!indexOk) add({ kind: 'bad-index', partition: p, redisKey: index, message: `${index} is a ${indexType}, not a sorted set` });
+    counts.keys = indexOk ? (ok(snap[7]) as number) : 0;
+
+    const counterRaw = sequenceType === 'string' ? (ok(snap[3]) as string | null) : null;
+    let counter: number | null = 0;
+    if (counterRaw != null) {
+      if (NATURAL.test(counterRaw)) counter = Number(counterRaw);
+      else {
+        counter = null;
+        add({ kind: 'feed-counter', partition: p, redisKey: sequence, message: `${sequence} is ${JSON.stringify(counterRaw)}, not a count` });
+      }
+    }
+    counts.sequence = counter ?? 0;
+    let endId: string | null = null;
+    let untrimmed = false;
+    if (streamOk) {
+      counts.events = ok(snap[4]) as number;
+      const first = (ok(snap[5]) as StreamEntry[])[0];
+      const lastEntry = (ok(snap[6]) as StreamEntry[])[0];
+      if (!lastEntry) {
+        untrimmed = true;
+        if (counter != null && counter !== 0) {
+          add({ kind: 'feed-counter', partition: p, redisKey: sequence, message: `${sequence} is ${counter}, but ${stream} is empty (expected 0 or absent)` });
+        }
+      } else {
+        endId = lastEntry[0];
+        const lastQ = fieldsOf(lastEntry).q;
+        if (counter != null && lastQ !== String(counter)) {
+          add({ kind: 'feed-counter', partition: p, redisKey: sequence, message: `${sequence} is ${counterRaw ?? 'absent'}, but the last event of ${stream} (${lastEntry[0]}) has q ${lastQ ?? '(none)'}` });
+        }
+        const firstQ = fieldsOf(first!).q;
+        counts.firstSeq = firstQ != null && POSITIVE.test(firstQ) ? Number(firstQ) : null;
+        untrimmed = firstQ === '1';
+      }
+    }
+
+    // 3b. Every event from the first to the snapshot's last, page by page.
+    if (endId !== null) {
+      let from = '-';
+      let prev: { id: string; q: number } | null = null;
+      for (let steps = 0; steps < MAX_STEPS; steps++) {
+        const [page, head] = await exec(redis.multi().xrange(stream, from, endId, 'COUNT', streamPage).xrange(stream, '-', '+', 'COUNT', 1));
+        const entries = ok(page) as StreamEntry[];
+        const headId = (ok(head) as StreamEntry[])[0]?.[0];
+        for (const entry of entries) {
+          const [id] = entry;
+          const f = fieldsOf(entry);
+          const q = f.q != null && POSITIVE.test(f.q) ? Number(f.q) : null;
+          if (q === null) {
+            add({ kind: 'feed-event', partition: p, redisKey: `${stream} ${id}`, message: `event ${id} of ${stream} has q ${JSON.stringify(f.q ?? null)}, not a positive integer` });
+          } else if (prev !== null && q !== prev.q + 1) {
+            // Trimming may have overtaken this read (live writes past the retention): then the
+            // oldest event now lies beyond the previous one read, and the gap is no fault.
+            if (headId !== undefined && compareIds(headId, prev.id) > 0 && entry === entries[0]) unsettled++;
+            else {
+              add({ kind: 'feed-sequence', partition: p, redisKey: `${stream} ${id}`, message: `${stream}: event ${id} has q ${q} after q ${prev.q} (expected ${prev.q + 1})` });
+            }
+          }
+          if (q !== null) prev = { id, q };
+          checkEvent(p, id, f);
+        }
+        if (entries.length < streamPage || entries[entries.length - 1]![0] === endId) break;
+        from = `(${entries[entries.length - 1]![0]}`;
+      }
+    }
+
+    function checkEvent(partition: number, id: string, f: Record<string, string>): void {
+      const where = `${stream} ${id}`;
+      const bad = (why: string) => add({ kind: 'feed-event', partition, redisKey: where, message: `event ${id} of ${stream} ${why}` });
+      const key = f.k;
+      if (key == null) return bad('has no key (k)');
+      if (f.t !== 'P' && f.t !== 'D') return bad(`has type ${JSON.stringify(f.t ?? null)}, not P or D`);
+      if (f.n == null || !POSITIVE.test(f.n)) return bad(`has version ${JSON.stringify(f.n ?? null)}, not a positive integer`);
+      const home = partitionOf(key, P);
+      if (home !== partition) {
+        add({ kind: 'wrong-partition', partition, key, redisKey: where, message: `event ${id} of ${JSON.stringify(key)} is in partition ${partition}'s stream; its partition is ${home}` });
+      }
+      const version = Number(f.n);
+      const prev = last.get(key);
+      if (f.t === 'P') {
+        if (f.v == null || f.c == null || f.u == null || !NATURAL.test(f.c) || !NATURAL.test(f.u)) return bad('is a PUT without value, createdAt or updatedAt');
+        if (BigInt(f.c) > BigInt(f.u)) return bad(`was created (${f.c}) after it was updated (${f.u})`);
+        const expected = prev === undefined ? null : prev.type === 'P' ? prev.version + 1 : 1;
+        if (expected !== null && version !== expected) {
+          add({ kind: 'feed-version', partition, key, redisKey: where, message: `event ${id}: PUT of ${JSON.stringify(key)} at version ${version} follows ${prev!.type === 'P' ? 'PUT' : 'DELETE'} at ${prev!.version} (expected ${expected})` });
+        }
+        last.set(key, { type: 'P', version, createdAt: f.c, updatedAt: f.u, valueBytes: Buffer.byteLength(f.v, 'utf8') });
+      } else {
+        if (prev !== undefined && (prev.type !== 'P' || prev.version !== version)) {
+          add({ kind: 'feed-version', partition, key, redisKey: where, message: `event ${id}: DELETE of ${JSON.stringify(key)} at version ${version} follows ${prev.type === 'P' ? 'PUT' : 'DELETE'} at ${prev.version}` });
+        }
+        last.set(key, { type: 'D', version, createdAt: '', updatedAt: '', valueBytes: 0 });
+      }
+    }
+
+    // Whether events came after the snapshot: then what a check finds amiss may be a write that
+    // happened since, which the snapshot does not show.
+    const movedOn = (reply: Reply | undefined): boolean => {
+      return (ok(reply) as StreamEntry[]).length > 0;
+    };
+    const afterEnd = endId === null ? '-' : `(${endId}`;
+
+    // 3c. The index: each member has its value hash, a score of 0, the right partition, and
+    //     (in a never-trimmed stream) an event.
+    if (indexOk && indexType === 'zset') {
+      let cursor = '0';
+      let steps = 0;
+      do {
+        const [next, flat] = await redis.zscan(index, cursor, 'COUNT', scanCount);
+        cursor = next;
+        const members: { key: string; score: string }[] = [];
+        for (let i = 0; i + 1 < flat.length; i += 2) members.push({ key: flat[i]!, score: flat[i + 1]! });
+        for (const batch of chunks(members, batchSize)) {
+          const m = redis.multi();
+          if (streamOk) m.xrange(stream, afterEnd, '+', 'COUNT', 1);
+          else m.ping();
+          for (const { key } of batch) m.exists(keys.value(key, p));
+          const replies = await exec(m);
+          const moved = streamOk && movedOn(replies[0]);
+          // A member without its hash may have been deleted since ZSCAN returned it: ask the
+          // index again, together with the hash, for those only.
+          const missing = batch.filter((_, i) => ok(replies[1 + i]) === 0);
+          const again = new Map<string, { exists: number; score: string | null }>();
+          if (missing.length > 0) {
+            const r = redis.multi();
+            for (const { key } of missing) r.exists(keys.value(key, p)).zscore(index, key);
+            const rr = await exec(r);
+            missing.forEach(({ key }, i) => again.set(key, { exists: ok(rr[2 * i]) as number, score: ok(rr[2 * i + 1]) as string | null }));
+          }
+          batch.forEach(({ key, score }) => {
+            const recheck = again.get(key);
+            const exists = recheck ? recheck.exists : 1;
+            const now = recheck ? recheck.score : score;
+            if (now === null) {
+              unsettled++; // removed since ZSCAN returned it
+              return;
+            }
+            const home = partitionOf(key, P);
+            if (home !== p) {
+              add({ kind: 'wrong-partition', partition: p, key, redisKey: index, message: `${JSON.stringify(key)} is a member of ${index}; its partition is ${home}` });
+            }
+            if (score !== '0' || now !== '0') {
+              add({ kind: 'bad-index', partition: p, key, redisKey: index, message: `${JSON.stringify(key)} has score ${now} in ${index}, expected 0` });
+            }
+            if (exists === 0) {
+              add({ kind: 'missing-value', partition: p, key, redisKey: keys.value(key, p), message: `${JSON.stringify(key)} is in ${index} without its value hash ${keys.value(key, p)}` });
+            } else if (untrimmed && streamOk && !last.has(key)) {
+              if (moved) unsettled++;
+              else {
+                add({ kind: 'feed-missing', partition: p, key, message: `${JSON.stringify(key)} is stored, but ${stream}, which holds the partition's whole history, has no event for it` });
+              }
+            }
+          });
+        }
+      } while (cursor !== '0' && ++steps < MAX_STEPS);
+    }
+
+    // 3d. Each key's last retained event against the store.
+    if (streamOk && last.size > 0) {
+      for (const batch of chunks([...last], batchSize)) {
+        const m = redis.multi().xrange(stream, afterEnd, '+', 'COUNT', 1);
+        for (const [key] of batch) {
+          const name = keys.value(key, p);
+          m.hmget(name, 'n', 'c', 'u').hstrlen(name, 'v');
+        }
+        const replies = await exec(m);
+        const moved = movedOn(replies[0]);
+        batch.forEach(([key, e], i) => {
+          const [fieldsErr, fields] = replies[1 + 2 * i]!;
+          const [lenErr, len] = replies[2 + 2 * i]!;
+          if (fieldsErr || lenErr) return; // not a hash: reported by the value pass
+          const [n, c, u] = fields as (string | null)[];
+          // A hash without n, c, u and v is no entry (and is reported by the value pass).
+          const exists = n != null || c != null || u != null || (len as number) > 0 ? 1 : 0;
+          let why: string | null = null;
+          if (e.type === 'D' && exists === 1) why = `was deleted at version ${e.version} by its last event, but is stored at version ${n}`;
+          if (e.type === 'P') {
+            if (exists === 0) why = `was put at version ${e.version} by its last event, but is not stored`;
+            else if (n !== String(e.version) || c !== e.createdAt || u !== e.updatedAt || len !== e.valueBytes) {
+              why = `was put at version ${e.version} (created ${e.createdAt}, updated ${e.updatedAt}, ${e.valueBytes} value bytes) by its last event, but is stored at version ${n} (created ${c}, updated ${u}, ${len} value bytes)`;
+            }
+          }
+          if (why === null) return;
+          if (moved) unsettled++;
+          else add({ kind: 'feed-mismatch', partition: p, key, redisKey: keys.value(key, p), message: `${JSON.stringify(key)} ${why}` });
+        });
+      }
+    }
+  }
+
+  const keyCount = perPartition.reduce((s, c) => s + c.keys, 0);
+  const eventCount = perPartition.reduce((s, c) => s + c.events, 0);
+  return {
+    prefix: opts.prefix,
+    partitions: P,
+    ok: problemCount === 0,
+    problems,
+    problemCount,
+    truncated: problemCount > problems.length,
+    perPartition,
+    keys: keyCount,
+    events: eventCount,
+    redisKeysScanned,
+    unsettled,
+    durationMs: performance.now() - t0,
+  };
+}
+
+/** The report as text: counts per partition, then every problem kept, one per line. */
+export function formatReport(r: VerifyReport): string {
+  const lines = [`keyspace "${r.prefix}", ${r.partitions} partition${r.partitions === 1 ? '' : 's'}`];
+  for (const c of r.perPartition) {
+    const trimmed = c.firstSeq !== null && c.firstSeq > 1 ? `, oldest retained ${c.firstSeq}` : '';
+    lines.push(`  partition ${c.partition}: ${c.keys} keys, ${c.events} events (sequence ${c.sequence}${trimmed})`);
+  }
+  lines.push(
+    `  total: ${r.keys} keys, ${r.events} events; ${r.redisKeysScanned} Redis keys scanned in ${(r.durationMs / 1000).toFixed(2)} s` +
+      (r.unsettled > 0 ? `; ${r.unsettled} checks unsettled by concurrent writes` : ''),
+  );
+  if (r.ok) lines.push('OK: no problems found');
+  else {
+    lines.push(`PROBLEMS: ${r.problemCount}${r.truncated ? ` (the first ${r.problems.length} shown)` : ''}`);
+    for (const p of r.problems) lines.push(`  ${p.kind.padEnd(16)} ${p.message}`);
+  }
+  return lines.join('\n');
+}

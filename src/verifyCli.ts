@@ -1,0 +1,63 @@
+// `npm run verify`: checks a keyspace's invariants (src/store/verify.ts) and prints a report.
+// Reads REDIS_URL, KV_PREFIX and KV_PARTITIONS like the server. Without REDIS_URL it checks the
+// managed Redis that `npm start` runs (redis://127.0.0.1:$KV_MANAGED_REDIS_PORT), if it answers.
+// Exit status: 0 no problems, 1 problems found, 2 it could not check (configuration, no Redis).
+import { Redis } from 'ioredis';
+import { ConfigError, loadConfig } from './config.js';
+import { formatReport, verifyKeyspace } from './store/verify.js';
+
+/** Never print a password that a URL may carry. */
+const shown = (url: string) => url.replace(/\/\/[^/@]*@/, '//***@');
+
+async function main(): Promise<number> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`kvql verify: ${err.message}`);
+      return 2;
+    }
+    throw err;
+  }
+  const managed = `redis://127.0.0.1:${config.managedRedisPort}`;
+  const url = config.redisUrl ?? managed;
+  if (!config.redisUrl) console.log(`kvql verify: no REDIS_URL; checking the managed Redis of \`npm start\` at ${managed}`);
+  const redis = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: 5000,
+    commandTimeout: 60_000,
+    enableOfflineQueue: false,
+  });
+  redis.on('error', () => {}); // reported by the connect or the command that fails
+  try {
+    try {
+      await redis.connect();
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      console.error(
+        config.redisUrl
+          ? `kvql verify: cannot connect to ${shown(url)}: ${why}`
+          : `kvql verify: no Redis answers at ${managed} (${why}). Set REDIS_URL to the Redis to check ` +
+              `(e.g. REDIS_URL=redis://127.0.0.1:6379 npm run verify), or start kvql (npm start) so that its managed Redis runs.`,
+      );
+      return 2;
+    }
+    console.log(`kvql verify: ${shown(url)}, prefix "${config.prefix}", ${config.partitions} partition(s)`);
+    const report = await verifyKeyspace(redis, { prefix: config.prefix, partitions: config.partitions });
+    console.log(formatReport(report));
+    return report.ok ? 0 : 1;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error('kvql verify: failed:', err instanceof Error ? err.message : err);
+    process.exit(2);
+  },
+);

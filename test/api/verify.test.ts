@@ -1,0 +1,374 @@
+// verifyKeyspace (src/store/verify.ts) and its CLI (npm run verify): a clean keyspace passes with
+// the right counts; each kind of corruption, made by hand with raw Redis commands on this file's
+// own keys, is reported with its key. Runs with 1 and 4 partitions.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { Keyspace, partitionOf } from '../../src/store/keys.js';
+import { verifyKeyspace, type VerifyOptions, type VerifyReport } from '../../src/store/verify.js';
+import { createTestApp, PARTITIONS, uniquePrefix, type TestApp } from '../harness/app.js';
+import { freePort } from '../harness/redisServer.js';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+
+/** Keys spread over every partition: for each partition, three keys that belong to it. */
+function keysPerPartition(partitions: number): string[][] {
+  const out: string[][] = Array.from({ length: partitions }, () => []);
+  for (let i = 0; out.some((l) => l.length < 3); i++) {
+    if (i > 10_000) throw new Error('could not spread keys over the partitions');
+    const key = `k:${i}`;
+    const list = out[partitionOf(key, partitions)]!;
+    if (list.length < 3) list.push(key);
+  }
+  return out;
+}
+
+interface Seeded {
+  app: TestApp;
+  ks: Keyspace;
+  /** by partition: [updated twice, deleted then put again, put once] */
+  keys: string[][];
+  batch: string[];
+  gone: string;
+  expectedKeys: number[];
+  expectedEvents: number[];
+}
+
+const apps: TestApp[] = [];
+afterAll(async () => {
+  for (const app of apps) await app.close();
+});
+
+/** A keyspace with puts, updates, a batch over every partition and deletes. */
+async function seeded(name: string): Promise<Seeded> {
+  const app = await createTestApp(name);
+  apps.push(app);
+  const ks = new Keyspace(app.prefix, PARTITIONS);
+  const keys = keysPerPartition(PARTITIONS);
+  const expectedKeys = new Array(PARTITIONS).fill(0);
+  const expectedEvents = new Array(PARTITIONS).fill(0);
+  const event = (key: string) => expectedEvents[partitionOf(key, PARTITIONS)]++;
+  for (const [a, b, c] of keys as [string, string, string][]) {
+    for (const v of ['1', '22', '333']) {
+      await app.store.put({ key: a, value: v });
+      event(a);
+    }
+    await app.store.put({ key: b, value: 'b' });
+    await app.store.delete(b);
+    await app.store.put({ key: b, value: 'b again', expectedVersion: 0 });
+    for (let i = 0; i < 3; i++) event(b);
+    await app.store.put({ key: c, value: '' }); // an empty value is a value
+    event(c);
+  }
+  const batch = keys.map((l, p) => `batch:${p}:${l[0]}`);
+  await app.store.batchPut(batch.map((key) => ({ key, value: 'in a batch' })));
+  batch.forEach(event);
+  const gone = 'gone';
+  await app.store.put({ key: gone, value: 'x' });
+  await app.store.delete(gone);
+  for (let i = 0; i < 2; i++) event(gone);
+  for (const key of [...keys.flat(), ...batch]) expectedKeys[partitionOf(key, PARTITIONS)]++;
+  return { app, ks, keys, batch, gone, expectedKeys, expectedEvents };
+}
+
+function verify(s: Seeded | TestApp, extra: Partial<VerifyOptions> = {}): Promise<VerifyReport> {
+  const app = 'app' in s ? s.app : s;
+  return verifyKeyspace(app.redis, { prefix: app.prefix, partitions: PARTITIONS, ...extra });
+}
+
+/** The problems as "kind key-or-redisKey", sorted. */
+function found(r: VerifyReport): string[] {
+  return r.problems.map((p) => `${p.kind} ${p.key ?? p.redisKey}`).sort();
+}
+
+/** The last event of a partition's stream: its id and fields. */
+async function lastEvent(s: Seeded, p: number): Promise<{ id: string; f: Record<string, string> }> {
+  const [[id, fields]] = (await s.app.redis.xrevrange(s.ks.stream(p), '+', '-', 'COUNT', 1)) as [string, string[]][] as [
+    [string, string[]],
+  ];
+  const f: Record<string, string> = {};
+  for (let i = 0; i < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
+  return { id, f };
+}
+
+describe('verifyKeyspace on a clean keyspace', () => {
+  it('finds no problem, and counts keys and events per partition', async () => {
+    const s = await seeded('clean');
+    const r = await verify(s);
+    expect(r.problems).toEqual([]);
+    expect(r.ok).toBe(true);
+    expect(r.problemCount).toBe(0);
+    expect(r.unsettled).toBe(0);
+    expect(r.perPartition.map((c) => c.keys)).toEqual(s.expectedKeys);
+    // SCAN may return a key twice while Redis resizes its table (other test files write to
+    // this Redis meanwhile), so the value hashes it saw are at least the keys.
+    r.perPartition.forEach((c, p) => expect(c.valueHashes).toBeGreaterThanOrEqual(s.expectedKeys[p]!));
+    expect(r.perPartition.map((c) => c.events)).toEqual(s.expectedEvents);
+    expect(r.perPartition.map((c) => c.sequence)).toEqual(s.expectedEvents);
+    expect(r.perPartition.map((c) => c.firstSeq)).toEqual(s.expectedEvents.map((n) => (n > 0 ? 1 : null)));
+    expect(r.keys).toBe(s.expectedKeys.reduce((a, b) => a + b, 0));
+    expect(r.events).toBe(s.expectedEvents.reduce((a, b) => a + b, 0));
+    // Every key of the layout was scanned: value hashes, plus index, stream and counter of each
+    // partition.
+    expect(r.redisKeysScanned).toBeGreaterThanOrEqual(r.keys + 3 * PARTITIONS);
+
+    // The same verdict and counts in the smallest steps (paging through every SCAN, ZSCAN,
+    // XRANGE and MULTI block).
+    const small = await verify(s, { scanCount: 2, batchSize: 3, streamPage: 2 });
+    const exact = (x: VerifyReport) => ({ ...x, durationMs: 0, redisKeysScanned: 0, perPartition: x.perPartition.map((c) => ({ ...c, valueHashes: 0 })) });
+    expect(exact(small)).toEqual(exact(r));
+  });
+
+  it('passes a keyspace that was opened but never written, and a trimmed feed', async () => {
+    const app = await createTestApp('empty');
+    apps.push(app);
+    const r = await verify(app);
+    expect(r.ok).toBe(true);
+    expect(r.keys + r.events).toBe(0);
+
+    // A feed that keeps about 2 events per partition (XADD MAXLEN ~ trims whole nodes of 100
+    // events): the oldest are gone, which is no fault.
+    const trimmed = await createTestApp('trimmed', { feedRetention: 2 });
+    apps.push(trimmed);
+    const total = 250 * PARTITIONS * 4;
+    for (let round = 0; round < 4; round++) {
+      await trimmed.store.batchPut(Array.from({ length: 250 * PARTITIONS }, (_, i) => ({ key: `t:${i}`, value: `${round}` })));
+    }
+    const t = await verify(trimmed);
+    expect(t.problems).toEqual([]);
+    expect(t.perPartition.some((c) => (c.firstSeq ?? 1) > 1)).toBe(true);
+    expect(t.events).toBeLessThan(total);
+    expect(t.perPartition.reduce((s, c) => s + c.sequence, 0)).toBe(total);
+    expect(t.keys).toBe(250 * PARTITIONS);
+  });
+
+  it('tells apart keyspaces whose prefixes start alike', async () => {
+    const s = await seeded('alike');
+    // A keyspace whose prefix extends ours ("<ours>:x") must not be taken for ours.
+    const other = await createTestApp('alike', { prefix: `${s.app.prefix}:x` });
+    apps.push(other);
+    await other.store.put({ key: 'k:0', value: 'other keyspace' });
+    expect((await verify(s)).problems).toEqual([]);
+  });
+});
+
+describe('verifyKeyspace reports each kind of corruption', () => {
+  it('a missing keyspace, and a partition count other than the meta key says', async () => {
+    const app = await createTestApp('meta');
+    apps.push(app);
+    const nothing = await verifyKeyspace(app.redis, { prefix: uniquePrefix('never-opened'), partitions: PARTITIONS });
+    expect(nothing.ok).toBe(false);
+    expect(nothing.problems.map((p) => p.kind)).toEqual(['meta']);
+    expect(nothing.problems[0]!.message).toMatch(/missing/);
+
+    const wrong = await verifyKeyspace(app.redis, { prefix: app.prefix, partitions: PARTITIONS + 1 });
+    expect(wrong.problems.map((p) => p.kind)).toEqual(['meta']);
+    expect(wrong.problems[0]!.message).toContain(`says ${PARTITIONS} partitions`);
+  });
+
+  it('an index member without its value hash', async () => {
+    const s = await seeded('no-hash');
+    const key = s.keys[0]![0]!;
+    await s.app.redis.del(s.ks.value(key));
+    const r = await verify(s);
+    expect(r.ok).toBe(false);
+    // The feed still says the key was put: its last event disagrees with the store too.
+    expect(found(r)).toEqual([`feed-mismatch ${key}`, `missing-value ${key}`]);
+  });
+
+  it('a value hash without its index member', async () => {
+    const s = await seeded('no-member');
+    const key = s.batch[PARTITIONS - 1]!;
+    await s.app.redis.zrem(s.ks.index(partitionOf(key, PARTITIONS)), key);
+    expect(found(await verify(s))).toEqual([`missing-index ${key}`]);
+  });
+
+  it('a bad version, a missing field, an extra field, createdAt after updatedAt, a wrong type', async () => {
+    const s = await seeded('bad-value');
+    const [a, b, c, d, e, f, g] = ['a', 'b', 'c', 'd', 'e', 'f', 'g'].map((x) => `bad:${x}`) as [string, string, string, string, string, string, string];
+    for (const key of [a, b, c, d, e, f, g]) await s.app.store.put({ key, value: key });
+    const r = s.app.redis;
+    await r.hset(s.ks.value(a), 'n', '0');
+    await r.hset(s.ks.value(b), 'n', '1.5');
+    await r.hdel(s.ks.value(c), 'c');
+    await r.hset(s.ks.value(d), 'x', 'extra');
+    const created = await r.hget(s.ks.value(e), 'c');
+    await r.hset(s.ks.value(e), 'c', String(Number(created) + 1000));
+    await r.hset(s.ks.value(f), 'n', 'abc');
+    await r.del(s.ks.value(g));
+    await r.set(s.ks.value(g), 'a string, not a hash');
+    const report = await verify(s);
+    for (const key of [a, b, c, d, e, f, g]) expect(found(report), key).toContain(`bad-value ${key}`);
+    // Nothing else is blamed: every problem is about one of these keys.
+    expect(report.problems.every((p) => [a, b, c, d, e, f, g].includes(p.key!)), JSON.stringify(report.problems)).toBe(true);
+    const messages = report.problems.filter((p) => p.kind === 'bad-value').map((p) => p.message).join('\n');
+    expect(messages).toMatch(/version "0", not a positive integer/);
+    expect(messages).toMatch(/version "1.5"/);
+    expect(messages).toMatch(/lacks field c/);
+    expect(messages).toMatch(/has 5 fields/);
+    expect(messages).toMatch(/created \(\d+\) after it was updated/);
+    expect(messages).toMatch(/is a string, not a hash/);
+  });
+
+  it('a key in the wrong partition, and a key in a partition that does not exist', async () => {
+    const s = await seeded('wrong-partition');
+    const r = s.app.redis;
+    // Beyond the partition count: whatever the count, partition P does not exist.
+    const strayKeys = new Keyspace(s.app.prefix, PARTITIONS + 1);
+    const stray = strayKeys.value('stray', PARTITIONS);
+    await r.hset(stray, 'v', 'x', 'n', '1', 'c', '1', 'u', '1');
+    const expected = [`stray-partition ${stray}`];
+    if (PARTITIONS > 1) {
+      // Moved, hash and index member together, into another (existing) partition.
+      const key = s.keys[0]![2]!;
+      const home = partitionOf(key, PARTITIONS);
+      const other = (home + 1) % PARTITIONS;
+      await r.rename(s.ks.value(key, home), s.ks.value(key, other));
+      await r.zrem(s.ks.index(home), key);
+      await r.zadd(s.ks.index(other), 0, key);
+      expected.push(`wrong-partition ${key}`);
+    }
+    const report = await verify(s);
+    for (const e of expected) expect(found(report)).toContain(e);
+    const wrong = report.problems.filter((p) => p.kind === 'wrong-partition');
+    if (PARTITIONS > 1) {
+      // Reported once per partition and key (the value hash is found first); the feed of its
+      // home partition says it is stored, that of the other has no event for it.
+      expect(wrong.map((p) => p.message).join('\n')).toMatch(/value hash of .* is in partition/);
+      expect(report.problems.filter((p) => p.kind !== 'stray-partition').every((p) => p.key === s.keys[0]![2])).toBe(true);
+    } else {
+      expect(found(report)).toEqual(expected);
+    }
+  });
+
+  it('a key under a partition tag that is none of the layout', async () => {
+    const s = await seeded('unknown');
+    const junk = `{${s.app.prefix}:0}:junk`;
+    await s.app.redis.set(junk, '1');
+    expect(found(await verify(s))).toEqual([`unknown-key ${junk}`]);
+  });
+
+  it('a gap in a stream sequence numbers', async () => {
+    const s = await seeded('gap');
+    // The first event of a key that was put, deleted and put again: neither the stream's first
+    // event nor one whose loss breaks the key's chain of versions, so the gap is the only fault.
+    const key = s.keys[0]![1]!;
+    const p = partitionOf(key, PARTITIONS);
+    const events = (await s.app.redis.xrange(s.ks.stream(p), '-', '+')) as [string, string[]][];
+    const first = events.findIndex(([, f]) => f[f.indexOf('k') + 1] === key);
+    expect(first).toBeGreaterThan(0);
+    await s.app.redis.xdel(s.ks.stream(p), events[first]![0]);
+    const r = await verify(s);
+    expect(found(r)).toEqual([`feed-sequence ${s.ks.stream(p)} ${events[first + 1]![0]}`]);
+    expect(r.problems[0]!.message).toMatch(/has q \d+ after q \d+ \(expected \d+\)/);
+  });
+
+  it('a sequence counter that disagrees with the last event, or is missing', async () => {
+    const s = await seeded('counter');
+    const p = PARTITIONS - 1;
+    const { f } = await lastEvent(s, p);
+    await s.app.redis.set(s.ks.sequence(p), String(Number(f.q) + 5));
+    const r = await verify(s);
+    expect(found(r)).toEqual([`feed-counter ${s.ks.sequence(p)}`]);
+    expect(r.problems[0]!.message).toContain(`has q ${f.q}`);
+
+    await s.app.redis.del(s.ks.sequence(p));
+    expect(found(await verify(s))).toEqual([`feed-counter ${s.ks.sequence(p)}`]);
+  });
+
+  it('a malformed event, a version that does not follow, and a store that disagrees with its feed', async () => {
+    const s = await seeded('events');
+    const r = s.app.redis;
+    const [a, b] = s.keys[0]! as [string, string];
+    const p = partitionOf(a, PARTITIONS);
+    // An event without a key, appended as the scripts do (counter first).
+    const q1 = await r.incr(s.ks.sequence(p));
+    const bad = await r.xadd(s.ks.stream(p), '*', 't', 'P', 'n', '1', 'q', String(q1));
+    // A PUT of `a` at version 9 although its last event wrote version 3.
+    const q2 = await r.incr(s.ks.sequence(p));
+    const jump = await r.xadd(s.ks.stream(p), '*', 't', 'P', 'k', a, 'n', '9', 'v', 'x', 'c', '1', 'u', '2', 'q', String(q2));
+    // `b` changed behind the feed's back: another value of another length.
+    await r.hset(s.ks.value(b), 'v', 'changed without an event');
+    const report = await verify(s);
+    expect(found(report)).toEqual([`feed-event ${s.ks.stream(p)} ${bad}`, `feed-mismatch ${a}`, `feed-mismatch ${b}`, `feed-version ${a}`].sort());
+    expect(report.problems.find((x) => x.kind === 'feed-version')!.redisKey).toBe(`${s.ks.stream(p)} ${jump}`);
+    expect(report.problems.find((x) => x.key === b)!.message).toMatch(/value bytes/);
+  });
+
+  it('a stored key without any event in a stream that holds the whole history', async () => {
+    const s = await seeded('no-event');
+    const key = 'written-behind-the-feed';
+    const p = partitionOf(key, PARTITIONS);
+    await s.app.redis.hset(s.ks.value(key), 'v', 'x', 'n', '1', 'c', '5', 'u', '5');
+    await s.app.redis.zadd(s.ks.index(p), 0, key);
+    expect(found(await verify(s))).toEqual([`feed-missing ${key}`]);
+  });
+
+  it('keeps at most maxProblems, and counts them all', async () => {
+    const s = await seeded('many');
+    const p = 0;
+    for (let i = 0; i < 20; i++) await s.app.redis.zadd(s.ks.index(p), 0, `ghost:${i}`);
+    const r = await verify(s, { maxProblems: 5 });
+    expect(r.problems).toHaveLength(5);
+    expect(r.truncated).toBe(true);
+    // Each ghost is a member without a hash, and (when P > 1) often in the wrong partition.
+    expect(r.problemCount).toBeGreaterThanOrEqual(20);
+    expect(r.problems.every((x) => x.key!.startsWith('ghost:'))).toBe(true);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The CLI
+// ---------------------------------------------------------------------------------------------
+
+function runCli(env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+  const clean = { ...process.env };
+  for (const name of Object.keys(clean)) if (/^(REDIS_URL|KV_|PORT$|HOST$)/.test(name)) delete clean[name];
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/verifyCli.ts'], { cwd: REPO, env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c));
+    child.stderr.on('data', (c: Buffer) => (out += c));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`verifyCli did not exit within 20 s:\n${out}`));
+    }, 20_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+  });
+}
+
+describe('npm run verify (src/verifyCli.ts)', () => {
+  it('prints the report, exits 0 when clean and 1 with problems', async () => {
+    const s = await seeded('cli');
+    const env = { REDIS_URL: inject('redisUrl'), KV_PREFIX: s.app.prefix, KV_PARTITIONS: String(PARTITIONS) };
+    const clean = await runCli(env);
+    expect(clean.out).toContain(`keyspace "${s.app.prefix}", ${PARTITIONS} partition`);
+    expect(clean.out).toContain(`total: ${s.expectedKeys.reduce((a, b) => a + b, 0)} keys`);
+    expect(clean.out).toContain('OK: no problems found');
+    expect(clean.code).toBe(0);
+
+    const key = s.keys[0]![1]!;
+    await s.app.redis.zrem(s.ks.index(partitionOf(key, PARTITIONS)), key);
+    const broken = await runCli(env);
+    expect(broken.out).toContain('PROBLEMS: 1');
+    expect(broken.out).toMatch(/missing-index +value hash .* has no member in/);
+    expect(broken.code).toBe(1);
+  }, 45_000);
+
+  it('without REDIS_URL, says it needs one when the managed Redis does not answer', async () => {
+    const port = await freePort();
+    const r = await runCli({ KV_MANAGED_REDIS_PORT: String(port) });
+    expect(r.out).toContain(`checking the managed Redis of \`npm start\` at redis://127.0.0.1:${port}`);
+    expect(r.out).toMatch(/no Redis answers at redis:\/\/127\.0\.0\.1:\d+ .*Set REDIS_URL/);
+    expect(r.code).toBe(2);
+  }, 30_000);
+
+  it('refuses a wrong configuration, naming the variable', async () => {
+    const r = await runCli({ REDIS_URL: inject('redisUrl'), KV_PARTITIONS: 'many' });
+    expect(r.out).toMatch(/KV_PARTITIONS="many"/);
+    expect(r.code).toBe(2);
+  }, 30_000);
+});

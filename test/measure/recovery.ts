@@ -1,0 +1,76 @@
+// `npm run measure:recovery`: how long Redis takes from a crash (kill -9) to answering again,
+// with kvql's data in the AOF: once right after BGREWRITEAOF (an RDB-preamble base file, as
+// redis.conf's auto-rewrite keeps it), once with every write still in the incremental file.
+// 16-byte keys, 100-byte values, KV_FEED_RETENTION's default.
+// Usage: npm run measure:recovery [-- <keys> ...]   (default 1000000 5000000)
+import { statSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Redis } from 'ioredis';
+import { waitReady } from '../../src/managedRedis.js';
+import { createRedis } from '../../src/store/redis.js';
+import { KvStore } from '../../src/store/store.js';
+import { startTestRedis, type TestRedis } from '../harness/redisServer.js';
+
+const SIZES = process.argv.slice(2).map(Number).filter((n) => n > 0);
+const BATCH = 1000;
+const VALUE = 'v'.repeat(100);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function aofBytes(dir: string): number {
+  const aofDir = join(dir, 'appendonlydir');
+  return readdirSync(aofDir).reduce((n, f) => n + statSync(join(aofDir, f)).size, 0);
+}
+
+async function connect(server: TestRedis): Promise<Redis> {
+  const redis = createRedis(server.url, { commandTimeoutMs: 120_000 });
+  await redis.connect();
+  return redis;
+}
+
+/** kill -9, start again, and time until PING answers (past LOADING). */
+async function crashAndTime(server: TestRedis): Promise<number> {
+  await server.kill9();
+  const t0 = performance.now();
+  await server.restart();
+  await waitReady(server.port, 30 * 60_000);
+  return (performance.now() - t0) / 1000;
+}
+
+async function measure(n: number): Promise<void> {
+  const server = await startTestRedis(['--auto-aof-rewrite-percentage', '0']);
+  try {
+    let redis = await connect(server);
+    const store = await KvStore.open(redis, { prefix: 'r', partitions: 1 });
+    const loadStart = performance.now();
+    for (let i = 0; i < n; i += BATCH) {
+      await store.batchPut(
+        Array.from({ length: Math.min(BATCH, n - i) }, (_, j) => ({ key: `key:${String(i + j).padStart(12, '0')}`, value: VALUE })),
+      );
+    }
+    const loadSeconds = (performance.now() - loadStart) / 1000;
+    const usedBytes = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
+    const incrBytes = aofBytes(server.dir);
+    redis.disconnect();
+    const incrSeconds = await crashAndTime(server);
+
+    redis = await connect(server);
+    await redis.bgrewriteaof();
+    while (/aof_rewrite_in_progress:1|aof_rewrite_scheduled:1/.test(await redis.info('persistence'))) await sleep(200);
+    const baseBytes = aofBytes(server.dir);
+    const keys = await redis.zcard('{r:0}:i');
+    redis.disconnect();
+    const baseSeconds = await crashAndTime(server);
+
+    const gb = usedBytes / 2 ** 30;
+    console.log(
+      `${n} keys: loaded in ${loadSeconds.toFixed(1)} s (${Math.round(n / loadSeconds)} keys/s through batchPut); ` +
+        `used_memory ${(usedBytes / 2 ** 20).toFixed(0)} MiB; index holds ${keys}\n` +
+        `  after BGREWRITEAOF (AOF ${(baseBytes / 2 ** 20).toFixed(0)} MiB): crash -> ready in ${baseSeconds.toFixed(2)} s = ${(baseSeconds / gb).toFixed(2)} s per GiB of memory\n` +
+        `  all in the incremental AOF (${(incrBytes / 2 ** 20).toFixed(0)} MiB): crash -> ready in ${incrSeconds.toFixed(2)} s = ${(incrSeconds / gb).toFixed(2)} s per GiB`,
+    );
+  } finally {
+    await server.stop();
+  }
+}
+
+for (const n of SIZES.length > 0 ? SIZES : [1_000_000, 5_000_000]) await measure(n);
