@@ -10,7 +10,7 @@
 //      not earlier ones returned; at most MAX_OUTSTANDING at once, the rest counted as not sent)
 //      -> admitted/s, refused share, latency of admitted requests, API memory every second.
 // Mix: 70% get, 20% put, 10% range(first: 20), over 10,000 keys.
-// Usage: npm run load-test [-- --seconds S --overload X]
+// Usage: npm run load-test [-- --seconds S --overload X --outstanding N]
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { freePort, startTestRedis } from '../test/harness/redisServer.js';
@@ -21,7 +21,7 @@ const arg = (name: string, def: number) => {
 };
 const SECONDS = arg('seconds', 15);
 const OVERLOAD = arg('overload', 4);
-const MAX_OUTSTANDING = 4000;
+const MAX_OUTSTANDING = arg('outstanding', 512);
 const KEYS = 10_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
