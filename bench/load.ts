@@ -31,6 +31,27 @@ function pct(sorted: number[], p: number): number {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN;
 }
 
+/** The API's request-duration histogram from /metrics, summed over operations: le -> count. */
+async function serverHistogram(base: string): Promise<Map<number, number>> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const buckets = new Map<number, number>();
+  for (const m of text.matchAll(/^kvql_graphql_request_duration_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\d+)/gm)) {
+    const le = m[1] === '+Inf' ? Infinity : Number(m[1]);
+    buckets.set(le, (buckets.get(le) ?? 0) + Number(m[2]));
+  }
+  return buckets;
+}
+
+/** The upper bound of the bucket holding the p-th percentile of what was recorded between two snapshots. */
+function histogramPercentile(before: Map<number, number>, after: Map<number, number>, p: number): string {
+  const les = [...after.keys()].sort((a, b) => a - b);
+  const total = (after.get(Infinity) ?? 0) - (before.get(Infinity) ?? 0);
+  for (const le of les) {
+    if ((after.get(le) ?? 0) - (before.get(le) ?? 0) >= (p / 100) * total) return le === Infinity ? '> 10 s' : `<= ${le * 1000} ms`;
+  }
+  return 'n/a';
+}
+
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
@@ -96,6 +117,7 @@ async function main(): Promise<void> {
     const capacity = done / ((now() - capStart) / 1000);
 
     // 3. Overload: open loop at OVERLOAD x capacity.
+    const histBefore = await serverHistogram(`http://127.0.0.1:${port}`);
     const rate = OVERLOAD * capacity;
     const admitted: number[] = [];
     const perSecond: { admitted: number; refused: number; other: number; notSent: number; rss: number }[] = [];
@@ -136,6 +158,7 @@ async function main(): Promise<void> {
     }
     await Promise.all(inflight);
     const elapsed = (now() - start) / 1000;
+    const histAfter = await serverHistogram(`http://127.0.0.1:${port}`);
     admitted.sort((a, b) => a - b);
     const total = perSecond.reduce(
       (t, s) => ({ admitted: t.admitted + s.admitted, refused: t.refused + s.refused, other: t.other + s.other, notSent: t.notSent + s.notSent }),
@@ -149,6 +172,9 @@ async function main(): Promise<void> {
     console.log(`overload: offered ${rate.toFixed(0)} requests/s (${OVERLOAD}x capacity) for ${SECONDS} s`);
     console.log(`  admitted ${(total.admitted / elapsed).toFixed(0)} requests/s; refused (503 OVERLOADED) ${((100 * total.refused) / Math.max(1, answered)).toFixed(1)}% of answers; other errors ${total.other}; not sent (generator at ${MAX_OUTSTANDING} outstanding) ${total.notSent}`);
     console.log(`  admitted latency: p50 ${pct(admitted, 50).toFixed(2)} ms, p99 ${pct(admitted, 99).toFixed(2)} ms, max ${(admitted.at(-1) ?? NaN).toFixed(2)} ms`);
+    console.log(
+      `  inside the API (its /metrics histogram, all answers): p50 ${histogramPercentile(histBefore, histAfter, 50)}, p99 ${histogramPercentile(histBefore, histAfter, 99)}`,
+    );
     console.log('  second  admitted  refused  other  not-sent  API RSS MiB');
     perSecond.forEach((s, i) =>
       console.log(`  ${String(i + 1).padStart(6)} ${String(s.admitted).padStart(9)} ${String(s.refused).padStart(8)} ${String(s.other).padStart(6)} ${String(s.notSent).padStart(9)} ${s.rss.toFixed(0).padStart(12)}`),
