@@ -64,7 +64,7 @@ interface Admitted {
   deadlineAt: number;
 }
 
-function overloadedMessage(max: number): string {
+export function overloadedMessage(max: number): string {
   return `the server is running its maximum of ${max} requests; retry in ${RETRY_AFTER_SECONDS} s`;
 }
 
@@ -99,6 +99,41 @@ const overloadedResult = (max: number): ExecutionResult => ({
   errors: [new GraphQLError(overloadedMessage(max), { extensions: { code: OVERLOADED } })],
 });
 
+/**
+ * Executes with the deadline: at `deadlineAt` the execution is cancelled (no resolver starts
+ * after it) and answered with DEADLINE_EXCEEDED. `http`: the error carries HTTP status 504.
+ */
+export async function executeWithDeadline(
+  executeFn: (args: ExecutionArgs) => unknown,
+  args: ExecutionArgs,
+  deadlineAt: number,
+  http: boolean,
+  requestTimeoutMs: number,
+): Promise<unknown> {
+  const cancel = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<ExecutionResult>((resolve) => {
+    timer = setTimeout(() => {
+      // Built only when the deadline passes: most requests never need it.
+      const mutation = getOperationAST(args.document, args.operationName)?.operation === 'mutation';
+      const error = deadlineError(requestTimeoutMs, mutation, http);
+      cancel.abort(error);
+      resolve({ errors: [error] });
+    }, Math.max(0, deadlineAt - Date.now()));
+  });
+  try {
+    // graphql-yoga's executor stops starting resolvers once `signal` is aborted (keeping any
+    // signal another plugin gave it).
+    const given = (args as { signal?: AbortSignal }).signal;
+    const signal = given ? AbortSignal.any([given, cancel.signal]) : cancel.signal;
+    const running = Promise.resolve(executeFn({ ...args, signal } as ExecutionArgs));
+    running.catch(() => {}); // after the deadline its outcome is nobody's
+    return await Promise.race([running, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export interface AdmissionPluginOptions extends LoadConfig {
   /** The GraphQL endpoint's path: only requests to it count. */
   endpoint: string;
@@ -110,36 +145,8 @@ export function admissionPlugin(opts: AdmissionPluginOptions): Plugin {
   const { endpoint, maxInFlight, requestTimeoutMs } = opts;
   const admission = opts.admission ?? new Admission(maxInFlight);
 
-  /** Executes with the deadline: at `deadlineAt` the execution is cancelled and answered. */
-  async function executeBefore(
-    executeFn: (args: ExecutionArgs) => unknown,
-    args: ExecutionArgs,
-    deadlineAt: number,
-    http: boolean,
-  ): Promise<unknown> {
-    const cancel = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<ExecutionResult>((resolve) => {
-      timer = setTimeout(() => {
-        // Built only when the deadline passes: most requests never need it.
-        const mutation = getOperationAST(args.document, args.operationName)?.operation === 'mutation';
-        const error = deadlineError(requestTimeoutMs, mutation, http);
-        cancel.abort(error);
-        resolve({ errors: [error] });
-      }, Math.max(0, deadlineAt - Date.now()));
-    });
-    try {
-      // graphql-yoga's executor stops starting resolvers once `signal` is aborted (keeping any
-      // signal another plugin gave it).
-      const given = (args as { signal?: AbortSignal }).signal;
-      const signal = given ? AbortSignal.any([given, cancel.signal]) : cancel.signal;
-      const running = Promise.resolve(executeFn({ ...args, signal } as ExecutionArgs));
-      running.catch(() => {}); // after the deadline its outcome is nobody's
-      return await Promise.race([running, expired]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
+  const executeBefore = (executeFn: (args: ExecutionArgs) => unknown, args: ExecutionArgs, deadlineAt: number, http: boolean) =>
+    executeWithDeadline(executeFn, args, deadlineAt, http, requestTimeoutMs);
 
   return {
     onRequest({ url, requestHandler, setRequestHandler, endResponse, fetchAPI }) {

@@ -53,6 +53,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly lanes = new Counter({
+    name: 'kvql_http_requests_by_lane_total',
+    help: 'POST requests to the GraphQL endpoint by the path that served them: "fast" (the fast lane) or "yoga" (handed to graphql-yoga)',
+    labelNames: ['lane'] as const,
+    registers: [this.registry],
+  });
+
   readonly refusals = new Counter({
     name: 'kvql_graphql_refusals_total',
     help: 'GraphQL requests refused without being served (overload, body too large, rate limit), by reason (the error code, or HTTP_<status>)',

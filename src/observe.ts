@@ -25,7 +25,7 @@ const MAX_OUTCOMES = 64;
 
 const STATE = Symbol('kvql.request');
 
-interface RequestState {
+export interface RequestState {
   id: string;
   start: number;
   /** A request to the GraphQL endpoint (not /health, /ready, /metrics). */
@@ -38,6 +38,8 @@ interface RequestState {
 
 interface ObserveOptions {
   metrics: Metrics;
+  /** The request bookkeeping, when another path (the fast lane) shares it. */
+  observer?: RequestObserver;
   /** For the debug-level line per request; none at info. */
   log?: Logger;
   graphqlEndpoint?: string;
@@ -123,31 +125,64 @@ type ResultLike = { errors?: readonly ErrorLike[] } | readonly { errors?: readon
 const isAsyncIterable = (v: unknown): v is AsyncIterable<unknown> =>
   typeof v === 'object' && v !== null && typeof (v as { [Symbol.asyncIterator]?: unknown })[Symbol.asyncIterator] === 'function';
 
-export function observePlugin({ metrics, log, graphqlEndpoint = '/graphql' }: ObserveOptions): Plugin {
-  const states = new WeakMap<object, RequestState>();
-  let rootFields: ReadonlySet<string> = new Set();
-  const outcomes = new Set<string>(['ok', 'error', 'other']);
+/**
+ * The bookkeeping of GraphQL requests over HTTP, shared by the yoga plugin below and by the
+ * fast lane (fastLane.ts), so both count, time and label requests the same way.
+ */
+export class RequestObserver {
+  private rootFields: ReadonlySet<string> = new Set();
+  private readonly outcomes = new Set<string>(['ok', 'error', 'other']);
+  // graphql-yoga's parser cache hands out one document per query text: label each once.
+  private labels = new WeakMap<object, string>();
 
-  const label = (code: unknown): string => {
+  constructor(
+    readonly metrics: Metrics,
+    readonly log?: Logger,
+  ) {}
+
+  setSchema(schema: GraphQLSchema): void {
+    this.rootFields = rootFieldsOf(schema);
+    this.labels = new WeakMap();
+  }
+
+  /** A request begins: its id (the client's if sane), its clock, and the in-flight gauge. */
+  begin(givenId: string | null, graphql: boolean, start = performance.now()): RequestState {
+    const st: RequestState = { id: requestId(givenId), start, graphql, operation: 'other', outcome: undefined, status: 0 };
+    if (graphql) this.metrics.inFlight.inc();
+    return st;
+  }
+
+  /** An outcome label: "ok", an error code from a small set, "error" or "other". */
+  label(code: unknown): string {
     if (typeof code !== 'string' || !CODE.test(code)) return 'error';
-    if (outcomes.has(code)) return code;
-    if (outcomes.size >= MAX_OUTCOMES) return 'other';
-    outcomes.add(code);
+    if (this.outcomes.has(code)) return code;
+    if (this.outcomes.size >= MAX_OUTCOMES) return 'other';
+    this.outcomes.add(code);
     return code;
-  };
+  }
 
-  const outcomeOf = (result: ResultLike): string => {
+  outcomeOf(result: ResultLike): string {
     if (isAsyncIterable(result)) return 'ok';
     const results = Array.isArray(result) ? result : [result as { errors?: readonly ErrorLike[] }];
     for (const r of results) {
       const first = r?.errors?.[0];
-      if (first) return label(first.extensions?.code);
+      if (first) return this.label(first.extensions?.code);
     }
     return 'ok';
-  };
+  }
 
-  const finish = (st: RequestState, request: Request, threw: boolean) => {
+  /** The operation label of a parsed document (cached per document when no name is given). */
+  operationOf(document: { definitions: readonly Definition[] }, name: string | null | undefined): string {
+    if (name) return operationLabel(document, name, this.rootFields);
+    let label = this.labels.get(document);
+    if (label === undefined) this.labels.set(document, (label = operationLabel(document, undefined, this.rootFields)));
+    return label;
+  }
+
+  /** A request ends: count it by operation and outcome, time it, and log it at debug. */
+  finish(st: RequestState, method: string, threw: boolean): void {
     if (!st.graphql) return;
+    const { metrics, log } = this;
     metrics.inFlight.dec();
     if (threw && st.outcome === undefined) {
       st.outcome = 'INTERNAL_SERVER_ERROR';
@@ -161,9 +196,15 @@ export function observePlugin({ metrics, log, graphqlEndpoint = '/graphql' }: Ob
     metrics.requestDuration.observe({ operation }, seconds);
     if (REFUSAL_CODES.has(outcome) || REFUSAL_STATUSES.has(st.status)) metrics.refusals.inc({ reason: outcome });
     if (log?.isLevelEnabled('debug')) {
-      log.debug({ reqId: st.id, method: request.method, status: st.status, operation, outcome, ms: Math.round(seconds * 1e4) / 10 }, 'graphql request');
+      log.debug({ reqId: st.id, method, status: st.status, operation, outcome, ms: Math.round(seconds * 1e4) / 10 }, 'graphql request');
     }
-  };
+  }
+}
+
+export function observePlugin({ metrics, log, graphqlEndpoint = '/graphql', observer = new RequestObserver(metrics, log) }: ObserveOptions): Plugin {
+  const states = new WeakMap<object, RequestState>();
+  const label = (code: unknown) => observer.label(code);
+  const finish = (st: RequestState, request: Request, threw: boolean) => observer.finish(st, request.method, threw);
 
   /** The code of a refusal that ended before GraphQL ran, from its (small, JSON) body. */
   const refusalCode = async (response: Response): Promise<string | undefined> => {
@@ -204,39 +245,20 @@ export function observePlugin({ metrics, log, graphqlEndpoint = '/graphql' }: Ob
       return nextHooks;
     },
   };
-  // graphql-yoga's parser cache hands out one document per query text: label each once.
-  let labels = new WeakMap<object, string>();
   const parseDone = ({ context, result }: { context: unknown; result: unknown }) => {
     const st = stateOf(context);
     if (!st || !result || result instanceof Error) return;
-    const document = result as { definitions: readonly Definition[] };
-    const name = (context as WithState).params?.operationName;
-    if (name) {
-      st.operation = operationLabel(document, name, rootFields);
-      return;
-    }
-    let label = labels.get(document);
-    if (label === undefined) labels.set(document, (label = operationLabel(document, undefined, rootFields)));
-    st.operation = label;
+    st.operation = observer.operationOf(result as { definitions: readonly Definition[] }, (context as WithState).params?.operationName);
   };
 
   return {
     onSchemaChange({ schema }) {
-      rootFields = rootFieldsOf(schema);
-      labels = new WeakMap();
+      observer.setSchema(schema);
     },
     instrumentation: {
       request({ request }, wrapped) {
-        const st: RequestState = {
-          id: requestId(request.headers.get(REQUEST_ID_HEADER)),
-          start: performance.now(),
-          graphql: hasPath(request.url, graphqlEndpoint),
-          operation: 'other',
-          outcome: undefined,
-          status: 0,
-        };
+        const st = observer.begin(request.headers.get(REQUEST_ID_HEADER), hasPath(request.url, graphqlEndpoint));
         states.set(request, st);
-        if (st.graphql) metrics.inFlight.inc();
         let done: void | Promise<void>;
         try {
           done = wrapped();
@@ -263,7 +285,7 @@ export function observePlugin({ metrics, log, graphqlEndpoint = '/graphql' }: Ob
     onSubscribe: () => subscribeHooks,
     onResultProcess({ result, serverContext }) {
       const st = stateOf(serverContext);
-      if (st) st.outcome = outcomeOf(result as ResultLike);
+      if (st) st.outcome = observer.outcomeOf(result as ResultLike);
     },
     onResponse({ request, response, serverContext }) {
       const st = stateOf(serverContext) ?? states.get(request);

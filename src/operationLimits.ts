@@ -65,28 +65,31 @@ export function operationLimitPlugins(limits: Limits): Plugin[] {
   ];
 }
 
+/** The refusal of an operation that asks for more than `maxRequestItems`; undefined if it does not. */
+export function workBudgetRefusal(document: DocumentNode, operationName: string | undefined, variables: Variables, limits: Limits, http: boolean): GraphQLError | undefined {
+  const requested = requestedItems(document, operationName, variables, limits);
+  if (requested <= limits.maxRequestItems) return undefined;
+  return new GraphQLError(
+    `the operation asks for ${requested} keys, items or page entries in all; at most ${limits.maxRequestItems} per request: split it`,
+    {
+      extensions: {
+        code: PAYLOAD_TOO_LARGE,
+        requested,
+        limit: limits.maxRequestItems,
+        // Over HTTP, the status of a request error (as for validation errors); graphql-ws
+        // operations have no request, and no use for it.
+        ...(http ? { http: { status: 400, spec: true } } : {}),
+      },
+    },
+  );
+}
+
 export function workBudgetPlugin(limits: Limits): Plugin {
   return {
     onExecute({ args, setResultAndStopExecution }) {
-      const requested = requestedItems(args.document, args.operationName ?? undefined, args.variableValues ?? {}, limits);
-      if (requested <= limits.maxRequestItems) return;
-      setResultAndStopExecution({
-        errors: [
-          new GraphQLError(
-            `the operation asks for ${requested} keys, items or page entries in all; at most ${limits.maxRequestItems} per request: split it`,
-            {
-              extensions: {
-                code: PAYLOAD_TOO_LARGE,
-                requested,
-                limit: limits.maxRequestItems,
-                // Over HTTP, the status of a request error (as for validation errors); graphql-ws
-                // operations have no request, and no use for it.
-                ...((args.contextValue as { request?: unknown } | undefined)?.request ? { http: { status: 400, spec: true } } : {}),
-              },
-            },
-          ),
-        ],
-      });
+      const http = Boolean((args.contextValue as { request?: unknown } | undefined)?.request);
+      const refusal = workBudgetRefusal(args.document, args.operationName ?? undefined, (args.variableValues ?? {}) as Variables, limits, http);
+      if (refusal) setResultAndStopExecution({ errors: [refusal] });
     },
   };
 }

@@ -69,7 +69,7 @@ export async function startServer(
     });
     feed = new FeedHub(store.feedReader(FEED_BLOCK_MS), { bufferSize: config.feed.bufferSize, blockMs: FEED_BLOCK_MS, batchSize: 500, log: (m) => logger.warn(m) });
     const yoga = createKvYoga({ store, limits: config.limits, feed, load: config.load, log: logger });
-    server.on('request', yoga);
+    server.on('request', yoga.listener);
     wss = attachWebSocket(server, yoga);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

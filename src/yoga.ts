@@ -1,9 +1,11 @@
 // The GraphQL server object: schema, context, error masking and HTTP plugins. It does not
 // listen; `yoga.fetch` serves tests and server.ts serves the network.
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createYoga, type YogaServerInstance } from 'graphql-yoga';
-import { admissionPlugin } from './admission.js';
+import { Admission, admissionPlugin } from './admission.js';
 import { bodyLimitPlugin } from './bodyLimit.js';
 import { defaultLoad, type Limits, type LoadConfig } from './config.js';
+import { createRequestListener, type YogaForFastLane } from './fastLane.js';
 import type { FeedHub } from './feed/hub.js';
 import type { Context } from './graphql/builder.js';
 import { createContext } from './graphql/context.js';
@@ -12,7 +14,7 @@ import { maskError } from './graphql/errors.js';
 import { buildSchema } from './graphql/schema.js';
 import { yogaLogger, type Logger } from './log.js';
 import { Metrics, metricsPlugin } from './metrics.js';
-import { observePlugin } from './observe.js';
+import { observePlugin, RequestObserver } from './observe.js';
 import { operationLimitPlugins } from './operationLimits.js';
 import { readyPlugin } from './ready.js';
 import type { KvStore } from './store/store.js';
@@ -32,16 +34,33 @@ export interface YogaOptions {
   metrics?: Metrics;
 }
 
+const ENDPOINT = '/graphql';
+
 export type YogaLogger = Pick<Console, 'debug' | 'info' | 'warn' | 'error'>;
 
-export type KvYoga = YogaServerInstance<Record<string, unknown>, Context>;
+export type KvYoga = YogaServerInstance<Record<string, unknown>, Context> & {
+  /**
+   * The Node request listener to serve: the fast lane (fastLane.ts) in front of yoga. `yoga.fetch`
+   * and `yoga` itself as a listener remain yoga's full pipeline.
+   */
+  listener: (req: IncomingMessage, res: ServerResponse) => void;
+};
+
+/** yoga's masking of errors (with the logging of what it masks), which it keeps private. */
+interface YogaMasking {
+  maskedErrorsOpts?: { maskError(error: unknown, message: string): unknown; errorMessage: string } | null;
+}
 
 export function createKvYoga({ store, limits, feed, logger, load = defaultLoad(), log, metrics = new Metrics() }: YogaOptions): KvYoga {
   metrics.observeStore(store);
   metrics.observeFeed(feed);
-  return createYoga<Record<string, unknown>, Context>({
-    schema: buildSchema(limits),
-    graphqlEndpoint: '/graphql',
+  const schema = buildSchema(limits);
+  const admission = new Admission(load.maxInFlight);
+  const observer = new RequestObserver(metrics, log);
+  const context = () => createContext(store, limits, feed);
+  const yoga = createYoga<Record<string, unknown>, Context>({
+    schema,
+    graphqlEndpoint: ENDPOINT,
     landingPage: false,
     graphiql: { title: 'kvql' },
     maskedErrors: { maskError },
@@ -50,9 +69,29 @@ export function createKvYoga({ store, limits, feed, logger, load = defaultLoad()
     maxRequestBodySize: false,
     parserAndValidationCache: { documentCache: new BoundedCache(), errorCache: new BoundedCache() },
     ...(logger ? { logging: logger } : log ? { logging: yogaLogger(log) } : {}),
-    context: () => createContext(store, limits, feed),
+    context,
     // Admission first: it refuses before the body limit reads a body.
     // Observation first of all: it times and counts whatever the others do, refusals included.
-    plugins: [observePlugin({ metrics, log }), metricsPlugin(metrics), admissionPlugin({ endpoint: '/graphql', ...load }), bodyLimitPlugin(limits.maxBodyBytes), readyPlugin(store), ...operationLimitPlugins(limits)],
-  }) as unknown as KvYoga;
+    plugins: [
+      observePlugin({ metrics, log, observer }),
+      metricsPlugin(metrics),
+      admissionPlugin({ endpoint: ENDPOINT, ...load, admission }),
+      bodyLimitPlugin(limits.maxBodyBytes),
+      readyPlugin(store),
+      ...operationLimitPlugins(limits),
+    ],
+  });
+  const masking = (yoga as unknown as YogaMasking).maskedErrorsOpts;
+  if (!masking) throw new Error('graphql-yoga no longer exposes its error masking: the fast lane needs it');
+  const listener = createRequestListener({
+    yoga: yoga as unknown as YogaForFastLane,
+    endpoint: ENDPOINT,
+    admission,
+    load,
+    limits,
+    observer,
+    context,
+    maskError: (error) => masking.maskError(error, masking.errorMessage),
+  });
+  return Object.assign(yoga, { listener }) as unknown as KvYoga;
 }

@@ -1,6 +1,8 @@
 // A kvql server object for a test file: its own key prefix on the shared Redis, the partition
 // count of the current test project (KV_TEST_PARTITIONS), and a helper to run GraphQL.
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { ExecutionResult } from 'graphql';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
@@ -20,10 +22,13 @@ export interface GqlResult<T = Record<string, any>> {
 
 export interface TestApp {
   yoga: KvYoga;
+  /** http://127.0.0.1:<port>/graphql: a real node:http server on `yoga.listener`, as server.ts serves. */
+  url: string;
   store: KvStore;
   feed: FeedHub;
   redis: Redis;
   prefix: string;
+  /** A POST over real HTTP through the fast lane, as production serves it (yoga's path for what it hands on). */
   gql<T = Record<string, any>>(query: string, variables?: Record<string, unknown>): Promise<GqlResult<T>>;
   close(): Promise<void>;
 }
@@ -37,6 +42,12 @@ export interface TestAppOptions {
   errors?: unknown[];
   feedRetention?: number;
   feedBuffer?: number;
+  /**
+   * How `gql` reaches the server: "http" (default) over a real socket through `yoga.listener`, as
+   * production serves it; "in-process" through `yoga.fetch`, for tests that need requests sent
+   * together to reach the resolvers in the same tick (and so share one Redis auto-pipeline).
+   */
+  transport?: 'http' | 'in-process';
   /** Admission control and the request deadline (the defaults for what is absent). */
   load?: Partial<LoadConfig>;
 }
@@ -60,14 +71,19 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
     load: { ...defaultLoad(), ...opts.load },
     logger: { debug() {}, info() {}, warn() {}, error: (...args: unknown[]) => opts.errors?.push(args[0]) },
   });
+  const server = createServer(yoga.listener);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/graphql`;
   return {
     yoga,
+    url,
     store,
     feed,
     redis,
     prefix,
     async gql(query, variables) {
-      const res = await yoga.fetch('http://kvql.test/graphql', {
+      const send = opts.transport === 'in-process' ? (u: string, init: RequestInit) => yoga.fetch(u, init) : fetch;
+      const res = await send(url, {
         method: 'POST',
         headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
         body: JSON.stringify({ query, variables }),
@@ -76,6 +92,8 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
       return { status: res.status, ...(body as object) } as GqlResult<any>;
     },
     async close() {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
       feed.close();
       redis.disconnect();
     },
