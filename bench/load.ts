@@ -3,6 +3,7 @@
 //
 // Starts its own Redis (redis.conf, appendfsync always) and the API as a separate process, on
 // 127.0.0.1. Phases, each bounded in time:
+//   0. warm-up: 32 clients for 3 s, not counted;
 //   1. unloaded: one request at a time -> the unloaded latency;
 //   2. capacity: 32 concurrent clients, closed loop -> the admitted requests/s the server
 //      sustains (its capacity);
@@ -10,10 +11,15 @@
 //      not earlier ones returned; at most MAX_OUTSTANDING at once, the rest counted as not sent)
 //      -> admitted/s, refused share, latency of admitted requests, API memory every second.
 // Mix: 70% get, 20% put, 10% range(first: 20), over 10,000 keys.
-// Usage: npm run load-test [-- --seconds S --overload X --outstanding N]
-import { spawn } from 'node:child_process';
+// Unless --shared: the server (API and Redis) runs on CPU 0 and this generator on CPU 1 (taskset),
+// so that the load it offers is not taken out of the capacity it measures; on two cores the
+// generator would otherwise compete with the server it overloads.
+// Usage: npm run load-test [-- --seconds S --overload X --outstanding N --shared]
+import { execFileSync, spawn } from 'node:child_process';
+import { cpus } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { freePort, startTestRedis } from '../test/harness/redisServer.js';
+import { httpClient } from './driver.js';
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -23,6 +29,12 @@ const SECONDS = arg('seconds', 15);
 const OVERLOAD = arg('overload', 4);
 const MAX_OUTSTANDING = arg('outstanding', 512);
 const KEYS = 10_000;
+const PIN = !process.argv.includes('--shared') && cpus().length >= 2;
+
+/** Pins a process and all its threads to one CPU. */
+function pin(pid: number, cpu: number): void {
+  execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' });
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.now();
@@ -65,11 +77,17 @@ async function main(): Promise<void> {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}/graphql`;
+  if (PIN) {
+    pin(redis.pid!, 0);
+    pin(process.pid, 1);
+  }
   try {
     for (let t = 0; !(await fetch(`http://127.0.0.1:${port}/ready`).then((r) => r.ok, () => false)); t++) {
       if (t > 300) throw new Error('the API did not become ready');
       await sleep(100);
     }
+    // Once it runs: the API's threads (libuv's pool, V8's) exist by now.
+    if (PIN) pin(api.pid!, 0);
     // Seed the keys.
     for (let i = 0; i < KEYS; i += 1000) {
       const items = Array.from({ length: 1000 }, (_, j) => ({ key: `k${i + j}`, value: 'x'.repeat(100) }));
@@ -80,6 +98,8 @@ async function main(): Promise<void> {
       });
     }
 
+    // node:http with keep-alive: the generator shares the cores, so its cost per request matters.
+    const client = httpClient(url, MAX_OUTSTANDING);
     let seq = 0;
     const request = async (): Promise<{ status: number; ms: number; code?: string }> => {
       const r = seq++ % 10;
@@ -92,13 +112,27 @@ async function main(): Promise<void> {
             : { query: 'query($s:String!){ range(start:$s, first:20){ edges { node { key } } } }', variables: { s: key } };
       const t0 = now();
       try {
-        const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-        const json = (await res.json()) as { errors?: { extensions?: { code?: string } }[] };
+        const res = await client.send('/graphql', JSON.stringify(body));
+        const json = JSON.parse(res.text) as { errors?: { extensions?: { code?: string } }[] };
         return { status: res.status, ms: now() - t0, code: json.errors?.[0]?.extensions?.code };
       } catch {
         return { status: 0, ms: now() - t0, code: 'NETWORK' };
       }
     };
+
+    // 0. Warm-up, not counted (the JIT, the caches): a cold server would overstate its unloaded
+    // latency and understate its capacity, and so the overload.
+    const closedLoop = async (ms: number) => {
+      let ok = 0;
+      const end = now() + ms;
+      await Promise.all(
+        Array.from({ length: 32 }, async () => {
+          while (now() < end) if ((await request()).status === 200) ok++;
+        }),
+      );
+      return ok;
+    };
+    await closedLoop(3000);
 
     // 1. Unloaded latency.
     const unloaded: number[] = [];
@@ -106,14 +140,8 @@ async function main(): Promise<void> {
     unloaded.sort((a, b) => a - b);
 
     // 2. Capacity: closed loop, 32 clients.
-    let done = 0;
     const capStart = now();
-    const capEnd = capStart + 5000;
-    await Promise.all(
-      Array.from({ length: 32 }, async () => {
-        while (now() < capEnd) if ((await request()).status === 200) done++;
-      }),
-    );
+    const done = await closedLoop(5000);
     const capacity = done / ((now() - capStart) / 1000);
 
     // 3. Overload: open loop at OVERLOAD x capacity.
@@ -167,6 +195,7 @@ async function main(): Promise<void> {
     const answered = total.admitted + total.refused + total.other;
 
     console.log(`\nload experiment: mix 70% get / 20% put / 10% range(first: 20), ${KEYS} keys`);
+    console.log(PIN ? 'server (API + Redis) on CPU 0, this generator on CPU 1' : 'server and generator share every CPU (--shared)');
     console.log(`unloaded (1 client):   p50 ${pct(unloaded, 50).toFixed(2)} ms, p99 ${pct(unloaded, 99).toFixed(2)} ms`);
     console.log(`capacity (32 clients): ${capacity.toFixed(0)} requests/s admitted`);
     console.log(`overload: offered ${rate.toFixed(0)} requests/s (${OVERLOAD}x capacity) for ${SECONDS} s`);
@@ -179,6 +208,7 @@ async function main(): Promise<void> {
     perSecond.forEach((s, i) =>
       console.log(`  ${String(i + 1).padStart(6)} ${String(s.admitted).padStart(9)} ${String(s.refused).padStart(8)} ${String(s.other).padStart(6)} ${String(s.notSent).padStart(9)} ${s.rss.toFixed(0).padStart(12)}`),
     );
+    client.close();
     const alive = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false);
     console.log(`  the API is ${alive ? 'up' : 'DOWN'} after the run`);
   } finally {

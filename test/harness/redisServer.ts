@@ -9,6 +9,8 @@ import { REDIS_CONF, redisServerOnPath, waitReady } from '../../src/managedRedis
 
 export interface TestRedis {
   url: string;
+  /** The redis-server process (a local one; undefined for a container). */
+  readonly pid?: number;
   port: number;
   dir: string;
   /** Crash: SIGKILL, no chance to flush anything. */
@@ -53,6 +55,9 @@ export async function startTestRedis(extra: string[] = []): Promise<TestRedis> {
     url: `redis://127.0.0.1:${port}`,
     port,
     dir,
+    get pid() {
+      return child.pid;
+    },
     async kill9() {
       child.kill('SIGKILL');
       await exited();
