@@ -16,6 +16,11 @@ export interface ApiProcessOptions {
   env?: Record<string, string>;
   /** How long it may take to answer /ready; 60 s by default. */
   readyTimeoutMs?: number;
+  /**
+   * The entry point, relative to the repo: `src/main.ts` by default. Another server that reads
+   * the same variables and answers /ready (the benchmark's bare-Node baseline) runs the same way.
+   */
+  script?: string;
 }
 
 export interface ApiProcess {
@@ -57,7 +62,7 @@ export async function startApiProcess(opts: ApiProcessOptions): Promise<ApiProce
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
-    const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', opts.script ?? 'src/main.ts'], {
       cwd: REPO,
       env: {
         ...env,

@@ -6,11 +6,9 @@ import type { Redis } from 'ioredis';
 import { createRedis } from '../../src/store/redis.js';
 import { KvStore } from '../../src/store/store.js';
 import { startTestRedis } from '../harness/redisServer.js';
+import { BATCH, key, loadKeys, usedMemory, VALUE } from './dataset.js';
 
 const N = Number(process.argv[2] ?? 200_000);
-const BATCH = 1000;
-const VALUE = 'v'.repeat(100);
-const key = (i: number) => `key:${String(i).padStart(12, '0')}`; // 16 bytes
 
 async function withStore(extra: string[], feedRetention: number, run: (store: KvStore, used: () => Promise<number>) => Promise<void>) {
   const server = await startTestRedis(extra);
@@ -18,7 +16,7 @@ async function withStore(extra: string[], feedRetention: number, run: (store: Kv
   await redis.connect();
   try {
     const store = await KvStore.open(redis, { prefix: 'm', partitions: 1, feedRetention });
-    await run(store, async () => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]));
+    await run(store, () => usedMemory(redis));
   } finally {
     redis.disconnect();
     await server.stop();
@@ -29,9 +27,7 @@ async function withStore(extra: string[], feedRetention: number, run: (store: Kv
 async function perKey(label: string, extra: string[]): Promise<void> {
   await withStore(extra, 1, async (store, used) => {
     const before = await used();
-    for (let i = 0; i < N; i += BATCH) {
-      await store.batchPut(Array.from({ length: Math.min(BATCH, N - i) }, (_, j) => ({ key: key(i + j), value: VALUE })));
-    }
+    await loadKeys(store, 0, N);
     const bytes = ((await used()) - before) / N;
     console.log(`${label.padEnd(46)} ${bytes.toFixed(1)} bytes/key    (${N} keys; raw data 116 bytes/key)`);
   });

@@ -5,18 +5,18 @@
 // Usage: npm run measure:recovery [-- <keys> ...]   (default 1000000 5000000)
 import { statSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { Redis } from 'ioredis';
 import { waitReady } from '../../src/managedRedis.js';
 import { createRedis } from '../../src/store/redis.js';
 import { KvStore } from '../../src/store/store.js';
 import { startTestRedis, type TestRedis } from '../harness/redisServer.js';
+import { loadKeys, usedMemory } from './dataset.js';
 
-const SIZES = process.argv.slice(2).map(Number).filter((n) => n > 0);
-const BATCH = 1000;
-const VALUE = 'v'.repeat(100);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function aofBytes(dir: string): number {
+/** Bytes of the AOF (base and incremental files) in a Redis data directory. */
+export function aofBytes(dir: string): number {
   const aofDir = join(dir, 'appendonlydir');
   return readdirSync(aofDir).reduce((n, f) => n + statSync(join(aofDir, f)).size, 0);
 }
@@ -27,13 +27,20 @@ async function connect(server: TestRedis): Promise<Redis> {
   return redis;
 }
 
-/** kill -9, start again, and time until PING answers (past LOADING). */
-async function crashAndTime(server: TestRedis): Promise<number> {
+/** kill -9, start again, and time until PING answers (past LOADING): seconds. */
+export async function crashAndTime(server: TestRedis): Promise<number> {
   await server.kill9();
   const t0 = performance.now();
   await server.restart();
   await waitReady(server.port, 30 * 60_000);
   return (performance.now() - t0) / 1000;
+}
+
+/** BGREWRITEAOF, and wait until it is done. */
+export async function rewriteAof(redis: Redis): Promise<void> {
+  while (/aof_rewrite_in_progress:1/.test(await redis.info('persistence'))) await sleep(200);
+  await redis.bgrewriteaof();
+  while (/aof_rewrite_in_progress:1|aof_rewrite_scheduled:1/.test(await redis.info('persistence'))) await sleep(200);
 }
 
 async function measure(n: number): Promise<void> {
@@ -42,20 +49,15 @@ async function measure(n: number): Promise<void> {
     let redis = await connect(server);
     const store = await KvStore.open(redis, { prefix: 'r', partitions: 1 });
     const loadStart = performance.now();
-    for (let i = 0; i < n; i += BATCH) {
-      await store.batchPut(
-        Array.from({ length: Math.min(BATCH, n - i) }, (_, j) => ({ key: `key:${String(i + j).padStart(12, '0')}`, value: VALUE })),
-      );
-    }
+    await loadKeys(store, 0, n);
     const loadSeconds = (performance.now() - loadStart) / 1000;
-    const usedBytes = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
+    const usedBytes = await usedMemory(redis);
     const incrBytes = aofBytes(server.dir);
     redis.disconnect();
     const incrSeconds = await crashAndTime(server);
 
     redis = await connect(server);
-    await redis.bgrewriteaof();
-    while (/aof_rewrite_in_progress:1|aof_rewrite_scheduled:1/.test(await redis.info('persistence'))) await sleep(200);
+    await rewriteAof(redis);
     const baseBytes = aofBytes(server.dir);
     const keys = await redis.zcard('{r:0}:i');
     redis.disconnect();
@@ -73,4 +75,8 @@ async function measure(n: number): Promise<void> {
   }
 }
 
-for (const n of SIZES.length > 0 ? SIZES : [1_000_000, 5_000_000]) await measure(n);
+// Run only as a script; the benchmark (bench/run.ts) imports the helpers above.
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
+  for (const n of sizes.length > 0 ? sizes : [1_000_000, 5_000_000]) await measure(n);
+}

@@ -1,0 +1,372 @@
+// The load driver of `npm run bench`: its own process (started by bench/run.ts with
+// startDriver()), so the system under test never shares an event loop with the load it serves.
+//
+// A closed loop: `concurrency` workers, each sending its next request as soon as the previous
+// answered, over keep-alive node:http connections (one per worker) or, for raw Redis, one
+// ioredis connection made as kvql makes its own (src/store/redis.ts: auto-pipelining). Each
+// request is timed with performance.now() (sub-millisecond), every sample kept, percentiles from
+// the sorted samples. A warm-up runs first and is not counted; then the window: a request counts
+// when it completes inside it, and throughput is those requests over the window's length.
+// The first answer of every measurement is parsed and checked (a get must return the 100-byte
+// value, a page 100 entries...), so a broken target cannot pass for a fast one; after that an
+// HTTP status other than 200 or a GraphQL `errors` member counts as an error.
+import { fork, type ChildProcess } from 'node:child_process';
+import { Agent, request } from 'node:http';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { Redis } from 'ioredis';
+import { createRedis } from '../src/store/redis.js';
+import { key, VALUE } from '../test/measure/dataset.js';
+import { b64 } from './etcd.js';
+import { rawOps } from './rawRedis.js';
+
+export type System = 'kvql' | 'raw' | 'bare' | 'etcd';
+export type Op = 'get' | 'put' | 'getMany' | 'batchPut' | 'range';
+
+export interface Job {
+  system: System;
+  op: Op;
+  concurrency: number;
+  /** Keys per getMany, items per batchPut, page size of range; 1 for get and put. */
+  items: number;
+  seconds: number;
+  warmupSeconds: number;
+  /** get, getMany and range read keys 0 .. loadedKeys-1 of the dataset (test/measure/dataset.ts). */
+  loadedKeys: number;
+  /** The API's /graphql URL, the baseline's or etcd's base URL, or the Redis URL. */
+  target: string;
+}
+
+export interface Figure {
+  opsPerSec: number;
+  /** opsPerSec × items. */
+  itemsPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  meanMs: number;
+  /** Requests completed inside the window. */
+  samples: number;
+  errors: number;
+  firstError?: string;
+}
+
+const now = () => performance.now();
+const rand = (n: number) => Math.floor(Math.random() * n);
+
+/** A key nobody loaded: puts are a stream of writes to random keys, 16 bytes like the rest. */
+const freshKey = () => key(100_000_000_000 + rand(899_999_999_999));
+
+/** Nearest-rank percentile of sorted samples. */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+interface Target {
+  /** One request; resolves to what the check reads. */
+  call(): Promise<unknown>;
+  /** Throws unless the answer is what the operation should return. */
+  check(answer: unknown): void;
+  close(): void;
+}
+
+function expect(ok: boolean, what: string, answer: unknown): void {
+  if (!ok) throw new Error(`unexpected answer (${what}): ${JSON.stringify(answer).slice(0, 300)}`);
+}
+
+/** POSTs JSON over keep-alive connections; resolves to the body text of a 200 answer. */
+/**
+ * A keep-alive node:http client for JSON POSTs: `post` rejects unless the answer is 200, `send`
+ * resolves with any status (the load experiment counts refusals). Cheaper per request than fetch.
+ */
+export function httpClient(base: string, sockets: number) {
+  const agent = new Agent({ keepAlive: true, maxSockets: sockets });
+  const url = new URL(base);
+  const send = (path: string, body: string) =>
+    new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = request(
+        {
+          host: url.hostname,
+          port: url.port,
+          path,
+          method: 'POST',
+          agent,
+          headers: { 'content-type': 'application/json', accept: 'application/json', 'content-length': Buffer.byteLength(body) },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', reject);
+        },
+      );
+      req.setTimeout(60_000, () => req.destroy(new Error('no answer within 60 s')));
+      req.on('error', reject);
+      req.end(body);
+    });
+  const post = async (path: string, body: string) => {
+    const { status, text } = await send(path, body);
+    if (status !== 200) throw new Error(`HTTP ${status}: ${text.slice(0, 300)}`);
+    return text;
+  };
+  return { post, send, close: () => agent.destroy() };
+}
+
+const entryFields = 'key value version createdAt updatedAt';
+const GQL: Record<Op, string> = {
+  get: `query($k:String!){ get(key:$k){ ${entryFields} } }`,
+  getMany: `query($ks:[String!]!){ getMany(keys:$ks){ ${entryFields} } }`,
+  put: 'mutation($k:String!,$v:String!){ put(key:$k, value:$v){ version } }',
+  batchPut: 'mutation($i:[PutInput!]!){ batchPut(items:$i){ version } }',
+  range: `query($s:String!,$n:Int!){ range(start:$s, first:$n){ edges { node { ${entryFields} } } pageInfo { hasNextPage endCursor } } }`,
+};
+
+/** The arguments of one request of `job`, fresh random keys each time. */
+function args(job: Job) {
+  const n = job.items;
+  return {
+    key: () => key(rand(job.loadedKeys)),
+    keys: () => Array.from({ length: n }, () => key(rand(job.loadedKeys))),
+    items: () => Array.from({ length: n }, () => ({ key: freshKey(), value: VALUE })),
+    start: () => key(rand(Math.max(1, job.loadedKeys - n))),
+  };
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- answers are checked field by field
+type Json = Record<string, any>;
+const isValue = (v: unknown) => v === VALUE;
+
+function kvqlTarget(job: Job): Target {
+  const http = httpClient(job.target, job.concurrency);
+  const a = args(job);
+  const path = new URL(job.target).pathname;
+  const variables: Record<Op, () => object> = {
+    get: () => ({ k: a.key() }),
+    getMany: () => ({ ks: a.keys() }),
+    put: () => ({ k: freshKey(), v: VALUE }),
+    batchPut: () => ({ i: a.items() }),
+    range: () => ({ s: a.start(), n: job.items }),
+  };
+  return {
+    async call() {
+      const text = await http.post(path, JSON.stringify({ query: GQL[job.op], variables: variables[job.op]() }));
+      if (text.includes('"errors"')) throw new Error(`GraphQL errors: ${text.slice(0, 300)}`);
+      return text;
+    },
+    check(answer) {
+      const d = (JSON.parse(answer as string) as Json).data as Json;
+      const ok = {
+        get: () => isValue(d.get?.value),
+        getMany: () => d.getMany.length === job.items && d.getMany.every((e: Json | null) => isValue(e?.value)),
+        put: () => d.put.version >= 1,
+        batchPut: () => d.batchPut.length === job.items,
+        range: () => d.range.edges.length === job.items && isValue(d.range.edges[0].node.value),
+      }[job.op]();
+      expect(ok, `kvql ${job.op}`, d);
+    },
+    close: http.close,
+  };
+}
+
+function bareTarget(job: Job): Target {
+  const http = httpClient(job.target, job.concurrency);
+  const a = args(job);
+  const body: Record<Op, () => object> = {
+    get: () => ({ key: a.key() }),
+    getMany: () => ({ keys: a.keys() }),
+    put: () => ({ key: freshKey(), value: VALUE }),
+    batchPut: () => ({ items: a.items() }),
+    range: () => ({ start: a.start(), first: job.items }),
+  };
+  return {
+    call: () => http.post(`/${job.op}`, JSON.stringify(body[job.op]())),
+    check(answer) {
+      const d = JSON.parse(answer as string) as Json;
+      const ok = {
+        get: () => isValue(d.value),
+        getMany: () => d.length === job.items && d.every((e: Json | null) => isValue(e?.value)),
+        put: () => d.version >= 1,
+        batchPut: () => d.length === job.items,
+        range: () => d.length === job.items && isValue(d[0].value),
+      }[job.op]();
+      expect(ok, `bare Node ${job.op}`, d);
+    },
+    close: http.close,
+  };
+}
+
+function etcdTarget(job: Job): Target {
+  const http = httpClient(job.target, job.concurrency);
+  const a = args(job);
+  const value = b64(VALUE);
+  const value64 = (v: unknown) => typeof v === 'string' && Buffer.from(v, 'base64').toString('utf8') === VALUE;
+  const request: Record<Op, () => [string, object]> = {
+    get: () => ['/v3/kv/range', { key: b64(a.key()) }],
+    // etcd has no multi-get: a read-only transaction of one range per key.
+    getMany: () => ['/v3/kv/txn', { success: a.keys().map((k) => ({ request_range: { key: b64(k) } })) }],
+    put: () => ['/v3/kv/put', { key: b64(freshKey()), value }],
+    batchPut: () => ['/v3/kv/txn', { success: a.items().map((i) => ({ request_put: { key: b64(i.key), value } })) }],
+    // range_end "\0": every key from `key` on; limit: the page.
+    range: () => ['/v3/kv/range', { key: b64(a.start()), range_end: 'AA==', limit: job.items }],
+  };
+  return {
+    call() {
+      const [path, body] = request[job.op]();
+      return http.post(path, JSON.stringify(body));
+    },
+    check(answer) {
+      const d = JSON.parse(answer as string) as Json;
+      const ok = {
+        get: () => value64(d.kvs?.[0]?.value),
+        getMany: () => d.responses.length === job.items && d.responses.every((r: Json) => value64(r.response_range?.kvs?.[0]?.value)),
+        put: () => Number(d.header?.revision) >= 1,
+        batchPut: () => d.succeeded === true && d.responses.length === job.items,
+        range: () => d.kvs.length === job.items && value64(d.kvs[0].value),
+      }[job.op]();
+      expect(ok, `etcd ${job.op}`, d);
+    },
+    close: http.close,
+  };
+}
+
+async function rawTarget(job: Job): Promise<Target> {
+  const redis: Redis = createRedis(job.target, { commandTimeoutMs: 60_000 });
+  redis.on('error', () => {});
+  await redis.connect();
+  const ops = rawOps(redis);
+  const a = args(job);
+  const call: Record<Op, () => Promise<unknown>> = {
+    get: () => ops.get(a.key()),
+    getMany: () => ops.getMany(a.keys()),
+    put: () => ops.put(freshKey(), VALUE),
+    batchPut: () => ops.batchPut(a.items()),
+    range: () => ops.range(a.start(), job.items),
+  };
+  return {
+    call: call[job.op],
+    check(answer) {
+      const d = answer as Json;
+      const ok = {
+        get: () => isValue(d?.value),
+        getMany: () => d.length === job.items && d.every((e: Json | null) => isValue(e?.value)),
+        put: () => (answer as number) >= 1,
+        batchPut: () => d.length === job.items,
+        range: () => d.length === job.items && isValue(d[0].value),
+      }[job.op]();
+      expect(ok, `raw Redis ${job.op}`, d);
+    },
+    close: () => redis.disconnect(),
+  };
+}
+
+/** Runs one measurement in this process. */
+export async function measure(job: Job): Promise<Figure> {
+  const target =
+    job.system === 'raw' ? await rawTarget(job) : job.system === 'kvql' ? kvqlTarget(job) : job.system === 'bare' ? bareTarget(job) : etcdTarget(job);
+  try {
+    target.check(await target.call());
+    const samples: number[] = [];
+    let errors = 0;
+    let firstError: string | undefined;
+    const windowStart = now() + job.warmupSeconds * 1000;
+    const windowEnd = windowStart + job.seconds * 1000;
+    await Promise.all(
+      Array.from({ length: job.concurrency }, async () => {
+        while (now() < windowEnd) {
+          const t0 = now();
+          try {
+            await target.call();
+          } catch (err) {
+            errors++;
+            firstError ??= err instanceof Error ? err.message : String(err);
+            continue;
+          }
+          const t1 = now();
+          if (t1 >= windowStart && t1 <= windowEnd) samples.push(t1 - t0);
+        }
+      }),
+    );
+    // A window so short that no request completed in it would say nothing: refuse to report.
+    if (samples.length === 0) throw new Error(`no request completed in the window (${errors} errors${firstError ? `: ${firstError}` : ''})`);
+    samples.sort((x, y) => x - y);
+    const opsPerSec = samples.length / job.seconds;
+    // Rounded for the report: 0.1 operation/s, 0.1 µs.
+    const round = (x: number, digits: number) => Number(x.toFixed(digits));
+    return {
+      opsPerSec: round(opsPerSec, 1),
+      itemsPerSec: round(opsPerSec * job.items, 1),
+      p50Ms: round(percentile(samples, 50), 4),
+      p99Ms: round(percentile(samples, 99), 4),
+      meanMs: round(samples.reduce((s, x) => s + x, 0) / samples.length, 4),
+      samples: samples.length,
+      errors,
+      ...(firstError !== undefined ? { firstError } : {}),
+    };
+  } finally {
+    target.close();
+  }
+}
+
+// --- The parent's side: the driver as a child process, one measurement at a time over IPC.
+
+type Reply = { id: number; figure?: Figure; error?: string };
+
+export interface Driver {
+  run(job: Job): Promise<Figure>;
+  stop(): Promise<void>;
+}
+
+const REPO = fileURLToPath(new URL('../', import.meta.url));
+
+export async function startDriver(): Promise<Driver> {
+  const child: ChildProcess = fork(fileURLToPath(import.meta.url), [], {
+    cwd: REPO,
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const pending = new Map<number, { resolve: (f: Figure) => void; reject: (e: Error) => void }>();
+  child.on('message', (m: Reply) => {
+    const p = pending.get(m.id);
+    pending.delete(m.id);
+    if (m.figure) p?.resolve(m.figure);
+    else p?.reject(new Error(m.error ?? 'the driver failed'));
+  });
+  void exited.then(() => {
+    for (const p of pending.values()) p.reject(new Error(`the driver exited (${child.exitCode ?? child.signalCode})`));
+    pending.clear();
+  });
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', () => resolve()); // its "ready"
+    void exited.then(() => reject(new Error('the driver exited before it was ready')));
+  });
+  let seq = 0;
+  return {
+    run(job) {
+      const id = ++seq;
+      return new Promise((resolve, reject) => {
+        pending.set(id, { resolve, reject });
+        child.send({ id, job });
+      });
+    },
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const force = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(force);
+      }
+    },
+  };
+}
+
+// --- The child's side.
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href && process.send) {
+  process.on('message', (m: { id: number; job: Job }) => {
+    measure(m.job).then(
+      (figure) => process.send!({ id: m.id, figure } satisfies Reply),
+      (err: unknown) => process.send!({ id: m.id, error: err instanceof Error ? err.message : String(err) } satisfies Reply),
+    );
+  });
+  process.on('disconnect', () => process.exit(0)); // the parent is gone
+  process.send({ ready: true });
+}

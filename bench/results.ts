@@ -1,0 +1,133 @@
+// What `npm run bench` measures and writes to results.json, and how it prints it.
+import type { Figure, Op, System } from './driver.js';
+
+export const SYSTEMS: readonly { id: System; label: string }[] = [
+  { id: 'kvql', label: 'kvql' },
+  { id: 'raw', label: 'raw Redis' },
+  { id: 'bare', label: 'bare Node' },
+  { id: 'etcd', label: 'etcd' },
+];
+
+export interface Options {
+  quick: boolean;
+  /** Measurement window, per measurement. */
+  seconds: number;
+  warmupSeconds: number;
+  /** Keys loaded into kvql (and read by get, getMany, range, of every system but etcd). */
+  keys: number;
+  /** Keys loaded into etcd. */
+  etcdKeys: number;
+  /** Concurrencies of get and put. */
+  concurrency: number[];
+  /** Concurrency of batchPut, getMany and range. */
+  otherConcurrency: number;
+  out: string;
+  etcd: boolean;
+}
+
+export interface Machine {
+  cpu: string;
+  cores: number;
+  memoryGiB: number;
+  os: string;
+  node: string;
+  redis: string;
+  etcd: string | null;
+}
+
+/** One operation at one concurrency, for each system measured. */
+export interface Row {
+  op: Op;
+  concurrency: number;
+  /** Items per batchPut, keys per getMany, page size of range; 1 for get and put. */
+  items: number;
+  figures: Partial<Record<System, Figure>>;
+}
+
+export interface Ratio {
+  name: string;
+  value: number;
+  /** e.g. ">= 0.6"; null where the issue states none. */
+  target: string | null;
+  met: boolean | null;
+}
+
+export interface Results {
+  date: string;
+  durationSeconds: number;
+  options: Options;
+  machine: Machine;
+  rows: Row[];
+  memory: {
+    keys: number;
+    /** used_memory after loading minus before, per key: data, index and the retained change feed. */
+    bytesPerKey: number;
+    /** The same without the change feed's stream (MEMORY USAGE of it). */
+    bytesPerKeyWithoutFeed: number;
+    feedBytes: number;
+    usedMemoryBytes: number;
+  };
+  recovery: {
+    keys: number;
+    /** kill -9 of Redis right after BGREWRITEAOF, restart, until PING answers. */
+    seconds: number;
+    aofBytes: number;
+  };
+  ratios: Ratio[];
+  notes: string[];
+}
+
+export const opLabel = (r: Pick<Row, 'op' | 'items'>): string =>
+  r.op === 'get' || r.op === 'put' ? r.op : r.op === 'range' ? `range first:${r.items}` : `${r.op} ${r.items}`;
+
+/** Batches are reported in items/s, everything else in operations/s. */
+export const rate = (r: Pick<Row, 'op'>, f: Figure): number => (r.op === 'batchPut' ? f.itemsPerSec : f.opsPerSec);
+
+const num = (x: number, digits = 0) => x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+/** Milliseconds: three significant decimals below 1 ms, two below 100. */
+export const ms = (x: number): string => (x < 1 ? x.toFixed(3) : x < 100 ? x.toFixed(2) : x.toFixed(1));
+
+/** The printed report: machine, the table of every figure beside its baselines, the ratios. */
+export function formatReport(r: Results): string {
+  const o = r.options;
+  const lines: string[] = [];
+  const m = r.machine;
+  lines.push(
+    `machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB.toFixed(0)} GiB, ${m.os}; Node ${m.node}, Redis ${m.redis}, etcd ${m.etcd ?? 'not installed'}`,
+    `run: ${r.date}, ${r.durationSeconds.toFixed(0)} s; ${o.seconds} s per measurement after ${o.warmupSeconds} s warm-up${o.quick ? ' (--quick)' : ''}; ` +
+      `kvql holds ${num(o.keys)} keys (16-byte keys, 100-byte values)${m.etcd !== null ? `, etcd ${num(o.etcdKeys)}` : ''}; closed loop, latency per request in ms`,
+    '',
+  );
+  const systems = SYSTEMS.filter((s) => r.rows.some((row) => row.figures[s.id]));
+  const cell = 26;
+  const head1 = 'operation'.padEnd(24) + 'conc'.padStart(5) + systems.map((s) => `   ${s.label.padEnd(cell - 3)}`).join('');
+  const head2 =
+    ''.padEnd(29) + systems.map(() => `   ${'ops/s'.padStart(8)} ${'p50'.padStart(7)} ${'p99'.padStart(7)}`).join('');
+  lines.push(head1, head2);
+  for (const row of r.rows) {
+    let line = (opLabel(row) + (row.op === 'batchPut' ? ' (items/s)' : '')).padEnd(24) + String(row.concurrency).padStart(5);
+    for (const s of systems) {
+      const f = row.figures[s.id];
+      line += f
+        ? `   ${num(rate(row, f)).padStart(8)} ${ms(f.p50Ms).padStart(7)} ${ms(f.p99Ms).padStart(7)}`
+        : `   ${'n/a'.padStart(8)} ${''.padStart(7)} ${''.padStart(7)}`;
+    }
+    lines.push(line);
+  }
+  const mem = r.memory;
+  lines.push(
+    '',
+    `memory at ${num(mem.keys)} keys: ${mem.bytesPerKey.toFixed(1)} bytes/key of Redis used_memory ` +
+      `(${mem.bytesPerKeyWithoutFeed.toFixed(1)} without the change feed's ${(mem.feedBytes / 2 ** 20).toFixed(1)} MiB stream; raw data 116 bytes/key)`,
+    `recovery at ${num(r.recovery.keys)} keys: Redis kill -9 -> answering PING in ${r.recovery.seconds.toFixed(2)} s ` +
+      `(AOF right after BGREWRITEAOF, ${(r.recovery.aofBytes / 2 ** 20).toFixed(0)} MiB)`,
+    '',
+    'ratios'.padEnd(58) + 'value'.padStart(10) + '   target',
+  );
+  for (const q of r.ratios) {
+    const met = q.met === null ? '' : q.met ? '  met' : '  NOT met';
+    lines.push(q.name.padEnd(58) + q.value.toFixed(q.value < 10 ? 3 : 1).padStart(10) + `   ${q.target ?? '-'}${met}`);
+  }
+  if (r.notes.length > 0) lines.push('', ...r.notes.map((n) => `note: ${n}`));
+  return lines.join('\n');
+}

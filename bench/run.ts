@@ -1,0 +1,248 @@
+// `npm run bench`: kvql's throughput and latency beside its baselines, in one bounded run.
+//
+// Everything on 127.0.0.1, on free ports, started here and stopped here (also on failure or
+// Ctrl+C), temp directories removed:
+//   - Redis from the repo's redis.conf (appendfsync always), in a temp dir (startTestRedis);
+//   - the dataset (16-byte keys, 100-byte values; 1M keys) loaded through the store's batchPut
+//     in this process; Redis memory per key from used_memory; BGREWRITEAOF, then kill -9 and the
+//     time until Redis answers again (test/measure/recovery.ts);
+//   - the kvql API as its own process (node --import tsx src/main.ts, test/harness/apiProcess.ts);
+//   - the "bare Node" baseline as its own process (bench/baseline.ts: node:http + ioredis);
+//   - etcd, when installed, in a temp dir (bench/etcd.ts), with its own copy of the keys;
+//   - the load driver as its own process (bench/driver.ts): closed loop, every latency sample kept.
+// Measured, each as ops/s (items/s for batches), p50 and p99, for kvql, raw Redis (ioredis from
+// the driver, the limit), bare Node and etcd: get and put at each concurrency; batchPut of 100
+// and 1,000 items; range pages of 100 from random start points; getMany of 100 keys.
+// Prints the machine, a table and the ratios the targets use; writes results.json and
+// results.svg (bench/ by default).
+//
+// Usage: npm run bench [-- --quick] [--seconds S] [--warmup S] [--keys N] [--etcd-keys N]
+//                      [--concurrency 1,16,32,64] [--out DIR] [--no-etcd]
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, release, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRedis } from '../src/store/redis.js';
+import { KvStore } from '../src/store/store.js';
+import { startApiProcess } from '../test/harness/apiProcess.js';
+import { startTestRedis } from '../test/harness/redisServer.js';
+import { loadKeys, usedMemory } from '../test/measure/dataset.js';
+import { aofBytes, crashAndTime, rewriteAof } from '../test/measure/recovery.js';
+import { renderChart } from './chart.js';
+import { startDriver, type Figure, type Op, type System } from './driver.js';
+import { etcdLoad, etcdVersion, startEtcd } from './etcd.js';
+import { KV_PREFIX } from './rawRedis.js';
+import { formatReport, opLabel, rate, SYSTEMS, type Machine, type Options, type Ratio, type Results, type Row } from './results.js';
+
+const BENCH_DIR = fileURLToPath(new URL('./', import.meta.url));
+
+function parseOptions(argv: string[]): Options {
+  const has = (name: string) => argv.includes(`--${name}`);
+  const value = (name: string): string | undefined => {
+    const i = argv.indexOf(`--${name}`);
+    if (i < 0) return undefined;
+    const v = argv[i + 1];
+    if (v === undefined || v.startsWith('--')) throw new Error(`--${name} needs a value`);
+    return v;
+  };
+  const number = (name: string, def: number, min: number): number => {
+    const v = value(name);
+    if (v === undefined) return def;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min) throw new Error(`--${name}: expected a number >= ${min}, got ${v}`);
+    return n;
+  };
+  const quick = has('quick');
+  const concurrency = (value('concurrency') ?? (quick ? '1,32' : '1,16,32,64')).split(',').map(Number);
+  if (concurrency.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--concurrency: expected whole numbers >= 1, e.g. 1,16,32,64');
+  return {
+    quick,
+    seconds: number('seconds', quick ? 0.5 : 3, 0.1),
+    warmupSeconds: number('warmup', quick ? 0.2 : 0.5, 0),
+    keys: Math.floor(number('keys', quick ? 20_000 : 1_000_000, 1000)),
+    etcdKeys: Math.floor(number('etcd-keys', quick ? 2_000 : 100_000, 1000)),
+    concurrency,
+    otherConcurrency: 1,
+    out: resolve(value('out') ?? BENCH_DIR),
+    etcd: !has('no-etcd'),
+  };
+}
+
+function osName(): string {
+  try {
+    const pretty = /^PRETTY_NAME="?([^"\n]*)"?/m.exec(readFileSync('/etc/os-release', 'utf8'))?.[1];
+    return `${pretty ?? 'Linux'} (kernel ${release()})`;
+  } catch {
+    return `${process.platform} ${release()}`;
+  }
+}
+
+/** What the bench started, stopped in reverse order: always, once. */
+const started: { name: string; stop: () => Promise<void> }[] = [];
+async function stopAll(): Promise<void> {
+  for (let s = started.pop(); s; s = started.pop()) {
+    await s.stop().catch((err: unknown) => console.error(`bench: stopping ${s!.name} failed: ${String(err)}`));
+  }
+}
+
+const log = (line: string) => console.log(line);
+const round = (x: number, digits: number) => Number(x.toFixed(digits));
+const elapsed = (t0: number) => ((performance.now() - t0) / 1000).toFixed(1);
+
+function ratios(rows: Row[], memory: Results['memory']): Ratio[] {
+  const fig = (op: Op, c: number, items: number, s: System): Figure | undefined =>
+    rows.find((r) => r.op === op && r.concurrency === c && r.items === items)?.figures[s];
+  const out: Ratio[] = [];
+  const add = (name: string, value: number | undefined, target: string | null, met?: (v: number) => boolean) => {
+    if (value === undefined || !Number.isFinite(value)) return;
+    out.push({ name, value: round(value, 4), target, met: met ? met(value) : null });
+  };
+  const per = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? a / b : undefined);
+  // The targets of issue 5: lead etcd by half again at 32 clients, and be no slower at one.
+  add('get@32 ops/s, kvql / etcd range', per(fig('get', 32, 1, 'kvql')?.opsPerSec, fig('get', 32, 1, 'etcd')?.opsPerSec), '>= 1.5', (v) => v >= 1.5);
+  add('put@32 ops/s, kvql / etcd put', per(fig('put', 32, 1, 'kvql')?.opsPerSec, fig('put', 32, 1, 'etcd')?.opsPerSec), '>= 1.5', (v) => v >= 1.5);
+  add('put@1 mean latency, kvql / etcd (lower is better)', per(fig('put', 1, 1, 'kvql')?.meanMs, fig('put', 1, 1, 'etcd')?.meanMs), '<= 1', (v) => v <= 1);
+  add('get@32 ops/s, kvql / bare Node', per(fig('get', 32, 1, 'kvql')?.opsPerSec, fig('get', 32, 1, 'bare')?.opsPerSec), '>= 0.6', (v) => v >= 0.6);
+  const batch = rows.find((r) => r.op === 'batchPut' && r.items === 1000);
+  if (batch) {
+    add('batchPut 1000 items/s, kvql / pipelined ioredis (MULTI)', per(batch.figures.kvql?.itemsPerSec, batch.figures.raw?.itemsPerSec), '>= 0.8', (v) => v >= 0.8);
+    add('batchPut 1000 items/s, kvql / 2,000 items/s', per(batch.figures.kvql?.itemsPerSec, 2000), '>= 25', (v) => v >= 25);
+  }
+  const range = rows.find((r) => r.op === 'range');
+  add(`range first:100 p50 ms, kvql (${range ? `concurrency ${range.concurrency}` : ''})`, range?.figures.kvql?.p50Ms, '< 2 ms', (v) => v < 2);
+  add('Redis bytes/key at the loaded keys, kvql (used_memory delta)', memory.bytesPerKey, '<= 300', (v) => v <= 300);
+  return out;
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions(process.argv.slice(2));
+  const t0 = performance.now();
+  const notes: string[] = [];
+  const etcdVer = opts.etcd ? etcdVersion() : undefined;
+  log(`bench: ${opts.quick ? 'quick run' : 'full run'}, ${opts.seconds} s per measurement; results to ${opts.out}`);
+
+  // Redis, the dataset, memory per key, recovery.
+  const server = await startTestRedis();
+  started.push({ name: 'redis-server', stop: () => server.stop() });
+  const redis = createRedis(server.url, { commandTimeoutMs: 120_000 });
+  await redis.connect();
+  const redisVersion = /redis_version:(\S+)/.exec(await redis.info('server'))?.[1] ?? 'unknown';
+  const store = await KvStore.open(redis, { prefix: KV_PREFIX, partitions: 1 });
+  const before = await usedMemory(redis);
+  const step = Math.max(1000, Math.ceil(opts.keys / 10 / 1000) * 1000);
+  for (let from = 0; from < opts.keys; from += step) {
+    await loadKeys(store, from, Math.min(opts.keys, from + step));
+    log(`  loaded ${Math.min(opts.keys, from + step).toLocaleString('en-US')} keys through batchPut (${elapsed(t0)} s)`);
+  }
+  const used = await usedMemory(redis);
+  const feedBytes = Number(await redis.call('MEMORY', 'USAGE', store.keys.stream(0), 'SAMPLES', '0'));
+  const memory: Results['memory'] = {
+    keys: opts.keys,
+    bytesPerKey: round((used - before) / opts.keys, 1),
+    bytesPerKeyWithoutFeed: round((used - before - feedBytes) / opts.keys, 1),
+    feedBytes,
+    usedMemoryBytes: used,
+  };
+  await rewriteAof(redis);
+  redis.disconnect();
+  const aof = aofBytes(server.dir);
+  const recovery: Results['recovery'] = { keys: opts.keys, seconds: round(await crashAndTime(server), 3), aofBytes: aof };
+  log(`  ${memory.bytesPerKey.toFixed(1)} bytes/key; kill -9 -> ready in ${recovery.seconds.toFixed(2)} s (${elapsed(t0)} s)`);
+
+  // The systems under test, each its own process.
+  const api = await startApiProcess({ redisUrl: server.url, prefix: KV_PREFIX, partitions: 1, env: { NODE_ENV: 'production' } });
+  started.push({ name: 'the kvql API', stop: () => api.stop() });
+  const bare = await startApiProcess({ redisUrl: server.url, prefix: KV_PREFIX, partitions: 1, script: 'bench/baseline.ts' });
+  started.push({ name: 'the bare-Node baseline', stop: () => bare.stop() });
+  let etcdBase: string | undefined;
+  if (!opts.etcd) notes.push('etcd skipped (--no-etcd): its columns are n/a');
+  else {
+    const etcd = await startEtcd();
+    if (!etcd) {
+      notes.push('etcd is not installed (no etcd on PATH; Debian: apt-get install etcd-server): its columns are n/a');
+      log(`  ${notes.at(-1)}`);
+    } else {
+      started.push({ name: 'etcd', stop: () => etcd.stop() });
+      await etcdLoad(etcd.base, 0, opts.etcdKeys);
+      etcdBase = etcd.base;
+      log(`  etcd ${etcdVer} up with ${opts.etcdKeys.toLocaleString('en-US')} keys (${elapsed(t0)} s)`);
+    }
+  }
+  const driver = await startDriver();
+  started.push({ name: 'the driver', stop: () => driver.stop() });
+
+  const targets: Partial<Record<System, string>> = { kvql: api.url, raw: server.url, bare: bare.base, etcd: etcdBase };
+  const rows: Row[] = [];
+  const measureRow = async (op: Op, concurrency: number, items: number) => {
+    const row: Row = { op, concurrency, items, figures: {} };
+    const shown: string[] = [];
+    for (const s of SYSTEMS) {
+      const target = targets[s.id];
+      if (target === undefined) continue;
+      const f = await driver.run({
+        system: s.id,
+        op,
+        concurrency,
+        items,
+        seconds: opts.seconds,
+        warmupSeconds: opts.warmupSeconds,
+        loadedKeys: s.id === 'etcd' ? opts.etcdKeys : opts.keys,
+        target,
+      });
+      row.figures[s.id] = f;
+      if (f.errors > 0) notes.push(`${s.label} ${opLabel(row)} @${concurrency}: ${f.errors} errors, the first: ${f.firstError}`);
+      shown.push(`${s.label} ${Math.round(rate(row, f))}/s p50 ${f.p50Ms.toFixed(3)}`);
+    }
+    rows.push(row);
+    log(`  ${opLabel(row)} @${concurrency}: ${shown.join(' | ')} (${elapsed(t0)} s)`);
+  };
+  for (const op of ['get', 'put'] as const) for (const c of opts.concurrency) await measureRow(op, c, 1);
+  await measureRow('batchPut', opts.otherConcurrency, 100);
+  await measureRow('batchPut', opts.otherConcurrency, 1000);
+  await measureRow('range', opts.otherConcurrency, 100);
+  await measureRow('getMany', opts.otherConcurrency, 100);
+
+  const machine: Machine = {
+    cpu: cpus()[0]?.model.trim() ?? 'unknown',
+    cores: cpus().length,
+    memoryGiB: totalmem() / 2 ** 30,
+    os: osName(),
+    node: process.version,
+    redis: redisVersion,
+    etcd: etcdBase !== undefined ? (etcdVer ?? 'unknown') : null,
+  };
+  const results: Results = {
+    date: new Date().toISOString(),
+    durationSeconds: round((performance.now() - t0) / 1000, 1),
+    options: opts,
+    machine,
+    rows,
+    memory,
+    recovery,
+    ratios: ratios(rows, memory),
+    notes,
+  };
+  mkdirSync(opts.out, { recursive: true });
+  writeFileSync(join(opts.out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(join(opts.out, 'results.svg'), renderChart(results));
+  log(`\n${formatReport(results)}\n\nwrote ${join(opts.out, 'results.json')} and ${join(opts.out, 'results.svg')}`);
+}
+
+let stopping = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`bench: ${signal}, stopping what it started`);
+    void stopAll().finally(() => process.exit(130));
+  });
+}
+
+try {
+  await main();
+} catch (err) {
+  if (!stopping) console.error(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  process.exitCode = 1;
+} finally {
+  await stopAll();
+}

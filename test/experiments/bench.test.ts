@@ -1,0 +1,128 @@
+// The benchmark's short form (the full run is `npm run bench`): `bench/run.ts --quick` end to
+// end, as its own process, writing to a temp directory. It checks that every figure was measured
+// and is a positive finite number, and that the chart is well-formed XML; never how fast
+// anything is. Runs in the p1 project only.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import type { Figure } from '../../bench/driver.js';
+import type { Results } from '../../bench/results.js';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+
+/** Runs the bench with `args`; stops it (SIGTERM: it stops what it started) after `ms`. */
+function runBench(args: string[], ms: number): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    const term = setTimeout(() => child.kill('SIGTERM'), ms);
+    const kill = setTimeout(() => child.kill('SIGKILL'), ms + 20_000);
+    child.once('exit', (code) => {
+      clearTimeout(term);
+      clearTimeout(kill);
+      resolve({ code, output });
+    });
+  });
+}
+
+/** Problems that make `text` not well-formed XML (an empty list when it is). */
+function xmlProblems(text: string): string[] {
+  const problems: string[] = [];
+  const stack: string[] = [];
+  let roots = 0;
+  const badAmp = /&(?!(?:amp|lt|gt|quot|apos|#\d+|#x[0-9a-fA-F]+);)/;
+  const body = text.replace(/^<\?xml[^?]*\?>/, '');
+  for (const m of body.matchAll(/<!--[\s\S]*?-->|<[^>]*>|[^<]+/g)) {
+    const t = m[0];
+    if (t.startsWith('<!--')) continue;
+    if (!t.startsWith('<')) {
+      if (badAmp.test(t)) problems.push(`a bare & in text: ${t.slice(0, 60)}`);
+      if (stack.length === 0 && t.trim() !== '') problems.push(`text outside the root: ${t.slice(0, 60)}`);
+      continue;
+    }
+    const close = /^<\/([A-Za-z_][\w:.-]*)\s*>$/.exec(t);
+    if (close) {
+      const open = stack.pop();
+      if (open !== close[1]) problems.push(`</${close[1]}> closes <${open ?? 'nothing'}>`);
+      continue;
+    }
+    const tag = /^<([A-Za-z_][\w:.-]*)((?:\s+[A-Za-z_][\w:.-]*\s*=\s*"[^"<]*")*)\s*(\/?)>$/.exec(t);
+    if (!tag) {
+      problems.push(`a malformed tag: ${t.slice(0, 80)}`);
+      continue;
+    }
+    const names = [...tag[2]!.matchAll(/([A-Za-z_][\w:.-]*)\s*=/g)].map((a) => a[1]);
+    if (new Set(names).size !== names.length) problems.push(`a repeated attribute: ${t.slice(0, 80)}`);
+    if (badAmp.test(tag[2]!)) problems.push(`a bare & in an attribute: ${t.slice(0, 80)}`);
+    if (stack.length === 0) roots++;
+    if (tag[3] !== '/') stack.push(tag[1]!);
+  }
+  if (stack.length > 0) problems.push(`unclosed: ${stack.join(' > ')}`);
+  if (roots !== 1) problems.push(`${roots} root elements`);
+  return problems;
+}
+
+const positive = (x: unknown) => typeof x === 'number' && Number.isFinite(x) && x > 0;
+
+describe('the benchmark, short form', () => {
+  it('measures every figure beside its baselines, and writes the JSON and a well-formed SVG', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'kvql-bench-'));
+    try {
+      const { code, output } = await runBench(['--quick', '--out', out], 100_000);
+      expect(code, output).toBe(0);
+      const r = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as Results;
+
+      expect(r.options.quick).toBe(true);
+      expect(r.machine.cpu.length).toBeGreaterThan(0);
+      expect(r.machine.cores).toBeGreaterThan(0);
+      expect(r.machine.node).toMatch(/^v\d+/);
+      expect(r.machine.redis).toMatch(/^\d+\.\d+/);
+
+      // Every operation at every concurrency asked, for kvql and each baseline (etcd when installed).
+      const systems = ['kvql', 'raw', 'bare', ...(r.machine.etcd !== null ? ['etcd'] : [])];
+      const expected = [
+        ...r.options.concurrency.flatMap((c) => [`get/${c}/1`, `put/${c}/1`]),
+        `batchPut/${r.options.otherConcurrency}/100`,
+        `batchPut/${r.options.otherConcurrency}/1000`,
+        `range/${r.options.otherConcurrency}/100`,
+        `getMany/${r.options.otherConcurrency}/100`,
+      ];
+      expect(r.rows.map((row) => `${row.op}/${row.concurrency}/${row.items}`).sort()).toEqual(expected.sort());
+      for (const row of r.rows) {
+        expect(Object.keys(row.figures).sort(), `${row.op}@${row.concurrency}`).toEqual([...systems].sort());
+        for (const [system, f] of Object.entries(row.figures) as [string, Figure][]) {
+          const where = `${system} ${row.op}@${row.concurrency}`;
+          for (const name of ['opsPerSec', 'itemsPerSec', 'p50Ms', 'p99Ms', 'meanMs', 'samples'] as const) {
+            expect(positive(f[name]), `${where} ${name} = ${f[name]}`).toBe(true);
+          }
+          expect(f.errors, `${where}: ${f.firstError}`).toBe(0);
+          expect(f.p99Ms).toBeGreaterThanOrEqual(f.p50Ms);
+        }
+      }
+      for (const [name, v] of Object.entries({ ...r.memory, ...r.recovery })) expect(positive(v), `${name} = ${v}`).toBe(true);
+      for (const q of r.ratios) expect(positive(q.value), `${q.name} = ${q.value}`).toBe(true);
+      const ratioNames = r.ratios.map((q) => q.name).join('\n');
+      for (const name of ['kvql / bare Node', 'kvql / pipelined ioredis', 'kvql / 2,000 items/s', 'range first:100 p50', 'bytes/key']) {
+        expect(ratioNames).toContain(name);
+      }
+      if (r.machine.etcd !== null) for (const name of ['etcd range', 'etcd put', 'put@1 mean latency']) expect(ratioNames).toContain(name);
+
+      // The table was printed.
+      expect(output).toContain('ratios');
+      expect(output).toContain('bytes/key');
+
+      const svg = readFileSync(join(out, 'results.svg'), 'utf8');
+      expect(xmlProblems(svg)).toEqual([]);
+      expect(svg).toMatch(/<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+      expect(svg).toContain('get: throughput');
+      expect(svg).toContain('put: latency');
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 130_000);
+});
