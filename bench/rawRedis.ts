@@ -2,15 +2,16 @@
 // ioredis. The driver runs them in its own process ("raw Redis", the limit) and bench/baseline.ts
 // serves them over plain node:http ("bare Node"). One implementation for both.
 //
-// Reads read kvql's own data (the value hashes and the index of the keyspace the benchmark
-// loaded), with the commands kvql's store sends: HMGET v n c u of the value hash; a range is
-// ZRANGE BYLEX LIMIT then the page's HMGETs, pipelined. Writes go to a keyspace of their own
-// (RAW_PREFIX), so they cannot disturb kvql's: one EVAL per put that does what put.lua does for
-// the value and the index (HSET of the value hash, ZADD to the index, a version and a timestamp
-// from TIME), without compare-and-set and without the change feed's INCR and XADD. Under
-// appendfsync always each is fsynced before Redis answers, as kvql's writes are.
+// Reads read kvql's own data (the bucket hashes and the index of the keyspace the benchmark
+// loaded, with the default KV_BUCKETS), with the commands kvql's store sends: HGET of the key's
+// field in its bucket, unpacked; a range is ZRANGE BYLEX LIMIT then the page's HGETs, pipelined.
+// Writes go to a keyspace of their own (RAW_PREFIX), so they cannot disturb kvql's: one EVAL per
+// put that does what put.lua does for the value and the index (the packed entry into its bucket,
+// ZADD to the index, a version and a timestamp from TIME), without compare-and-set and without
+// the change feed's INCR and XADD. Under appendfsync always each is fsynced before Redis
+// answers, as kvql's writes are.
 import type { Redis } from 'ioredis';
-import { Keyspace } from '../src/store/keys.js';
+import { Keyspace, unpackEntry } from '../src/store/keys.js';
 
 /** The keyspace the benchmark loads and kvql serves (KV_PREFIX); one partition. */
 export const KV_PREFIX = 'bench';
@@ -43,29 +44,30 @@ export interface RawOps {
 const PUT_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local version = redis.call('HINCRBY', KEYS[1], 'n', 1)
-if version == 1 then
-  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'c', now, 'u', now)
-  redis.call('ZADD', KEYS[2], 0, ARGV[1])
+local packed = redis.call('HGET', KEYS[1], ARGV[1])
+local version, created = 1, now
+if packed then
+  local v, c = struct.unpack('<I6I6', packed)
+  version, created = v + 1, c
 else
-  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', now)
+  redis.call('ZADD', KEYS[2], 0, ARGV[1])
 end
+redis.call('HSET', KEYS[1], ARGV[1], struct.pack('<I6I6I6', version, created, now) .. ARGV[2])
 return version`;
 
 type WithPut = Redis & {
-  benchPut(valueKey: string, indexKey: string, key: string, value: string): Promise<number>;
+  benchPut(bucketKey: string, indexKey: string, key: string, value: string): Promise<number>;
 };
 
-const FIELDS = ['v', 'n', 'c', 'u'] as const;
-
-function toEntry(key: string, f: (string | null)[]): RawEntry | null {
-  if (f[0] == null) return null;
+function toEntry(key: string, packed: Buffer | null): RawEntry | null {
+  const e = packed == null ? null : unpackEntry(packed);
+  if (e == null) return null;
   return {
     key,
-    value: f[0],
-    version: Number(f[1]),
-    createdAt: new Date(Number(f[2])).toISOString(),
-    updatedAt: new Date(Number(f[3])).toISOString(),
+    value: e.value,
+    version: e.version,
+    createdAt: new Date(e.createdAt).toISOString(),
+    updatedAt: new Date(e.updatedAt).toISOString(),
   };
 }
 
@@ -84,22 +86,22 @@ export function rawOps(redis: Redis): RawOps {
   const client = redis as WithPut;
   const readMany = async (keys: readonly string[]) => {
     const pipe = client.pipeline();
-    for (const k of keys) pipe.hmget(kv.value(k, 0), ...FIELDS);
-    return unwrap<(string | null)[]>(await pipe.exec()).map((f, i) => toEntry(keys[i]!, f));
+    for (const k of keys) pipe.hgetBuffer(kv.bucket(k, 0), k);
+    return unwrap<Buffer | null>(await pipe.exec()).map((f, i) => toEntry(keys[i]!, f));
   };
   return {
     async get(key) {
-      return toEntry(key, await client.hmget(kv.value(key, 0), ...FIELDS));
+      return toEntry(key, await client.hgetBuffer(kv.bucket(key, 0), key));
     },
     getMany: readMany,
     put(key, value) {
-      return client.benchPut(raw.value(key, 0), raw.index(0), key, value);
+      return client.benchPut(raw.bucket(key, 0), raw.index(0), key, value);
     },
     async batchPut(items) {
       const pipe = client.multi() as ReturnType<Redis['multi']> & {
         benchPut(valueKey: string, indexKey: string, key: string, value: string): unknown;
       };
-      for (const { key, value } of items) pipe.benchPut(raw.value(key, 0), raw.index(0), key, value);
+      for (const { key, value } of items) pipe.benchPut(raw.bucket(key, 0), raw.index(0), key, value);
       return unwrap<number>(await pipe.exec());
     },
     async range(start, first) {

@@ -2,7 +2,7 @@
 // start with a message that names the variable.
 import { z } from 'zod';
 import { LOG_LEVELS, type LogLevel } from './log.js';
-import { PREFIX_PATTERN } from './store/keys.js';
+import { DEFAULT_BUCKETS, MAX_BUCKETS, PREFIX_PATTERN } from './store/keys.js';
 
 const MiB = 1024 * 1024;
 
@@ -42,6 +42,8 @@ const EnvSchema = z.object({
   KV_MANAGED_REDIS_PORT: int(6390, 1, 65535),
   KV_PREFIX: z.string().regex(PREFIX_PATTERN, 'expected 1-64 characters from A-Z a-z 0-9 _ . : -').default('kv'),
   KV_PARTITIONS: int(1, 1, 1024),
+  // Bucket hashes per partition, fixed at creation (README, "The Redis layout, and why").
+  KV_BUCKETS: int(DEFAULT_BUCKETS, 1, MAX_BUCKETS),
   KV_MAX_KEY_BYTES: int(1024, 1, 64 * 1024),
   KV_MAX_VALUE_BYTES: int(1 * MiB, 0, 512 * MiB),
   KV_MAX_BATCH_ITEMS: int(10_000, 1, 1_000_000),
@@ -110,6 +112,8 @@ export interface Config {
   managedRedisPort: number;
   prefix: string;
   partitions: number;
+  /** Bucket hashes per partition: fixed when the keyspace is created. */
+  buckets: number;
   redisTimeoutMs: number;
   limits: Limits;
   feed: FeedConfig;
@@ -165,6 +169,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     managedRedisPort: e.KV_MANAGED_REDIS_PORT,
     prefix: e.KV_PREFIX,
     partitions: e.KV_PARTITIONS,
+    buckets: e.KV_BUCKETS,
     redisTimeoutMs: e.KV_REDIS_TIMEOUT_MS,
     feed: { retention: e.KV_FEED_RETENTION, bufferSize: e.KV_FEED_BUFFER },
     limits: {

@@ -65,6 +65,7 @@ export async function startServer(
     const store = await KvStore.open(redis, {
       prefix: config.prefix,
       partitions: config.partitions,
+      buckets: config.buckets,
       feedRetention: config.feed.retention,
     });
     feed = new FeedHub(store.feedReader(FEED_BLOCK_MS), { bufferSize: config.feed.bufferSize, blockMs: FEED_BLOCK_MS, batchSize: 500, log: (m) => logger.warn(m) });

@@ -1,5 +1,5 @@
 // `npm run verify`: checks a keyspace's invariants (src/store/verify.ts) and prints a report.
-// Reads REDIS_URL, KV_PREFIX and KV_PARTITIONS like the server. Without REDIS_URL it checks the
+// Reads REDIS_URL, KV_PREFIX, KV_PARTITIONS and KV_BUCKETS like the server. Without REDIS_URL it checks the
 // managed Redis that `npm start` runs (redis://127.0.0.1:$KV_MANAGED_REDIS_PORT), if it answers.
 // Exit status: 0 no problems, 1 problems found, 2 it could not check (configuration, no Redis).
 import { Redis } from 'ioredis';
@@ -45,8 +45,8 @@ async function main(): Promise<number> {
       );
       return 2;
     }
-    console.log(`kvql verify: ${shown(url)}, prefix "${config.prefix}", ${config.partitions} partition(s)`);
-    const report = await verifyKeyspace(redis, { prefix: config.prefix, partitions: config.partitions });
+    console.log(`kvql verify: ${shown(url)}, prefix "${config.prefix}", ${config.partitions} partition(s), ${config.buckets} buckets per partition`);
+    const report = await verifyKeyspace(redis, { prefix: config.prefix, partitions: config.partitions, buckets: config.buckets });
     console.log(formatReport(report));
     return report.ok ? 0 : 1;
   } finally {

@@ -1,16 +1,27 @@
 // Every Redis key kvql reads or writes is named here, and nowhere else.
 //
 // Layout (see README "Redis layout"):
-//   <prefix>:meta             hash   { partitions, layout }   one per keyspace
+//   <prefix>:meta             hash   { partitions, buckets, layout }   one per keyspace
 //   {<prefix>:<p>}:i          zset   every key of partition p, score 0, ordered by bytes (BYLEX)
-//   {<prefix>:<p>}:v:<key>    hash   { v: value, n: version, c: createdAt ms, u: updatedAt ms }
+//   {<prefix>:<p>}:b:<b>      hash   bucket b of partition p: field <key> per entry, its value
+//                                    the packed entry (ENTRY_HEADER_BYTES of header, then the value)
 //   {<prefix>:<p>}:s          stream the partition's change feed, one entry per written key
 //   {<prefix>:<p>}:q          string how many events partition p has ever had (the feed's sequence)
 //
 // All keys of one partition share the hash tag {<prefix>:<p>}, so a script that touches one
 // partition touches one Redis Cluster slot.
+//
+// A packed entry: version, createdAt ms and updatedAt ms as 6-byte unsigned little-endian
+// integers (Lua: struct.pack('<I6I6I6', ...)), then the value's UTF-8 bytes.
 
-export const LAYOUT_VERSION = '1';
+export const LAYOUT_VERSION = '2';
+
+/** Buckets per partition when the keyspace is created without a count (KV_BUCKETS's default). */
+export const DEFAULT_BUCKETS = 16_384;
+export const MAX_BUCKETS = 1_048_576;
+
+/** The packed entry's header: version, createdAt, updatedAt, 6 bytes each. */
+export const ENTRY_HEADER_BYTES = 18;
 
 /** Namespaces are restricted so that no prefix can forge another's hash tag. */
 export const PREFIX_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
@@ -32,6 +43,28 @@ export function partitionOf(key: string, partitions: number): number {
   return (h >>> 0) % partitions;
 }
 
+/**
+ * A key's bucket within its partition: 32-bit FNV-1a over the key's UTF-8 bytes from another
+ * offset basis, then MurmurHash3's finalizer, mod the bucket count. Independent of the partition
+ * hash: FNV-1a's low bits depend only on the low bits of its state, so without the finalizer the
+ * keys of one partition (h mod P fixed) would use only some buckets when P and B share factors.
+ */
+export function bucketOf(key: string, buckets: number): number {
+  if (buckets === 1) return 0;
+  const bytes = utf8.encode(key);
+  let h = 0x050c5d1f;
+  for (let i = 0; i < bytes.length; i++) {
+    h ^= bytes[i]!;
+    h = Math.imul(h, 0x01000193);
+  }
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return (h >>> 0) % buckets;
+}
+
 export class Keyspace {
   readonly meta: string;
   private readonly tags: string[];
@@ -39,8 +72,10 @@ export class Keyspace {
   constructor(
     readonly prefix: string,
     readonly partitions: number,
+    readonly buckets: number = DEFAULT_BUCKETS,
   ) {
     if (!PREFIX_PATTERN.test(prefix)) throw new Error(`invalid key prefix ${JSON.stringify(prefix)}`);
+    if (!Number.isInteger(buckets) || buckets < 1 || buckets > MAX_BUCKETS) throw new Error(`invalid bucket count ${buckets}`);
     this.meta = `${prefix}:meta`;
     this.tags = Array.from({ length: partitions }, (_, p) => `{${prefix}:${p}}`);
   }
@@ -49,12 +84,17 @@ export class Keyspace {
     return partitionOf(key, this.partitions);
   }
 
+  bucketOf(key: string): number {
+    return bucketOf(key, this.buckets);
+  }
+
   index(partition: number): string {
     return `${this.tags[partition]}:i`;
   }
 
-  value(key: string, partition = this.partition(key)): string {
-    return `${this.tags[partition]}:v:${key}`;
+  /** The bucket hash of `key` (field `key` in it), or bucket number `bucket` of `partition`. */
+  bucket(key: string, partition = this.partition(key), bucket = this.bucketOf(key)): string {
+    return `${this.tags[partition]}:b:${bucket}`;
   }
 
   stream(partition: number): string {
@@ -64,4 +104,24 @@ export class Keyspace {
   sequence(partition: number): string {
     return `${this.tags[partition]}:q`;
   }
+}
+
+/** A packed entry as stored in its bucket: null if it is too short to hold the header. */
+export function unpackEntry(packed: Buffer): { version: number; createdAt: number; updatedAt: number; value: string } | null {
+  if (packed.length < ENTRY_HEADER_BYTES) return null;
+  return {
+    version: packed.readUIntLE(0, 6),
+    createdAt: packed.readUIntLE(6, 6),
+    updatedAt: packed.readUIntLE(12, 6),
+    value: packed.toString('utf8', ENTRY_HEADER_BYTES),
+  };
+}
+
+/** Packs an entry as the scripts do (for tests and tools that write the layout by hand). */
+export function packEntry(version: number, createdAt: number, updatedAt: number, value: string | Buffer): Buffer {
+  const header = Buffer.alloc(ENTRY_HEADER_BYTES);
+  header.writeUIntLE(version, 0, 6);
+  header.writeUIntLE(createdAt, 6, 6);
+  header.writeUIntLE(updatedAt, 12, 6);
+  return Buffer.concat([header, typeof value === 'string' ? Buffer.from(value, 'utf8') : value]);
 }

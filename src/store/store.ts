@@ -3,7 +3,7 @@
 import type { Redis } from 'ioredis';
 import { checkScriptReply, fromRedisError, redisRead, StoreError } from './errors.js';
 import { FeedReader } from './feed.js';
-import { Keyspace, LAYOUT_VERSION } from './keys.js';
+import { DEFAULT_BUCKETS, Keyspace, LAYOUT_VERSION, unpackEntry } from './keys.js';
 import { compareKeys, lexArg, maxLower, minUpper, type Bound, type KeyRange } from './order.js';
 import { registerScripts, type ScriptCommands } from './scripts.js';
 
@@ -49,6 +49,11 @@ export interface Page {
 export interface StoreOptions {
   prefix: string;
   partitions: number;
+  /**
+   * Bucket hashes per partition (KV_BUCKETS), fixed when the keyspace is created like the
+   * partition count; DEFAULT_BUCKETS when absent.
+   */
+  buckets?: number;
   /** About how many change events each partition's stream keeps (XADD MAXLEN ~). */
   feedRetention?: number;
 }
@@ -69,27 +74,36 @@ export class KvStore {
 
   /**
    * Opens the keyspace `prefix` on `redis`, creating its meta key on first use. Refuses a
-   * keyspace that was created with another partition count: its keys would be looked up in
-   * the wrong partitions.
+   * keyspace that was created with another partition or bucket count (its keys would be looked
+   * up in the wrong partitions or buckets), or with another storage layout.
    */
   static async open(redis: Redis, opts: StoreOptions): Promise<KvStore> {
-    const keys = new Keyspace(opts.prefix, opts.partitions);
+    const buckets = opts.buckets ?? DEFAULT_BUCKETS;
+    const keys = new Keyspace(opts.prefix, opts.partitions, buckets);
     const client = registerScripts(redis);
+    // An existing keyspace of another layout is refused before anything is written to its meta.
+    const existing = await client.hget(keys.meta, 'layout');
+    if (existing != null && existing !== LAYOUT_VERSION) throw layoutError(opts.prefix, existing);
     const replies = await client
       .multi()
       .hsetnx(keys.meta, 'partitions', String(opts.partitions))
+      .hsetnx(keys.meta, 'buckets', String(buckets))
       .hsetnx(keys.meta, 'layout', LAYOUT_VERSION)
-      .hmget(keys.meta, 'partitions', 'layout')
+      .hmget(keys.meta, 'partitions', 'buckets', 'layout')
       .exec();
-    const [partitions, layout] = replies?.[2]?.[1] as [string, string];
+    const [partitions, storedBuckets, layout] = replies?.[3]?.[1] as [string, string, string];
+    if (layout !== LAYOUT_VERSION) throw layoutError(opts.prefix, layout);
     if (Number(partitions) !== opts.partitions) {
       throw new Error(
         `keyspace "${opts.prefix}" was created with ${partitions} partitions, but KV_PARTITIONS is ${opts.partitions}; ` +
           `start with KV_PARTITIONS=${partitions} (the partition count of a keyspace cannot change)`,
       );
     }
-    if (layout !== LAYOUT_VERSION) {
-      throw new Error(`keyspace "${opts.prefix}" has storage layout ${layout}; this server reads layout ${LAYOUT_VERSION}`);
+    if (Number(storedBuckets) !== buckets) {
+      throw new Error(
+        `keyspace "${opts.prefix}" was created with ${storedBuckets} buckets per partition, but KV_BUCKETS is ${buckets}; ` +
+          `start with KV_BUCKETS=${storedBuckets} (the bucket count of a keyspace cannot change)`,
+      );
     }
     return new KvStore(client, keys, opts.feedRetention ?? DEFAULT_FEED_RETENTION);
   }
@@ -115,26 +129,35 @@ export class KvStore {
     return (await this.getMany([key]))[0]!;
   }
 
-  /** Entries in the order asked, null where absent: one pipeline per partition, sent together. */
+  /**
+   * Entries in the order asked, null where absent: one HMGET per bucket, in one pipeline per
+   * partition, the pipelines sent together.
+   */
   async getMany(keys: readonly string[]): Promise<(Entry | null)[]> {
-    const byPartition = new Map<number, number[]>();
+    // partition -> bucket hash -> the indexes of the keys asked for in it
+    const byPartition = new Map<number, Map<string, number[]>>();
     keys.forEach((key, i) => {
       const p = this.keys.partition(key);
-      let list = byPartition.get(p);
-      if (!list) byPartition.set(p, (list = []));
+      let buckets = byPartition.get(p);
+      if (!buckets) byPartition.set(p, (buckets = new Map()));
+      const bucket = this.keys.bucket(key, p);
+      let list = buckets.get(bucket);
+      if (!list) buckets.set(bucket, (list = []));
       list.push(i);
     });
     const result: (Entry | null)[] = new Array(keys.length).fill(null);
     try {
       await Promise.all(
-        [...byPartition].map(async ([p, indexes]) => {
+        [...byPartition.values()].map(async (buckets) => {
           const pipe = this.redis.pipeline();
-          for (const i of indexes) pipe.hmget(this.keys.value(keys[i]!, p), 'v', 'n', 'c', 'u');
+          for (const [bucket, indexes] of buckets) pipe.hmgetBuffer(bucket, ...indexes.map((i) => keys[i]!));
           const replies = (await pipe.exec())!;
-          indexes.forEach((i, j) => {
-            const [err, fields] = replies[j]!;
+          [...buckets.values()].forEach((indexes, j) => {
+            const [err, packed] = replies[j]!;
             if (err) throw err;
-            result[i] = toEntry(keys[i]!, fields as (string | null)[], 0);
+            indexes.forEach((i, f) => {
+              result[i] = fromPacked(keys[i]!, (packed as (Buffer | null)[])[f] ?? null);
+            });
           });
         }),
       );
@@ -229,7 +252,7 @@ export class KvStore {
       this.redis.kvRange(
         1 + members.length,
         this.keys.index(p),
-        ...members.map((m) => this.keys.value(m, p)),
+        ...members.map((m) => this.keys.bucket(m, p)),
         common[0],
         common[1],
         limit,
@@ -287,13 +310,13 @@ export class KvStore {
     return keys.map((key, i) => toEntry(key, reply as (string | null)[], 1 + 4 * i));
   }
 
-  /** The KEYS of put.lua and delete.lua: per key its value hash, index, stream and sequence. */
+  /** The KEYS of put.lua and delete.lua: per key its bucket hash, index, stream and sequence. */
   private scriptKeys(keys: readonly string[]): string[] {
     const n = keys.length;
     const out: string[] = new Array(4 * n);
     keys.forEach((key, i) => {
       const p = this.keys.partition(key);
-      out[i] = this.keys.value(key, p);
+      out[i] = this.keys.bucket(key, p);
       out[n + i] = this.keys.index(p);
       out[2 * n + i] = this.keys.stream(p);
       out[3 * n + i] = this.keys.sequence(p);
@@ -347,6 +370,21 @@ function toEntry(key: string, fields: readonly (string | null | undefined)[], at
     createdAt: Number(fields[at + 2]),
     updatedAt: Number(fields[at + 3]),
   };
+}
+
+/** An entry as stored in its bucket (see keys.ts); null if absent. */
+function fromPacked(key: string, packed: Buffer | null): Entry | null {
+  if (packed == null) return null;
+  const e = unpackEntry(packed);
+  if (!e) throw new Error(`the stored entry of a key is ${packed.length} bytes, shorter than its header: run npm run verify`);
+  return { key, ...e };
+}
+
+function layoutError(prefix: string, layout: string | null): Error {
+  return new Error(
+    `keyspace "${prefix}" has storage layout ${layout ?? '(none)'}; this server reads layout ${LAYOUT_VERSION} only. ` +
+      `Layout 1 (one hash per key) is not converted in place: export its entries and import them into a new keyspace (another KV_PREFIX)`,
+  );
 }
 
 function assertDistinct(keys: readonly string[]): void {

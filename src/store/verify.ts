@@ -3,11 +3,13 @@
 // many small steps and never one long command. Used by `npm run verify` and the crash experiment.
 //
 // What it checks (see README "The Redis layout" and "Durability and failure"):
-//   meta        <prefix>:meta exists and names this partition count and layout;
+//   meta        <prefix>:meta exists and names this partition count, bucket count and layout;
 //   keys        every Redis key under a partition tag {<prefix>:<p>} is one of the layout's, in a
 //               partition below the partition count;
-//   values      every value hash has its index member and vice versa; a value hash has exactly
-//               the fields v n c u, n is a positive integer, c and u are integers, c <= u;
+//   entries     every bucket is a hash; every bucket field has its index member and vice versa;
+//               each field is in the bucket bucketOf() gives its key (so in no bucket at or above
+//               the bucket count); a packed entry holds its whole header, its version is a
+//               positive integer, createdAt <= updatedAt, and its key and value are UTF-8;
 //               index scores are 0; every key is in the partition partitionOf() gives it;
 //   feed        sequence numbers q are 1, 2, 3... without gaps within each stream; the sequence
 //               counter equals the last event's q (0 or absent for an empty stream); events are
@@ -17,31 +19,34 @@
 //               createdAt, updatedAt and value length; a DELETE: nothing); and where a stream was
 //               never trimmed (its first q is 1), every stored key has an event.
 //
-// It may run while the API serves writes: the checks of one key (its hash with its index member,
-// a stream's tail with its counter) are each one MULTI, so concurrent writes cannot make a
+// Buckets are read with HSCAN (COUNT), so a bucket that grew into a large hashtable is read in
+// steps too. It may run while the API serves writes: the checks of one key (its bucket field with
+// its index member, a stream's tail with its counter) are each one MULTI, so concurrent writes cannot make a
 // consistent keyspace look broken. What cannot be settled because the keyspace moved under a
 // check is counted as `unsettled`, never reported as a problem. Memory: the last event per key of
 // one partition's retained stream at a time (bounded by the feed retention).
 import type { Redis } from 'ioredis';
-import { Keyspace, LAYOUT_VERSION, partitionOf } from './keys.js';
+import { bucketOf, DEFAULT_BUCKETS, ENTRY_HEADER_BYTES, Keyspace, LAYOUT_VERSION, partitionOf, unpackEntry } from './keys.js';
 
 export type ProblemKind =
-  /** The meta key is missing or disagrees with the partition count or layout. */
+  /** The meta key is missing or disagrees with the partition count, bucket count or layout. */
   | 'meta'
-  /** A key under a partition tag that is none of the layout's (index, stream, counter, value). */
+  /** A key under a partition tag that is none of the layout's (index, stream, counter, bucket). */
   | 'unknown-key'
   /** A key under the tag of a partition at or above the partition count. */
   | 'stray-partition'
-  /** An index member without its value hash. */
+  /** An index member without its field in its bucket. */
   | 'missing-value'
-  /** A value hash without its index member. */
+  /** A bucket field without its index member. */
   | 'missing-index'
-  /** A value hash of the wrong type, with missing or extra fields, a bad version or timestamps. */
+  /** A bucket of the wrong type; a packed entry that is too short, with a bad version or timestamps, or not UTF-8. */
   | 'bad-value'
   /** An index that is not a sorted set, or a member whose score is not 0. */
   | 'bad-index'
-  /** A value hash, index member or event in another partition than its key's. */
+  /** A bucket field, index member or event in another partition than its key's. */
   | 'wrong-partition'
+  /** A bucket field in another bucket than its key's (or in a bucket at or above the bucket count). */
+  | 'wrong-bucket'
   /** Consecutive events whose sequence numbers are not consecutive. */
   | 'feed-sequence'
   /** The sequence counter disagrees with the last event's sequence number. */
@@ -69,8 +74,10 @@ export interface PartitionCounts {
   partition: number;
   /** Keys in the partition's index (ZCARD). */
   keys: number;
-  /** Value hashes found by SCAN (SCAN may return a key twice while Redis resizes its table). */
-  valueHashes: number;
+  /** Bucket hashes found by SCAN (SCAN may return a key twice while Redis resizes its table). */
+  buckets: number;
+  /** Bucket fields (entries) found by HSCAN (which may also return one twice). */
+  bucketFields: number;
   /** Retained events (XLEN). */
   events: number;
   /** The sequence counter: events the partition ever had. */
@@ -82,6 +89,7 @@ export interface PartitionCounts {
 export interface VerifyReport {
   prefix: string;
   partitions: number;
+  buckets: number;
   ok: boolean;
   /** At most `maxProblems`, each (kind, partition, key) once. */
   problems: VerifyProblem[];
@@ -101,7 +109,9 @@ export interface VerifyReport {
 export interface VerifyOptions {
   prefix: string;
   partitions: number;
-  /** COUNT of each SCAN and ZSCAN step. */
+  /** Buckets per partition (KV_BUCKETS); DEFAULT_BUCKETS when absent. */
+  buckets?: number;
+  /** COUNT of each SCAN, HSCAN and ZSCAN step. */
   scanCount?: number;
   /** Keys per MULTI block. */
   batchSize?: number;
@@ -124,7 +134,17 @@ interface LastEvent {
 
 const POSITIVE = /^[1-9][0-9]*$/;
 const NATURAL = /^(0|[1-9][0-9]*)$/;
-const VALUE_FIELDS = ['v', 'n', 'c', 'u'];
+const BUCKET = /^b:(0|[1-9][0-9]*)$/;
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The bytes as a string if they are UTF-8, else null. */
+function utf8(bytes: Buffer): string | null {
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    return null;
+  }
+}
 
 /** A safety bound on the steps of one scan: far above any real keyspace, below forever. */
 const MAX_STEPS = 100_000_000;
@@ -170,7 +190,8 @@ function ok(reply: Reply | undefined): unknown {
 
 export async function verifyKeyspace(redis: Redis, opts: VerifyOptions): Promise<VerifyReport> {
   const t0 = performance.now();
-  const keys = new Keyspace(opts.prefix, opts.partitions);
+  const B = opts.buckets ?? DEFAULT_BUCKETS;
+  const keys = new Keyspace(opts.prefix, opts.partitions, B);
   const P = opts.partitions;
   const scanCount = opts.scanCount ?? 1000;
   const batchSize = opts.batchSize ?? 500;
@@ -192,7 +213,8 @@ export async function verifyKeyspace(redis: Redis, opts: VerifyOptions): Promise
   const perPartition: PartitionCounts[] = Array.from({ length: P }, (_, p) => ({
     partition: p,
     keys: 0,
-    valueHashes: 0,
+    buckets: 0,
+    bucketFields: 0,
     events: 0,
     sequence: 0,
     firstSeq: null,
@@ -200,82 +222,97 @@ export async function verifyKeyspace(redis: Redis, opts: VerifyOptions): Promise
 
   // 1. The meta key.
   {
-    const [type, len, fields] = await exec(redis.multi().type(keys.meta).hlen(keys.meta).hmget(keys.meta, 'partitions', 'layout'));
+    const [type, len, fields] = await exec(redis.multi().type(keys.meta).hlen(keys.meta).hmget(keys.meta, 'partitions', 'buckets', 'layout'));
     const t = ok(type) as string;
     if (t === 'none') {
       add({ kind: 'meta', redisKey: keys.meta, message: `${keys.meta} is missing: no keyspace "${opts.prefix}" here (or its meta key was lost)` });
     } else if (t !== 'hash') {
       add({ kind: 'meta', redisKey: keys.meta, message: `${keys.meta} is a ${t}, not a hash` });
     } else {
-      const [partitions, layout] = ok(fields) as [string | null, string | null];
+      const [partitions, buckets, layout] = ok(fields) as [string | null, string | null, string | null];
       if (partitions !== String(P)) {
         add({ kind: 'meta', redisKey: keys.meta, message: `${keys.meta} says ${partitions ?? 'nothing about'} partitions; verifying with ${P}` });
+      }
+      if (buckets !== String(B)) {
+        add({ kind: 'meta', redisKey: keys.meta, message: `${keys.meta} says ${buckets ?? 'nothing about'} buckets per partition; verifying with ${B}` });
       }
       if (layout !== LAYOUT_VERSION) {
         add({ kind: 'meta', redisKey: keys.meta, message: `${keys.meta} says layout ${layout ?? '(none)'}; this kvql reads layout ${LAYOUT_VERSION}` });
       }
       const n = ok(len) as number;
-      if (n !== 2) add({ kind: 'meta', redisKey: keys.meta, message: `${keys.meta} has ${n} fields, expected partitions and layout only` });
+      if (n !== 3) add({ kind: 'meta', redisKey: keys.meta, message: `${keys.meta} has ${n} fields, expected partitions, buckets and layout only` });
     }
   }
 
   // 2. Every Redis key under one of this keyspace's partition tags, by SCAN: stray keys, and
-  //    each value hash with its index member, in MULTI blocks per partition.
+  //    every bucket, field by field with HSCAN, each field with its index member in MULTI blocks.
   const tag = new RegExp(`^\\{${escapeRegExp(opts.prefix)}:(0|[1-9][0-9]*)\\}:([\\s\\S]*)$`);
-  const checkValues = async (p: number, batch: string[]) => {
+  const checkFields = async (p: number, b: number, redisKey: string, fields: Buffer[]) => {
     const m = redis.multi();
-    for (const key of batch) {
-      const name = keys.value(key, p);
-      m.hlen(name).hmget(name, 'n', 'c', 'u').hexists(name, 'v').zscore(keys.index(p), key);
-    }
+    for (const field of fields) m.hgetBuffer(redisKey, field).zscore(keys.index(p), field);
     const replies = await exec(m);
-    const wrongType: string[] = [];
-    batch.forEach((key, i) => {
-      const [len, fields, hasValue, score] = replies.slice(4 * i, 4 * i + 4) as Reply[];
-      const redisKey = keys.value(key, p);
-      if (len![0]) {
-        // WRONGTYPE: not a hash (its type is asked for below).
-        perPartition[p]!.valueHashes++;
-        wrongType.push(key);
+    fields.forEach((field, i) => {
+      const [packedErr, packed] = replies[2 * i]!;
+      if (packedErr) return; // no longer a hash: reported when its type is asked for
+      if (packed == null) {
+        unsettled++; // deleted since HSCAN returned it
         return;
       }
-      if (len![1] === 0) {
-        unsettled++; // deleted since SCAN returned it
+      perPartition[p]!.bucketFields++;
+      const key = utf8(field);
+      if (key === null) {
+        const shown = field.toString('utf8');
+        add({ kind: 'bad-value', partition: p, key: shown, redisKey, message: `${redisKey} has field ${JSON.stringify(shown)}, whose bytes are not UTF-8 (no key can have them)` });
         return;
       }
-      perPartition[p]!.valueHashes++;
       const home = partitionOf(key, P);
       if (home !== p) {
-        add({ kind: 'wrong-partition', partition: p, key, redisKey, message: `value hash of ${JSON.stringify(key)} is in partition ${p}; its partition is ${home}` });
+        add({ kind: 'wrong-partition', partition: p, key, redisKey, message: `entry of ${JSON.stringify(key)} is in bucket ${redisKey} of partition ${p}; its partition is ${home}` });
       }
-      const [n, c, u] = ok(fields) as (string | null)[];
-      const missing = [n == null && 'n', c == null && 'c', u == null && 'u', ok(hasValue) === 0 && 'v'].filter(Boolean);
-      const fieldCount = ok(len) as number;
-      if (missing.length > 0 || fieldCount !== 4) {
-        const what = missing.length > 0 ? `lacks field ${missing.join(', ')}` : `has ${fieldCount} fields, expected ${VALUE_FIELDS.join(' ')}`;
-        add({ kind: 'bad-value', partition: p, key, redisKey, message: `${redisKey} ${what}` });
+      const homeBucket = bucketOf(key, B);
+      if (homeBucket !== b) {
+        add({ kind: 'wrong-bucket', partition: p, key, redisKey, message: `entry of ${JSON.stringify(key)} is in bucket ${b} (${redisKey}); its bucket is ${homeBucket} of ${B}` });
       }
-      if (n != null && !POSITIVE.test(n)) {
-        add({ kind: 'bad-value', partition: p, key, redisKey, message: `${redisKey} has version ${JSON.stringify(n)}, not a positive integer` });
-      }
-      if (c != null && u != null) {
-        if (!NATURAL.test(c) || !NATURAL.test(u)) {
-          add({ kind: 'bad-value', partition: p, key, redisKey, message: `${redisKey} has createdAt ${JSON.stringify(c)}, updatedAt ${JSON.stringify(u)}: not integers` });
-        } else if (BigInt(c) > BigInt(u)) {
-          add({ kind: 'bad-value', partition: p, key, redisKey, message: `${redisKey} was created (${c}) after it was updated (${u})` });
+      const e = unpackEntry(packed as Buffer);
+      if (e === null) {
+        add({ kind: 'bad-value', partition: p, key, redisKey, message: `entry of ${JSON.stringify(key)} in ${redisKey} is ${(packed as Buffer).length} bytes, shorter than its ${ENTRY_HEADER_BYTES}-byte header` });
+      } else {
+        if (e.version < 1) {
+          add({ kind: 'bad-value', partition: p, key, redisKey, message: `entry of ${JSON.stringify(key)} in ${redisKey} has version ${JSON.stringify(String(e.version))}, not a positive integer` });
+        }
+        if (e.createdAt > e.updatedAt) {
+          add({ kind: 'bad-value', partition: p, key, redisKey, message: `entry of ${JSON.stringify(key)} in ${redisKey} was created (${e.createdAt}) after it was updated (${e.updatedAt})` });
+        }
+        if (utf8((packed as Buffer).subarray(ENTRY_HEADER_BYTES)) === null) {
+          add({ kind: 'bad-value', partition: p, key, redisKey, message: `entry of ${JSON.stringify(key)} in ${redisKey} has a value that is not UTF-8` });
         }
       }
-      const [scoreErr, scoreValue] = score!;
+      const [scoreErr, scoreValue] = replies[2 * i + 1]!;
       if (scoreErr) return; // the index is no sorted set: reported by the index pass
       if (scoreValue == null) {
-        add({ kind: 'missing-index', partition: p, key, redisKey, message: `value hash ${redisKey} has no member in ${keys.index(p)}` });
+        add({ kind: 'missing-index', partition: p, key, redisKey, message: `entry of ${JSON.stringify(key)} in ${redisKey} has no member in ${keys.index(p)}` });
       }
     });
-    for (const key of wrongType) {
-      const redisKey = keys.value(key, p);
-      const t = await redis.type(redisKey);
-      if (t !== 'none') add({ kind: 'bad-value', partition: p, key, redisKey, message: `${redisKey} is a ${t}, not a hash` });
-    }
+  };
+  const checkBucket = async (p: number, b: number, redisKey: string) => {
+    perPartition[p]!.buckets++;
+    let cursor = '0';
+    let steps = 0;
+    do {
+      let found: Buffer[];
+      try {
+        const [next, flat] = await redis.hscanBuffer(redisKey, cursor, 'COUNT', scanCount);
+        cursor = next.toString();
+        found = flat.filter((_, i) => i % 2 === 0);
+      } catch (err) {
+        if (!(err instanceof Error) || !/^WRONGTYPE/.test(err.message)) throw err;
+        const t = await redis.type(redisKey);
+        if (t !== 'none' && t !== 'hash') add({ kind: 'bad-value', partition: p, redisKey, message: `${redisKey} is a ${t}, not a hash` });
+        else unsettled++; // replaced since
+        return;
+      }
+      for (const batch of chunks(found, batchSize)) await checkFields(p, b, redisKey, batch);
+    } while (cursor !== '0' && ++steps < MAX_STEPS);
   };
 
   {
@@ -284,24 +321,25 @@ export async function verifyKeyspace(redis: Redis, opts: VerifyOptions): Promise
     do {
       const [next, found] = await redis.scan(cursor, 'MATCH', `{${opts.prefix}:*`, 'COUNT', scanCount);
       cursor = next;
-      const values = new Map<number, string[]>();
+      const buckets: [p: number, b: number, redisKey: string][] = [];
       for (const redisKey of found) {
         const m = tag.exec(redisKey);
         if (!m) continue; // another keyspace whose prefix starts like ours
         redisKeysScanned++;
         const p = Number(m[1]);
         const rest = m[2]!;
+        const bucket = BUCKET.exec(rest);
         if (p >= P) {
           add({ kind: 'stray-partition', partition: p, redisKey, message: `${redisKey} is in partition ${p}, but the keyspace has ${P} partitions` });
-        } else if (rest.startsWith('v:')) {
-          let list = values.get(p);
-          if (!list) values.set(p, (list = []));
-          list.push(rest.slice(2));
+        } else if (bucket) {
+          // A bucket at or above the bucket count is checked too: each of its fields is in the
+          // wrong bucket.
+          buckets.push([p, Number(bucket[1]), redisKey]);
         } else if (rest !== 'i' && rest !== 's' && rest !== 'q') {
           add({ kind: 'unknown-key', partition: p, redisKey, message: `${redisKey} is not a key of kvql's layout` });
         }
       }
-      for (const [p, list] of values) for (const batch of chunks(list, batchSize)) await checkValues(p, batch);
+      for (const [p, b, redisKey] of buckets) await checkBucket(p, b, redisKey);
     } while (cursor !== '0' && ++steps < MAX_STEPS);
   }
 
@@ -437,8 +475,8 @@ export async function verifyKeyspace(redis: Redis, opts: VerifyOptions): Promise
     };
     const afterEnd = endId === null ? '-' : `(${endId}`;
 
-    // 3c. The index: each member has its value hash, a score of 0, the right partition, and
-    //     (in a never-trimmed stream) an event.
+    // 3c. The index: each member has its field in its bucket, a score of 0, the right partition,
+    //     and (in a never-trimmed stream) an event.
     if (indexOk && indexType === 'zset') {
       let cursor = '0';
       let steps = 0;
@@ -451,18 +489,20 @@ export async function verifyKeyspace(redis: Redis, opts: VerifyOptions): Promise
           const m = redis.multi();
           if (streamOk) m.xrange(stream, afterEnd, '+', 'COUNT', 1);
           else m.ping();
-          for (const { key } of batch) m.exists(keys.value(key, p));
+          for (const { key } of batch) m.hexists(keys.bucket(key, p), key);
           const replies = await exec(m);
           const moved = streamOk && movedOn(replies[0]);
-          // A member without its hash may have been deleted since ZSCAN returned it: ask the
-          // index again, together with the hash, for those only.
-          const missing = batch.filter((_, i) => ok(replies[1 + i]) === 0);
+          // HEXISTS fails on a bucket that is no hash (reported by the bucket pass): count as present.
+          const present = (reply: Reply | undefined): number => (reply![0] ? 1 : (reply![1] as number));
+          // A member without its field may have been deleted since ZSCAN returned it: ask the
+          // index again, together with the bucket, for those only.
+          const missing = batch.filter((_, i) => present(replies[1 + i]) === 0);
           const again = new Map<string, { exists: number; score: string | null }>();
           if (missing.length > 0) {
             const r = redis.multi();
-            for (const { key } of missing) r.exists(keys.value(key, p)).zscore(index, key);
+            for (const { key } of missing) r.hexists(keys.bucket(key, p), key).zscore(index, key);
             const rr = await exec(r);
-            missing.forEach(({ key }, i) => again.set(key, { exists: ok(rr[2 * i]) as number, score: ok(rr[2 * i + 1]) as string | null }));
+            missing.forEach(({ key }, i) => again.set(key, { exists: present(rr[2 * i]), score: ok(rr[2 * i + 1]) as string | null }));
           }
           batch.forEach(({ key, score }) => {
             const recheck = again.get(key);
@@ -480,7 +520,7 @@ export async function verifyKeyspace(redis: Redis, opts: VerifyOptions): Promise
               add({ kind: 'bad-index', partition: p, key, redisKey: index, message: `${JSON.stringify(key)} has score ${now} in ${index}, expected 0` });
             }
             if (exists === 0) {
-              add({ kind: 'missing-value', partition: p, key, redisKey: keys.value(key, p), message: `${JSON.stringify(key)} is in ${index} without its value hash ${keys.value(key, p)}` });
+              add({ kind: 'missing-value', partition: p, key, redisKey: keys.bucket(key, p), message: `${JSON.stringify(key)} is in ${index} without its field in its bucket ${keys.bucket(key, p)}` });
             } else if (untrimmed && streamOk && !last.has(key)) {
               if (moved) unsettled++;
               else {
@@ -496,30 +536,29 @@ export async function verifyKeyspace(redis: Redis, opts: VerifyOptions): Promise
     if (streamOk && last.size > 0) {
       for (const batch of chunks([...last], batchSize)) {
         const m = redis.multi().xrange(stream, afterEnd, '+', 'COUNT', 1);
-        for (const [key] of batch) {
-          const name = keys.value(key, p);
-          m.hmget(name, 'n', 'c', 'u').hstrlen(name, 'v');
-        }
+        for (const [key] of batch) m.hgetBuffer(keys.bucket(key, p), key);
         const replies = await exec(m);
         const moved = movedOn(replies[0]);
         batch.forEach(([key, e], i) => {
-          const [fieldsErr, fields] = replies[1 + 2 * i]!;
-          const [lenErr, len] = replies[2 + 2 * i]!;
-          if (fieldsErr || lenErr) return; // not a hash: reported by the value pass
-          const [n, c, u] = fields as (string | null)[];
-          // A hash without n, c, u and v is no entry (and is reported by the value pass).
-          const exists = n != null || c != null || u != null || (len as number) > 0 ? 1 : 0;
+          const [err, packed] = replies[1 + i]!;
+          if (err) return; // the bucket is no hash: reported by the bucket pass
+          const stored = packed == null ? null : unpackEntry(packed as Buffer);
+          if (packed != null && stored === null) return; // too short: reported by the bucket pass
           let why: string | null = null;
-          if (e.type === 'D' && exists === 1) why = `was deleted at version ${e.version} by its last event, but is stored at version ${n}`;
+          if (e.type === 'D' && stored !== null) why = `was deleted at version ${e.version} by its last event, but is stored at version ${stored.version}`;
           if (e.type === 'P') {
-            if (exists === 0) why = `was put at version ${e.version} by its last event, but is not stored`;
-            else if (n !== String(e.version) || c !== e.createdAt || u !== e.updatedAt || len !== e.valueBytes) {
-              why = `was put at version ${e.version} (created ${e.createdAt}, updated ${e.updatedAt}, ${e.valueBytes} value bytes) by its last event, but is stored at version ${n} (created ${c}, updated ${u}, ${len} value bytes)`;
+            if (stored === null) why = `was put at version ${e.version} by its last event, but is not stored`;
+            else {
+              const len = (packed as Buffer).length - ENTRY_HEADER_BYTES;
+              const [n, c, u] = [stored.version, stored.createdAt, stored.updatedAt].map(String);
+              if (n !== String(e.version) || c !== e.createdAt || u !== e.updatedAt || len !== e.valueBytes) {
+                why = `was put at version ${e.version} (created ${e.createdAt}, updated ${e.updatedAt}, ${e.valueBytes} value bytes) by its last event, but is stored at version ${n} (created ${c}, updated ${u}, ${len} value bytes)`;
+              }
             }
           }
           if (why === null) return;
           if (moved) unsettled++;
-          else add({ kind: 'feed-mismatch', partition: p, key, redisKey: keys.value(key, p), message: `${JSON.stringify(key)} ${why}` });
+          else add({ kind: 'feed-mismatch', partition: p, key, redisKey: keys.bucket(key, p), message: `${JSON.stringify(key)} ${why}` });
         });
       }
     }
@@ -530,6 +569,7 @@ export async function verifyKeyspace(redis: Redis, opts: VerifyOptions): Promise
   return {
     prefix: opts.prefix,
     partitions: P,
+    buckets: B,
     ok: problemCount === 0,
     problems,
     problemCount,
@@ -545,10 +585,10 @@ export async function verifyKeyspace(redis: Redis, opts: VerifyOptions): Promise
 
 /** The report as text: counts per partition, then every problem kept, one per line. */
 export function formatReport(r: VerifyReport): string {
-  const lines = [`keyspace "${r.prefix}", ${r.partitions} partition${r.partitions === 1 ? '' : 's'}`];
+  const lines = [`keyspace "${r.prefix}", ${r.partitions} partition${r.partitions === 1 ? '' : 's'} of ${r.buckets} bucket${r.buckets === 1 ? '' : 's'}`];
   for (const c of r.perPartition) {
     const trimmed = c.firstSeq !== null && c.firstSeq > 1 ? `, oldest retained ${c.firstSeq}` : '';
-    lines.push(`  partition ${c.partition}: ${c.keys} keys, ${c.events} events (sequence ${c.sequence}${trimmed})`);
+    lines.push(`  partition ${c.partition}: ${c.keys} keys in ${c.buckets} buckets, ${c.events} events (sequence ${c.sequence}${trimmed})`);
   }
   lines.push(
     `  total: ${r.keys} keys, ${r.events} events; ${r.redisKeysScanned} Redis keys scanned in ${(r.durationMs / 1000).toFixed(2)} s` +

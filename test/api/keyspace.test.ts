@@ -1,10 +1,12 @@
-// Keyspaces: prefixes keep them apart, the partition count is fixed at creation, and reads in
-// one operation are batched by the per-request DataLoader.
+// Keyspaces: prefixes keep them apart, the partition and bucket counts and the layout are fixed
+// at creation, entries live in the bucket keys.ts computes, and reads in one operation are
+// batched by the per-request DataLoader.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { createRedis } from '../../src/store/redis.js';
+import { bucketOf, ENTRY_HEADER_BYTES, Keyspace, partitionOf, unpackEntry } from '../../src/store/keys.js';
 import { KvStore } from '../../src/store/store.js';
-import { createTestApp, keysOf, PARTITIONS, type TestApp } from '../harness/app.js';
+import { BUCKETS, createTestApp, keysOf, PARTITIONS, uniquePrefix, type TestApp } from '../harness/app.js';
 
 let app: TestApp;
 beforeAll(async () => {
@@ -14,11 +16,78 @@ afterAll(() => app.close());
 
 it('refuses to open a keyspace with another partition count', async () => {
   const other = PARTITIONS === 1 ? 4 : 1;
-  await expect(KvStore.open(app.redis, { prefix: app.prefix, partitions: other })).rejects.toThrow(
+  await expect(KvStore.open(app.redis, { prefix: app.prefix, partitions: other, buckets: BUCKETS })).rejects.toThrow(
     new RegExp(`created with ${PARTITIONS} partitions, but KV_PARTITIONS is ${other}`),
   );
   // The same count opens fine, again and again.
-  await expect(KvStore.open(app.redis, { prefix: app.prefix, partitions: PARTITIONS })).resolves.toBeInstanceOf(KvStore);
+  await expect(KvStore.open(app.redis, { prefix: app.prefix, partitions: PARTITIONS, buckets: BUCKETS })).resolves.toBeInstanceOf(KvStore);
+});
+
+it('records the bucket count at creation and refuses to open the keyspace with another', async () => {
+  expect(await app.redis.hgetall(`${app.prefix}:meta`)).toEqual({ partitions: String(PARTITIONS), buckets: String(BUCKETS), layout: '2' });
+  const other = BUCKETS + 1;
+  await expect(KvStore.open(app.redis, { prefix: app.prefix, partitions: PARTITIONS, buckets: other })).rejects.toThrow(
+    `keyspace "${app.prefix}" was created with ${BUCKETS} buckets per partition, but KV_BUCKETS is ${other}; start with KV_BUCKETS=${BUCKETS}`,
+  );
+  // Without a count, the default (16384) is meant.
+  const fresh = uniquePrefix('default-buckets');
+  const store = await KvStore.open(app.redis, { prefix: fresh, partitions: 1 });
+  expect(store.keys.buckets).toBe(16_384);
+  expect(await app.redis.hget(`${fresh}:meta`, 'buckets')).toBe('16384');
+  await app.redis.del(`${fresh}:meta`);
+});
+
+it('refuses a keyspace of layout 1 (one hash per key), and leaves its meta key as it was', async () => {
+  const old = uniquePrefix('layout-1');
+  await app.redis.hset(`${old}:meta`, 'partitions', '1', 'layout', '1');
+  await app.redis.hset(`{${old}:0}:v:a`, 'v', 'x', 'n', '1', 'c', '1', 'u', '1');
+  await expect(KvStore.open(app.redis, { prefix: old, partitions: 1 })).rejects.toThrow(
+    new RegExp(`keyspace "${old}" has storage layout 1; this server reads layout 2 only\\. .*export its entries and import them`),
+  );
+  expect(await app.redis.hgetall(`${old}:meta`)).toEqual({ partitions: '1', layout: '1' });
+  await app.redis.del(`${old}:meta`, `{${old}:0}:v:a`);
+});
+
+it('puts each entry in the bucket keys.ts computes, packed, and several entries share a bucket', async () => {
+  const ks = new Keyspace(app.prefix, PARTITIONS, BUCKETS);
+  const items = Array.from({ length: 40 }, (_, i) => ({ key: `place:${i}:é😀\u0000`, value: `value ${i} ü` }));
+  await app.store.batchPut(items);
+  const shared = new Map<string, number>();
+  for (const { key, value } of items) {
+    const p = partitionOf(key, PARTITIONS);
+    const b = bucketOf(key, BUCKETS);
+    const bucket = `{${app.prefix}:${p}}:b:${b}`;
+    expect(ks.bucket(key)).toBe(bucket);
+    shared.set(bucket, (shared.get(bucket) ?? 0) + 1);
+    const packed = (await app.redis.hgetBuffer(bucket, key))!;
+    expect(packed.length).toBe(ENTRY_HEADER_BYTES + Buffer.byteLength(value));
+    const stored = (await app.store.get(key))!;
+    expect(unpackEntry(packed)).toEqual({ version: 1, createdAt: stored.createdAt, updatedAt: stored.updatedAt, value });
+    // In no other bucket of its partition.
+    for (const other of await keysOf(app.redis, `${app.prefix}:${p}}:b:`)) {
+      if (other !== bucket) expect(await app.redis.hexists(other, key)).toBe(0);
+    }
+  }
+  if (BUCKETS < items.length) expect(Math.max(...shared.values())).toBeGreaterThan(1);
+  // Deleting one entry of a shared bucket leaves the others; deleting the last removes the bucket.
+  for (const { key } of items) await app.store.delete(key);
+  for (const bucket of shared.keys()) expect(await app.redis.exists(bucket)).toBe(0);
+});
+
+it('spreads one partition\'s keys evenly over its buckets, independently of the partition hash', () => {
+  // 4 partitions of 64 buckets: every bucket of partition 0 gets its share of that partition's
+  // keys (FNV-1a's low bits alone would leave buckets unused when P and B share factors).
+  const counts = new Array(64).fill(0);
+  let n = 0;
+  for (let i = 0; i < 200_000; i++) {
+    const key = `user:${i}`;
+    if (partitionOf(key, 4) !== 0) continue;
+    counts[bucketOf(key, 64)]++;
+    n++;
+  }
+  const mean = n / 64;
+  expect(Math.min(...counts)).toBeGreaterThan(mean * 0.85);
+  expect(Math.max(...counts)).toBeLessThan(mean * 1.15);
 });
 
 it('keeps two prefixes on one Redis apart', async () => {
@@ -69,7 +138,7 @@ it('a fresh connection sees the same keyspace (nothing lives in the API process)
   await app.gql(`mutation { put(key: "fresh", value: "v") { version } }`);
   const redis = createRedis(inject('redisUrl'), { commandTimeoutMs: 2000 });
   await redis.connect();
-  const store = await KvStore.open(redis, { prefix: app.prefix, partitions: PARTITIONS });
+  const store = await KvStore.open(redis, { prefix: app.prefix, partitions: PARTITIONS, buckets: BUCKETS });
   expect((await store.get('fresh'))?.value).toBe('v');
   redis.disconnect();
 });

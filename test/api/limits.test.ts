@@ -1,7 +1,7 @@
 // Every input limit through GraphQL: configurable, enforced before Redis is touched, and
 // reported with the right extensions.code. Runs with 1 and 4 partitions.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, keysOf, PARTITIONS, type GqlResult, type TestApp } from '../harness/app.js';
+import { createTestApp, PARTITIONS, storedKeysOf, writtenOf, type GqlResult, type TestApp } from '../harness/app.js';
 
 const PUT = `mutation($key: String!, $value: String!) { put(key: $key, value: $value) { key value version } }`;
 const GET = `query($key: String!) { get(key: $key) { key value version } }`;
@@ -24,18 +24,14 @@ beforeAll(async () => {
 });
 afterAll(() => app.close());
 
-/** The Redis keys of the app's keyspace other than its meta key: what was written. */
+/** The Redis keys of the app's keyspace other than its meta key, and every bucket field: what was written. */
 async function written(a: TestApp = app): Promise<string[]> {
-  return (await keysOf(a.redis, a.prefix)).filter((k) => k !== `${a.prefix}:meta`);
+  return writtenOf(a.redis, a.prefix);
 }
 
-/** The user keys that have a value hash in Redis. */
+/** The user keys that have an entry in a bucket. */
 async function storedKeys(a: TestApp = app): Promise<string[]> {
-  const marker = ':v:';
-  return (await written(a))
-    .filter((k) => k.includes(marker))
-    .map((k) => k.slice(k.indexOf(marker) + marker.length))
-    .sort();
+  return storedKeysOf(a.redis, a.prefix);
 }
 
 /** Posts raw JSON text, so that escapes such as \ud800 reach the server as they are written. */

@@ -12,7 +12,7 @@ import { loadConfig } from '../../src/config.js';
 import { encodeFeedCursor } from '../../src/graphql/changes.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { KvStore } from '../../src/store/store.js';
-import { createTestApp, keysOf, PARTITIONS, uniquePrefix, type GqlResult, type TestApp } from '../harness/app.js';
+import { createTestApp, writtenOf, BUCKETS, PARTITIONS, uniquePrefix, type GqlResult, type TestApp } from '../harness/app.js';
 import { startTestRedis } from '../harness/redisServer.js';
 import { sseSubscribe } from '../harness/sse.js';
 import { wsClient, type WsClient } from '../harness/ws.js';
@@ -158,9 +158,9 @@ function expectOverloaded(r: HttpResult): void {
   expect(r.errors![0]!.message).toMatch(/maximum of \d+ requests/);
 }
 
-/** The Redis keys of an app's keyspace other than its meta key: what was written. */
+/** The Redis keys of an app's keyspace other than its meta key, and every bucket field: what was written. */
 async function written(a: TestApp): Promise<string[]> {
-  return (await keysOf(a.redis, a.prefix)).filter((k) => k !== `${a.prefix}:meta`);
+  return writtenOf(a.redis, a.prefix);
 }
 
 // --- admission, against a listening server ---------------------------------------------------
@@ -177,6 +177,7 @@ describe('admission control over HTTP (a listening server, KV_MAX_IN_FLIGHT=4)',
         REDIS_URL: inject('redisUrl'),
         KV_PREFIX: uniquePrefix('overload'),
         KV_PARTITIONS: String(PARTITIONS),
+        KV_BUCKETS: String(BUCKETS),
         KV_MAX_IN_FLIGHT: String(MAX),
       }),
       () => {},
@@ -405,6 +406,7 @@ describe('admission when Redis hangs (SIGSTOP)', () => {
         REDIS_URL: redis.url,
         KV_PREFIX: uniquePrefix('overload-hang'),
         KV_PARTITIONS: String(PARTITIONS),
+        KV_BUCKETS: String(BUCKETS),
         KV_MAX_IN_FLIGHT: '3',
         KV_REDIS_TIMEOUT_MS: '20000',
         KV_REQUEST_TIMEOUT_MS: '30000',

@@ -910,7 +910,7 @@ describe('unexpected errors', () => {
 
   it('masks a Redis error that has no meaning for clients (WRONGTYPE) and logs it', async () => {
     const key = 'm:wrongtype';
-    await app.redis.set(app.store.keys.value(key), 'not a hash');
+    await app.redis.set(app.store.keys.bucket(key), 'not a hash');
     logged.length = 0;
     for (const [query, vars] of [
       [GET, { key }],
@@ -922,7 +922,7 @@ describe('unexpected errors', () => {
       expect(r.errors![0]!.extensions!.code).toBe('INTERNAL_SERVER_ERROR');
     }
     expect(wasLogged('WRONGTYPE')).toBe(true);
-    await app.redis.del(app.store.keys.value(key));
+    await app.redis.del(app.store.keys.bucket(key));
   });
 
   it('passes store errors through unmasked and unlogged', async () => {

@@ -4,9 +4,9 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { Keyspace, partitionOf } from '../../src/store/keys.js';
+import { bucketOf, Keyspace, packEntry, partitionOf, unpackEntry } from '../../src/store/keys.js';
 import { verifyKeyspace, type VerifyOptions, type VerifyReport } from '../../src/store/verify.js';
-import { createTestApp, PARTITIONS, uniquePrefix, type TestApp } from '../harness/app.js';
+import { createTestApp, BUCKETS, PARTITIONS, uniquePrefix, type TestApp } from '../harness/app.js';
 import { freePort } from '../harness/redisServer.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -43,7 +43,7 @@ afterAll(async () => {
 async function seeded(name: string): Promise<Seeded> {
   const app = await createTestApp(name);
   apps.push(app);
-  const ks = new Keyspace(app.prefix, PARTITIONS);
+  const ks = new Keyspace(app.prefix, PARTITIONS, BUCKETS);
   const keys = keysPerPartition(PARTITIONS);
   const expectedKeys = new Array(PARTITIONS).fill(0);
   const expectedEvents = new Array(PARTITIONS).fill(0);
@@ -73,7 +73,7 @@ async function seeded(name: string): Promise<Seeded> {
 
 function verify(s: Seeded | TestApp, extra: Partial<VerifyOptions> = {}): Promise<VerifyReport> {
   const app = 'app' in s ? s.app : s;
-  return verifyKeyspace(app.redis, { prefix: app.prefix, partitions: PARTITIONS, ...extra });
+  return verifyKeyspace(app.redis, { prefix: app.prefix, partitions: PARTITIONS, buckets: BUCKETS, ...extra });
 }
 
 /** The problems as "kind key-or-redisKey", sorted. */
@@ -101,21 +101,27 @@ describe('verifyKeyspace on a clean keyspace', () => {
     expect(r.unsettled).toBe(0);
     expect(r.perPartition.map((c) => c.keys)).toEqual(s.expectedKeys);
     // SCAN may return a key twice while Redis resizes its table (other test files write to
-    // this Redis meanwhile), so the value hashes it saw are at least the keys.
-    r.perPartition.forEach((c, p) => expect(c.valueHashes).toBeGreaterThanOrEqual(s.expectedKeys[p]!));
+    // this Redis meanwhile), so the bucket fields it saw are at least the keys, and the buckets
+    // at least those the keys hash to.
+    r.perPartition.forEach((c, p) => {
+      expect(c.bucketFields).toBeGreaterThanOrEqual(s.expectedKeys[p]!);
+      const used = new Set([...s.keys.flat(), ...s.batch].filter((k) => partitionOf(k, PARTITIONS) === p).map((k) => bucketOf(k, BUCKETS)));
+      expect(c.buckets).toBeGreaterThanOrEqual(used.size);
+      expect(c.buckets).toBeLessThanOrEqual(s.expectedKeys[p]!);
+    });
     expect(r.perPartition.map((c) => c.events)).toEqual(s.expectedEvents);
     expect(r.perPartition.map((c) => c.sequence)).toEqual(s.expectedEvents);
     expect(r.perPartition.map((c) => c.firstSeq)).toEqual(s.expectedEvents.map((n) => (n > 0 ? 1 : null)));
     expect(r.keys).toBe(s.expectedKeys.reduce((a, b) => a + b, 0));
     expect(r.events).toBe(s.expectedEvents.reduce((a, b) => a + b, 0));
-    // Every key of the layout was scanned: value hashes, plus index, stream and counter of each
+    // Every key of the layout was scanned: buckets, plus index, stream and counter of each
     // partition.
-    expect(r.redisKeysScanned).toBeGreaterThanOrEqual(r.keys + 3 * PARTITIONS);
+    expect(r.redisKeysScanned).toBeGreaterThanOrEqual(r.perPartition.reduce((n, c) => n + c.buckets, 0) + 3 * PARTITIONS);
 
     // The same verdict and counts in the smallest steps (paging through every SCAN, ZSCAN,
     // XRANGE and MULTI block).
     const small = await verify(s, { scanCount: 2, batchSize: 3, streamPage: 2 });
-    const exact = (x: VerifyReport) => ({ ...x, durationMs: 0, redisKeysScanned: 0, perPartition: x.perPartition.map((c) => ({ ...c, valueHashes: 0 })) });
+    const exact = (x: VerifyReport) => ({ ...x, durationMs: 0, redisKeysScanned: 0, perPartition: x.perPartition.map((c) => ({ ...c, buckets: 0, bucketFields: 0 })) });
     expect(exact(small)).toEqual(exact(r));
   });
 
@@ -156,74 +162,120 @@ describe('verifyKeyspace reports each kind of corruption', () => {
   it('a missing keyspace, and a partition count other than the meta key says', async () => {
     const app = await createTestApp('meta');
     apps.push(app);
-    const nothing = await verifyKeyspace(app.redis, { prefix: uniquePrefix('never-opened'), partitions: PARTITIONS });
+    const nothing = await verifyKeyspace(app.redis, { prefix: uniquePrefix('never-opened'), partitions: PARTITIONS, buckets: BUCKETS });
     expect(nothing.ok).toBe(false);
     expect(nothing.problems.map((p) => p.kind)).toEqual(['meta']);
     expect(nothing.problems[0]!.message).toMatch(/missing/);
 
-    const wrong = await verifyKeyspace(app.redis, { prefix: app.prefix, partitions: PARTITIONS + 1 });
+    const wrong = await verifyKeyspace(app.redis, { prefix: app.prefix, partitions: PARTITIONS + 1, buckets: BUCKETS });
     expect(wrong.problems.map((p) => p.kind)).toEqual(['meta']);
     expect(wrong.problems[0]!.message).toContain(`says ${PARTITIONS} partitions`);
+
+    const buckets = await verifyKeyspace(app.redis, { prefix: app.prefix, partitions: PARTITIONS, buckets: BUCKETS + 1 });
+    expect(buckets.problems.map((p) => p.kind)).toEqual(['meta']);
+    expect(buckets.problems[0]!.message).toContain(`says ${BUCKETS} buckets per partition; verifying with ${BUCKETS + 1}`);
+
+    // A keyspace of layout 1 (one hash per key) is not this layout.
+    await app.redis.hset(`${app.prefix}:meta`, 'layout', '1');
+    const old = await verify(app);
+    expect(old.problems.map((p) => p.message)).toEqual([`${app.prefix}:meta says layout 1; this kvql reads layout 2`]);
   });
 
-  it('an index member without its value hash', async () => {
-    const s = await seeded('no-hash');
+  it('an index member without its field in its bucket', async () => {
+    const s = await seeded('no-field');
     const key = s.keys[0]![0]!;
-    await s.app.redis.del(s.ks.value(key));
+    expect(await s.app.redis.hdel(s.ks.bucket(key), key)).toBe(1);
     const r = await verify(s);
     expect(r.ok).toBe(false);
     // The feed still says the key was put: its last event disagrees with the store too.
     expect(found(r)).toEqual([`feed-mismatch ${key}`, `missing-value ${key}`]);
   });
 
-  it('a value hash without its index member', async () => {
+  it('a bucket field without its index member', async () => {
     const s = await seeded('no-member');
     const key = s.batch[PARTITIONS - 1]!;
     await s.app.redis.zrem(s.ks.index(partitionOf(key, PARTITIONS)), key);
     expect(found(await verify(s))).toEqual([`missing-index ${key}`]);
   });
 
-  it('a bad version, a missing field, an extra field, createdAt after updatedAt, a wrong type', async () => {
+  it('a bad version, an entry shorter than its header, createdAt after updatedAt, bytes that are not UTF-8, a wrong type', async () => {
     const s = await seeded('bad-value');
-    const [a, b, c, d, e, f, g] = ['a', 'b', 'c', 'd', 'e', 'f', 'g'].map((x) => `bad:${x}`) as [string, string, string, string, string, string, string];
-    for (const key of [a, b, c, d, e, f, g]) await s.app.store.put({ key, value: key });
+    const [a, b, c, d, e] = ['a', 'b', 'c', 'd', 'e'].map((x) => `bad:${x}`) as [string, string, string, string, string];
+    for (const key of [a, b, c, d]) await s.app.store.put({ key, value: key });
     const r = s.app.redis;
-    await r.hset(s.ks.value(a), 'n', '0');
-    await r.hset(s.ks.value(b), 'n', '1.5');
-    await r.hdel(s.ks.value(c), 'c');
-    await r.hset(s.ks.value(d), 'x', 'extra');
-    const created = await r.hget(s.ks.value(e), 'c');
-    await r.hset(s.ks.value(e), 'c', String(Number(created) + 1000));
-    await r.hset(s.ks.value(f), 'n', 'abc');
-    await r.del(s.ks.value(g));
-    await r.set(s.ks.value(g), 'a string, not a hash');
+    const stored = async (key: string) => unpackEntry((await r.hgetBuffer(s.ks.bucket(key), key))!)!;
+    const sa = await stored(a);
+    await r.hset(s.ks.bucket(a), a, packEntry(0, sa.createdAt, sa.updatedAt, sa.value));
+    await r.hset(s.ks.bucket(b), b, 'short');
+    const sc = await stored(c);
+    await r.hset(s.ks.bucket(c), c, packEntry(sc.version, sc.updatedAt + 1000, sc.updatedAt, sc.value));
+    const sd = await stored(d);
+    await r.hset(s.ks.bucket(d), d, packEntry(sd.version, sd.createdAt, sd.updatedAt, Buffer.from([0x62, 0xff, 0x3a, 0x64, 0x00])));
+    // A field whose name is no UTF-8 (so no key), with its index member.
+    const notUtf8 = Buffer.from([0x65, 0xc3]);
+    await r.hset(s.ks.bucket(e), notUtf8, packEntry(1, 1, 1, 'x'));
+    await r.zadd(s.ks.index(partitionOf(e, PARTITIONS)), 0, notUtf8);
+    // A bucket that is no hash: one past the bucket count, so that it holds no seeded key.
+    const wrongType = s.ks.bucket('', 0, BUCKETS + 1);
+    await r.set(wrongType, 'a string, not a hash');
     const report = await verify(s);
-    for (const key of [a, b, c, d, e, f, g]) expect(found(report), key).toContain(`bad-value ${key}`);
-    // Nothing else is blamed: every problem is about one of these keys.
-    expect(report.problems.every((p) => [a, b, c, d, e, f, g].includes(p.key!)), JSON.stringify(report.problems)).toBe(true);
+    for (const key of [a, b, c, d]) expect(found(report), key).toContain(`bad-value ${key}`);
+    expect(found(report)).toContain(`bad-value ${wrongType}`);
+    expect(found(report)).toContain(`bad-value ${notUtf8.toString('utf8')}`);
+    // Nothing else is blamed: every problem is about one of these.
+    const blamed = [a, b, c, d, wrongType, notUtf8.toString('utf8')];
+    expect(report.problems.every((p) => blamed.includes(p.key ?? p.redisKey!)), JSON.stringify(report.problems)).toBe(true);
     const messages = report.problems.filter((p) => p.kind === 'bad-value').map((p) => p.message).join('\n');
     expect(messages).toMatch(/version "0", not a positive integer/);
-    expect(messages).toMatch(/version "1.5"/);
-    expect(messages).toMatch(/lacks field c/);
-    expect(messages).toMatch(/has 5 fields/);
+    expect(messages).toMatch(/is 5 bytes, shorter than its 18-byte header/);
     expect(messages).toMatch(/created \(\d+\) after it was updated/);
+    expect(messages).toMatch(/has a value that is not UTF-8/);
+    expect(messages).toMatch(/whose bytes are not UTF-8/);
     expect(messages).toMatch(/is a string, not a hash/);
+  });
+
+  it('a field in another bucket than its key hashes to, and in a bucket past the bucket count', async () => {
+    const s = await seeded('wrong-bucket');
+    const r = s.app.redis;
+    const [key, beyond] = [s.keys[0]![2]!, s.keys[PARTITIONS - 1]![0]!];
+    const p = partitionOf(key, PARTITIONS);
+    // The placement verify checks is the one the store writes: the key's field is in the
+    // bucket keys.ts computes.
+    const home = bucketOf(key, BUCKETS);
+    expect(await r.hexists(s.ks.bucket(key, p, home), key)).toBe(1);
+    const packed = (await r.hgetBuffer(s.ks.bucket(key), key))!;
+    const other = (home + 1) % BUCKETS;
+    await r.hdel(s.ks.bucket(key), key);
+    await r.hset(s.ks.bucket(key, p, other), key, packed);
+    const pb = partitionOf(beyond, PARTITIONS);
+    const beyondPacked = (await r.hgetBuffer(s.ks.bucket(beyond), beyond))!;
+    await r.hdel(s.ks.bucket(beyond), beyond);
+    await r.hset(s.ks.bucket(beyond, pb, BUCKETS), beyond, beyondPacked);
+    const report = await verify(s);
+    const expected = BUCKETS > 1 ? [`wrong-bucket ${key}`, `missing-value ${key}`, `feed-mismatch ${key}`] : [];
+    expected.push(`wrong-bucket ${beyond}`, `missing-value ${beyond}`, `feed-mismatch ${beyond}`);
+    expect(found(report)).toEqual(expected.sort());
+    const wrong = report.problems.filter((x) => x.kind === 'wrong-bucket').map((x) => x.message).join('\n');
+    expect(wrong).toContain(`entry of ${JSON.stringify(beyond)} is in bucket ${BUCKETS} (${s.ks.bucket(beyond, pb, BUCKETS)}); its bucket is ${bucketOf(beyond, BUCKETS)} of ${BUCKETS}`);
   });
 
   it('a key in the wrong partition, and a key in a partition that does not exist', async () => {
     const s = await seeded('wrong-partition');
     const r = s.app.redis;
     // Beyond the partition count: whatever the count, partition P does not exist.
-    const strayKeys = new Keyspace(s.app.prefix, PARTITIONS + 1);
-    const stray = strayKeys.value('stray', PARTITIONS);
-    await r.hset(stray, 'v', 'x', 'n', '1', 'c', '1', 'u', '1');
+    const strayKeys = new Keyspace(s.app.prefix, PARTITIONS + 1, BUCKETS);
+    const stray = strayKeys.bucket('stray', PARTITIONS);
+    await r.hset(stray, 'stray', packEntry(1, 1, 1, 'x'));
     const expected = [`stray-partition ${stray}`];
     if (PARTITIONS > 1) {
-      // Moved, hash and index member together, into another (existing) partition.
+      // Moved, bucket field and index member together, into the same bucket of another
+      // (existing) partition.
       const key = s.keys[0]![2]!;
       const home = partitionOf(key, PARTITIONS);
       const other = (home + 1) % PARTITIONS;
-      await r.rename(s.ks.value(key, home), s.ks.value(key, other));
+      const packed = (await r.hgetBuffer(s.ks.bucket(key, home), key))!;
+      await r.hdel(s.ks.bucket(key, home), key);
+      await r.hset(s.ks.bucket(key, other), key, packed);
       await r.zrem(s.ks.index(home), key);
       await r.zadd(s.ks.index(other), 0, key);
       expected.push(`wrong-partition ${key}`);
@@ -232,9 +284,9 @@ describe('verifyKeyspace reports each kind of corruption', () => {
     for (const e of expected) expect(found(report)).toContain(e);
     const wrong = report.problems.filter((p) => p.kind === 'wrong-partition');
     if (PARTITIONS > 1) {
-      // Reported once per partition and key (the value hash is found first); the feed of its
+      // Reported once per partition and key (the bucket field is found first); the feed of its
       // home partition says it is stored, that of the other has no event for it.
-      expect(wrong.map((p) => p.message).join('\n')).toMatch(/value hash of .* is in partition/);
+      expect(wrong.map((p) => p.message).join('\n')).toMatch(/entry of .* is in bucket .* of partition \d+; its partition is/);
       expect(report.problems.filter((p) => p.kind !== 'stray-partition').every((p) => p.key === s.keys[0]![2])).toBe(true);
     } else {
       expect(found(report)).toEqual(expected);
@@ -288,7 +340,8 @@ describe('verifyKeyspace reports each kind of corruption', () => {
     const q2 = await r.incr(s.ks.sequence(p));
     const jump = await r.xadd(s.ks.stream(p), '*', 't', 'P', 'k', a, 'n', '9', 'v', 'x', 'c', '1', 'u', '2', 'q', String(q2));
     // `b` changed behind the feed's back: another value of another length.
-    await r.hset(s.ks.value(b), 'v', 'changed without an event');
+    const sb = unpackEntry((await r.hgetBuffer(s.ks.bucket(b), b))!)!;
+    await r.hset(s.ks.bucket(b), b, packEntry(sb.version, sb.createdAt, sb.updatedAt, 'changed without an event'));
     const report = await verify(s);
     expect(found(report)).toEqual([`feed-event ${s.ks.stream(p)} ${bad}`, `feed-mismatch ${a}`, `feed-mismatch ${b}`, `feed-version ${a}`].sort());
     expect(report.problems.find((x) => x.kind === 'feed-version')!.redisKey).toBe(`${s.ks.stream(p)} ${jump}`);
@@ -299,7 +352,7 @@ describe('verifyKeyspace reports each kind of corruption', () => {
     const s = await seeded('no-event');
     const key = 'written-behind-the-feed';
     const p = partitionOf(key, PARTITIONS);
-    await s.app.redis.hset(s.ks.value(key), 'v', 'x', 'n', '1', 'c', '5', 'u', '5');
+    await s.app.redis.hset(s.ks.bucket(key), key, packEntry(1, 5, 5, 'x'));
     await s.app.redis.zadd(s.ks.index(p), 0, key);
     expect(found(await verify(s))).toEqual([`feed-missing ${key}`]);
   });
@@ -343,7 +396,7 @@ function runCli(env: Record<string, string>): Promise<{ code: number | null; out
 describe('npm run verify (src/verifyCli.ts)', () => {
   it('prints the report, exits 0 when clean and 1 with problems', async () => {
     const s = await seeded('cli');
-    const env = { REDIS_URL: inject('redisUrl'), KV_PREFIX: s.app.prefix, KV_PARTITIONS: String(PARTITIONS) };
+    const env = { REDIS_URL: inject('redisUrl'), KV_PREFIX: s.app.prefix, KV_PARTITIONS: String(PARTITIONS), KV_BUCKETS: String(BUCKETS) };
     const clean = await runCli(env);
     expect(clean.out).toContain(`keyspace "${s.app.prefix}", ${PARTITIONS} partition`);
     expect(clean.out).toContain(`total: ${s.expectedKeys.reduce((a, b) => a + b, 0)} keys`);
@@ -354,7 +407,7 @@ describe('npm run verify (src/verifyCli.ts)', () => {
     await s.app.redis.zrem(s.ks.index(partitionOf(key, PARTITIONS)), key);
     const broken = await runCli(env);
     expect(broken.out).toContain('PROBLEMS: 1');
-    expect(broken.out).toMatch(/missing-index +value hash .* has no member in/);
+    expect(broken.out).toMatch(/missing-index +entry of .* has no member in/);
     expect(broken.code).toBe(1);
   }, 45_000);
 

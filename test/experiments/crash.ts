@@ -1,9 +1,10 @@
-// The crash experiment (`npm run crash-test [-- --rounds N --seed S --minutes M --no-repair]`): crashes a
+// The crash experiment (`npm run crash-test [-- --rounds N --seed S --minutes M --buckets B --no-repair]`): crashes a
 // dedicated redis-server and the API again and again under concurrent writers, and checks after
 // every crash that what kvql promised still holds. Everything runs on 127.0.0.1: a redis-server
 // from a copy of redis.conf (appendonly yes, appendfsync always), the API as its own process
 // (node --import tsx src/main.ts with REDIS_URL), writers in this process speaking GraphQL over
-// HTTP, 4 partitions so that batches span partitions. Three kinds of crash, interleaved:
+// HTTP, 4 partitions so that batches span partitions, of 16 buckets each (KV_BUCKETS) so that
+// most keys share their bucket hash with others. Three kinds of crash, interleaved:
 //
 //   redis  kill -9 of redis-server at a random moment while writers run (put, compare-and-set
 //          put, put/delete cycles, create-then-delete, batchPut over partitions); restart it from
@@ -34,7 +35,7 @@ import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { lastIncrAof, repairTornAofTail } from '../../src/aofTail.js';
-import { Keyspace, partitionOf } from '../../src/store/keys.js';
+import { Keyspace, partitionOf, unpackEntry } from '../../src/store/keys.js';
 import { verifyKeyspace } from '../../src/store/verify.js';
 import { eventsOf, parseCommands, readRegion, transactions } from '../harness/aof.js';
 import { startApiProcess, waitForReady, type ApiProcess } from '../harness/apiProcess.js';
@@ -47,6 +48,8 @@ export interface CrashOptions {
   /** Rounds of each kind (default 20: 60 crashes). */
   rounds?: number | Partial<Record<CrashKind, number>>;
   partitions?: number;
+  /** Buckets per partition (default 16: most keys share a bucket with others). */
+  buckets?: number;
   /** Stop starting rounds after this long (default 20 minutes); the run then fails. */
   timeLimitMs?: number;
   /** Cut a torn AOF tail before every Redis restart, as the managed Redis does (default true). */
@@ -81,6 +84,7 @@ export interface CheckFigures {
 export interface CrashSummary {
   seed: number;
   partitions: number;
+  buckets: number;
   repairTornTail: boolean;
   rounds: Record<CrashKind, number>;
   crashes: number;
@@ -448,13 +452,15 @@ async function readStates(admin: Redis, ks: Keyspace, keys: string[]): Promise<M
   for (let i = 0; i < keys.length; i += 1000) {
     const chunk = keys.slice(i, i + 1000);
     const pipe = admin.pipeline();
-    for (const k of chunk) pipe.hmget(ks.value(k), 'v', 'n');
+    for (const k of chunk) pipe.hgetBuffer(ks.bucket(k), k);
     const replies = (await pipe.exec())!;
     chunk.forEach((k, j) => {
-      const [err, fields] = replies[j]!;
+      const [err, packed] = replies[j]!;
       if (err) throw err;
-      const [v, n] = fields as (string | null)[];
-      out.set(k, n == null ? null : { version: Number(n), value: v ?? '' });
+      if (packed == null) return void out.set(k, null);
+      const e = unpackEntry(packed as Buffer);
+      if (e === null) throw new Error(`the stored entry of ${JSON.stringify(k)} is shorter than its header`);
+      out.set(k, { version: e.version, value: e.value });
     });
   }
   return out;
@@ -633,7 +639,7 @@ async function check(
       if (present === n && b.outcome === 'unknown' && !b.items[0]!.unawaited) f.batchesAppliedUnacknowledged++;
     }
   }
-  const report = await verifyKeyspace(admin, { prefix: ks.prefix, partitions: ks.partitions });
+  const report = await verifyKeyspace(admin, { prefix: ks.prefix, partitions: ks.partitions, buckets: ks.buckets });
   f.verifyProblems += report.problemCount;
   // A problem stays in the keyspace: report each one once, however many checks see it.
   for (const p of report.problems) {
@@ -660,6 +666,7 @@ export async function runCrashExperiment(opts: CrashOptions = {}): Promise<Crash
   const seed = opts.seed ?? randomBytes(4).readUInt32LE();
   const rand = random(seed);
   const partitions = opts.partitions ?? 4;
+  const buckets = opts.buckets ?? 16;
   const planned = roundsOf(opts.rounds);
   const repair = opts.repairTornTail ?? true;
   const deadline = Date.now() + (opts.timeLimitMs ?? 20 * 60_000);
@@ -667,6 +674,7 @@ export async function runCrashExperiment(opts: CrashOptions = {}): Promise<Crash
   const summary: CrashSummary = {
     seed,
     partitions,
+    buckets,
     repairTornTail: repair,
     rounds: { redis: 0, api: 0, torn: 0 },
     crashes: 0,
@@ -702,7 +710,7 @@ export async function runCrashExperiment(opts: CrashOptions = {}): Promise<Crash
   const work = mkdtempSync(join(tmpdir(), 'kvql-crash-'));
   const redisLog = join(work, 'redis.log');
   const prefix = `crash-${randomBytes(3).toString('hex')}`;
-  const ks = new Keyspace(prefix, partitions);
+  const ks = new Keyspace(prefix, partitions, buckets);
   const ledgers: Ledger[] = [];
   const seenProblems = new Set<string>();
   let seq = 0;
@@ -710,7 +718,7 @@ export async function runCrashExperiment(opts: CrashOptions = {}): Promise<Crash
   let redis: TestRedis | undefined;
   let api: ApiProcess | undefined;
   let admin: Redis | undefined;
-  const apiEnv = { KV_FEED_RETENTION: '100000000' };
+  const apiEnv = { KV_FEED_RETENTION: '100000000', KV_BUCKETS: String(buckets) };
 
   const startApi = async () => {
     try {
@@ -975,7 +983,7 @@ export async function runCrashExperiment(opts: CrashOptions = {}): Promise<Crash
   };
 
   try {
-    log(`crash experiment: seed ${seed}, ${partitions} partitions, rounds ${JSON.stringify(planned)}, torn-tail repair ${repair ? 'on' : 'OFF'}; work dir ${work}`);
+    log(`crash experiment: seed ${seed}, ${partitions} partitions of ${buckets} buckets, rounds ${JSON.stringify(planned)}, torn-tail repair ${repair ? 'on' : 'OFF'}; work dir ${work}`);
     redis = await startTestRedis(['--logfile', redisLog]);
     if (!redis.dir) throw new Error('the crash experiment needs a local redis-server binary');
     admin = new Redis(redis.url, { maxRetriesPerRequest: 1, retryStrategy: (n) => Math.min(50 * n, 500) });
@@ -1036,7 +1044,7 @@ export function formatSummary(s: CrashSummary): string {
   const r = s.perRound;
   const f = s.final;
   const lines = [
-    `crash experiment summary (seed ${s.seed}, ${s.partitions} partitions, torn-tail repair ${s.repairTornTail ? 'on' : 'OFF'}, ${(s.durationMs / 1000).toFixed(0)} s)`,
+    `crash experiment summary (seed ${s.seed}, ${s.partitions} partitions of ${s.buckets} buckets, torn-tail repair ${s.repairTornTail ? 'on' : 'OFF'}, ${(s.durationMs / 1000).toFixed(0)} s)`,
     `  rounds: redis kill -9 ${s.rounds.redis}, API kill -9 ${s.rounds.api}, torn AOF tail ${s.rounds.torn}; crashes ${s.crashes}`,
     `  key writes attempted: ${s.attempts.acknowledged} acknowledged, ${s.attempts.unknown} outcome unknown, ${s.attempts.refused} refused`,
     `  acknowledged writes checked:               ${r.ackedWritesChecked} after their crash, ${f.ackedWritesChecked} again at the end`,
@@ -1069,6 +1077,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   const rounds = arg('rounds');
   const seed = arg('seed');
   const minutes = arg('minutes');
+  const buckets = arg('buckets');
   // The first Ctrl+C (or SIGTERM) ends the run after its current round, stopping everything it
   // started; a second one exits at once.
   const stop = new AbortController();
@@ -1084,6 +1093,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     ...(rounds ? { rounds: Number(rounds) } : {}),
     ...(seed ? { seed: Number(seed) } : {}),
     ...(minutes ? { timeLimitMs: Number(minutes) * 60_000 } : {}),
+    ...(buckets ? { buckets: Number(buckets) } : {}),
     repairTornTail: !process.argv.includes('--no-repair'),
   }).then(
     (s) => {

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, expect, inject, it } from 'vitest';
 import WebSocket from 'ws';
 import { loadConfig } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { PARTITIONS, uniquePrefix } from '../harness/app.js';
+import { BUCKETS, PARTITIONS, uniquePrefix } from '../harness/app.js';
 import { Collector } from '../harness/stream.js';
 
 let server: RunningServer;
@@ -18,7 +18,7 @@ const sockets: WsClient[] = [];
 
 beforeAll(async () => {
   server = await startServer(
-    loadConfig({ PORT: '0', REDIS_URL: inject('redisUrl'), KV_PREFIX: uniquePrefix('clients'), KV_PARTITIONS: String(PARTITIONS) }),
+    loadConfig({ PORT: '0', REDIS_URL: inject('redisUrl'), KV_PREFIX: uniquePrefix('clients'), KV_PARTITIONS: String(PARTITIONS), KV_BUCKETS: String(BUCKETS) }),
     () => {},
   );
 });

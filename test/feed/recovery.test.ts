@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { decodeFeedCursor, encodeFeedCursor } from '../../src/graphql/changes.js';
 import type { Position } from '../../src/store/feed.js';
 import { partitionOf } from '../../src/store/keys.js';
-import { createTestApp, PARTITIONS, type GqlResult, type TestApp } from '../harness/app.js';
+import { createTestApp, BUCKETS, PARTITIONS, type GqlResult, type TestApp } from '../harness/app.js';
 import { freePort, startTestRedis, type TestRedis } from '../harness/redisServer.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -790,6 +790,7 @@ describe('two API processes on one keyspace', () => {
         REDIS_URL: inject('redisUrl'),
         KV_PREFIX: app.prefix,
         KV_PARTITIONS: String(PARTITIONS),
+        KV_BUCKETS: String(BUCKETS),
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { partitionOf } from '../../src/store/keys.js';
-import { PARTITIONS, uniquePrefix } from '../harness/app.js';
+import { BUCKETS, PARTITIONS, uniquePrefix } from '../harness/app.js';
 import { sseSubscribe } from '../harness/sse.js';
 import type { Payload, SubscriptionStream } from '../harness/stream.js';
 import { wsClient, type WsClient } from '../harness/ws.js';
@@ -60,6 +60,7 @@ beforeAll(async () => {
       REDIS_URL: inject('redisUrl'),
       KV_PREFIX: uniquePrefix('transport'),
       KV_PARTITIONS: String(PARTITIONS),
+        KV_BUCKETS: String(BUCKETS),
     }),
     () => {},
   );

@@ -1,5 +1,6 @@
 // A kvql server object for a test file: its own key prefix on the shared Redis, the partition
-// count of the current test project (KV_TEST_PARTITIONS), and a helper to run GraphQL.
+// and bucket counts of the current test project (KV_TEST_PARTITIONS, KV_TEST_BUCKETS), and a
+// helper to run GraphQL.
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -8,11 +9,15 @@ import { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { defaultLimits, defaultLoad, type Limits, type LoadConfig } from '../../src/config.js';
 import { createRedis } from '../../src/store/redis.js';
+import { DEFAULT_BUCKETS } from '../../src/store/keys.js';
 import { KvStore } from '../../src/store/store.js';
 import { createKvYoga, type KvYoga } from '../../src/yoga.js';
 import { FeedHub } from '../../src/feed/hub.js';
 
 export const PARTITIONS = Number(process.env.KV_TEST_PARTITIONS ?? '1');
+/** Buckets per partition: the default (16384) in one project, a handful in the other, so that
+ * there most keys share their bucket with others. */
+export const BUCKETS = Number(process.env.KV_TEST_BUCKETS ?? String(DEFAULT_BUCKETS));
 
 export interface GqlResult<T = Record<string, any>> {
   status: number;
@@ -36,6 +41,7 @@ export interface TestApp {
 export interface TestAppOptions {
   limits?: Partial<Limits>;
   partitions?: number;
+  buckets?: number;
   /** Another Redis than the shared one (crash tests start their own). */
   redisUrl?: string;
   prefix?: string;
@@ -62,7 +68,12 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
   redis.on('error', () => {});
   await redis.connect();
   const limits = { ...defaultLimits(), ...opts.limits };
-  const store = await KvStore.open(redis, { prefix, partitions: opts.partitions ?? PARTITIONS, feedRetention: opts.feedRetention });
+  const store = await KvStore.open(redis, {
+    prefix,
+    partitions: opts.partitions ?? PARTITIONS,
+    buckets: opts.buckets ?? BUCKETS,
+    feedRetention: opts.feedRetention,
+  });
   const feed = new FeedHub(store.feedReader(200), { bufferSize: opts.feedBuffer ?? 1000, blockMs: 200, batchSize: 100 });
   const yoga = createKvYoga({
     store,
@@ -115,4 +126,26 @@ export async function keysOf(redis: Redis, prefix: string): Promise<string[]> {
 /** The keyspace's keys that hold data: all but the change feed's stream and sequence keys. */
 export async function dataKeysOf(redis: Redis, prefix: string): Promise<string[]> {
   return (await keysOf(redis, prefix)).filter((k) => !/\}:[sq]$/.test(k));
+}
+
+/**
+ * What a test app's keyspace holds, for checks that a refused request wrote nothing: its Redis
+ * keys other than the meta key, and for each bucket hash one line per field ("<bucket> <key>"),
+ * since a write into an existing bucket adds no Redis key.
+ */
+export async function writtenOf(redis: Redis, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const k of await keysOf(redis, prefix)) {
+    if (k === `${prefix}:meta`) continue;
+    out.push(k);
+    if (/\}:b:\d+$/.test(k)) for (const field of await redis.hkeys(k)) out.push(`${k} ${field}`);
+  }
+  return out.sort();
+}
+
+/** The user keys that have an entry in a bucket of a test app's keyspace, sorted. */
+export async function storedKeysOf(redis: Redis, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const k of await keysOf(redis, prefix)) if (/\}:b:\d+$/.test(k)) out.push(...(await redis.hkeys(k)));
+  return out.sort();
 }

@@ -1,22 +1,31 @@
-// `npm run measure:memory`: Redis memory per key for kvql's layout (with redis.conf's listpack
-// limit and with Redis's default of 64), and per change-feed event, for 16-byte keys and
-// 100-byte values, as quoted in the README.
-// Usage: npm run measure:memory [-- <keys>]   (default 200000)
+// `npm run measure:memory`: Redis memory per key for kvql's layout (bucketed hashes plus the
+// sorted-set index), for 16-byte keys and 100-byte values, as quoted in the README: with the
+// bucket count the sizing rule gives (keys / 100), with the default KV_BUCKETS (16384), with
+// too few buckets (over 1024 keys each: hashtables), with Redis's default listpack limits
+// instead of redis.conf's; and per change-feed event.
+// Usage: npm run measure:memory [-- <keys> [<buckets>]]   (default 200000 keys, keys/100 buckets)
 import type { Redis } from 'ioredis';
 import { createRedis } from '../../src/store/redis.js';
+import { DEFAULT_BUCKETS } from '../../src/store/keys.js';
 import { KvStore } from '../../src/store/store.js';
 import { startTestRedis } from '../harness/redisServer.js';
 import { BATCH, key, loadKeys, usedMemory, VALUE } from './dataset.js';
 
 const N = Number(process.argv[2] ?? 200_000);
+const SIZED = Number(process.argv[3] ?? Math.max(1, Math.round(N / 100)));
 
-async function withStore(extra: string[], feedRetention: number, run: (store: KvStore, used: () => Promise<number>) => Promise<void>) {
+async function withStore(
+  extra: string[],
+  buckets: number,
+  feedRetention: number,
+  run: (store: KvStore, redis: Redis, used: () => Promise<number>) => Promise<void>,
+) {
   const server = await startTestRedis(extra);
   const redis: Redis = createRedis(server.url, { commandTimeoutMs: 60_000 });
   await redis.connect();
   try {
-    const store = await KvStore.open(redis, { prefix: 'm', partitions: 1, feedRetention });
-    await run(store, () => usedMemory(redis));
+    const store = await KvStore.open(redis, { prefix: 'm', partitions: 1, buckets, feedRetention });
+    await run(store, redis, () => usedMemory(redis));
   } finally {
     redis.disconnect();
     await server.stop();
@@ -24,28 +33,37 @@ async function withStore(extra: string[], feedRetention: number, run: (store: Kv
 }
 
 /** Bytes per key of the data alone: the feed keeps (almost) nothing. */
-async function perKey(label: string, extra: string[]): Promise<void> {
-  await withStore(extra, 1, async (store, used) => {
+async function perKey(label: string, buckets: number, extra: string[]): Promise<void> {
+  await withStore(extra, buckets, 1, async (store, redis, used) => {
     const before = await used();
     await loadKeys(store, 0, N);
     const bytes = ((await used()) - before) / N;
-    console.log(`${label.padEnd(46)} ${bytes.toFixed(1)} bytes/key    (${N} keys; raw data 116 bytes/key)`);
+    const index = Number(await redis.memory('USAGE', store.keys.index(0), 'SAMPLES', 0)) / N;
+    const perBucket = (N / buckets).toFixed(0);
+    console.log(
+      `${label.padEnd(56)} ${bytes.toFixed(1)} bytes/key  (${N} keys, ${buckets} buckets, ~${perBucket} keys/bucket; ` +
+        `of which index ${index.toFixed(1)}; raw data 116 bytes/key)`,
+    );
   });
 }
 
 /** Bytes per retained change event: rewrites of the same keys, so the data does not grow. */
 async function perEvent(): Promise<void> {
-  await withStore([], N + BATCH, async (store, used) => {
+  await withStore([], SIZED, N + BATCH, async (store, _redis, used) => {
     await store.batchPut(Array.from({ length: BATCH }, (_, j) => ({ key: key(j), value: VALUE })));
     const before = await used();
     for (let i = 0; i < N; i += BATCH) {
       await store.batchPut(Array.from({ length: BATCH }, (_, j) => ({ key: key(j), value: VALUE })));
     }
     const bytes = ((await used()) - before) / N;
-    console.log(`${'change feed, per retained PUT event'.padEnd(46)} ${bytes.toFixed(1)} bytes/event  (${N} events)`);
+    console.log(`${'change feed, per retained PUT event'.padEnd(56)} ${bytes.toFixed(1)} bytes/event  (${N} events)`);
   });
 }
 
-await perKey('data, redis.conf (hash-max-listpack-value 4096)', []);
-await perKey('data, Redis default (hash-max-listpack-value 64)', ['--hash-max-listpack-value', '64']);
+await perKey('data, redis.conf, buckets = keys / 100', SIZED, []);
+if (SIZED !== DEFAULT_BUCKETS) await perKey(`data, redis.conf, default KV_BUCKETS`, DEFAULT_BUCKETS, []);
+await perKey('data, redis.conf, buckets = keys / 2000 (hashtables)', Math.max(1, Math.round(N / 2000)), []);
+await perKey('data, Redis default listpack limits (128 entries, 64 B)', SIZED, [
+  '--hash-max-listpack-entries', '128', '--hash-max-listpack-value', '64',
+]);
 await perEvent();

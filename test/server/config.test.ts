@@ -28,6 +28,7 @@ describe('loadConfig', () => {
       managedRedisPort: 6390,
       prefix: 'kv',
       partitions: 1,
+      buckets: 16_384,
       redisTimeoutMs: 2000,
       feed: { retention: 100_000, bufferSize: 1000 },
       limits: {
@@ -63,6 +64,7 @@ describe('loadConfig', () => {
       KV_MANAGED_REDIS_PORT: '7000',
       KV_PREFIX: 'app_1.v2:x-y',
       KV_PARTITIONS: '16',
+      KV_BUCKETS: '300',
       KV_MAX_KEY_BYTES: '512',
       KV_MAX_VALUE_BYTES: '2048',
       KV_MAX_BATCH_ITEMS: '50',
@@ -93,6 +95,7 @@ describe('loadConfig', () => {
       managedRedisPort: 7000,
       prefix: 'app_1.v2:x-y',
       partitions: 16,
+      buckets: 300,
       redisTimeoutMs: 1500,
       feed: { retention: 500, bufferSize: 64 },
       limits: {
@@ -124,6 +127,8 @@ describe('loadConfig', () => {
     expect(loadConfig({ PORT: '0' }).port).toBe(0);
     expect(loadConfig({ PORT: '65535' }).port).toBe(65535);
     expect(loadConfig({ KV_PARTITIONS: '1024' }).partitions).toBe(1024);
+    expect(loadConfig({ KV_BUCKETS: '1' }).buckets).toBe(1);
+    expect(loadConfig({ KV_BUCKETS: '1048576' }).buckets).toBe(1_048_576);
     expect(loadConfig({ KV_MAX_VALUE_BYTES: '0' }).limits.maxValueBytes).toBe(0);
     expect(loadConfig({ KV_MAX_BODY_BYTES: '1024' }).limits.maxBodyBytes).toBe(1024);
     expect(loadConfig({ KV_PAGE_DEFAULT: '1000', KV_PAGE_MAX: '1000' }).limits.pageDefault).toBe(1000);
@@ -131,7 +136,7 @@ describe('loadConfig', () => {
 
   it('counts an empty variable as unset', () => {
     const empty = Object.fromEntries(
-      ['HOST', 'PORT', 'LOG_LEVEL', 'REDIS_URL', 'KV_DATA_DIR', 'KV_MANAGED_REDIS_PORT', 'KV_PREFIX', 'KV_PARTITIONS', 'KV_MAX_KEY_BYTES',
+      ['HOST', 'PORT', 'LOG_LEVEL', 'REDIS_URL', 'KV_DATA_DIR', 'KV_MANAGED_REDIS_PORT', 'KV_PREFIX', 'KV_PARTITIONS', 'KV_BUCKETS', 'KV_MAX_KEY_BYTES',
         'KV_MAX_VALUE_BYTES', 'KV_MAX_BATCH_ITEMS', 'KV_MAX_BATCH_BYTES', 'KV_MAX_BODY_BYTES', 'KV_PAGE_DEFAULT', 'KV_PAGE_MAX',
         'KV_DELETE_RANGE_DEFAULT', 'KV_DELETE_RANGE_MAX', 'KV_REDIS_TIMEOUT_MS', 'KV_MAX_IN_FLIGHT', 'KV_REQUEST_TIMEOUT_MS',
         'KV_MAX_DEPTH', 'KV_MAX_ALIASES', 'KV_MAX_TOKENS', 'KV_MAX_COST', 'KV_MAX_DIRECTIVES', 'KV_MAX_REQUEST_ITEMS'].map((k) => [k, '']),
@@ -161,6 +166,11 @@ describe('loadConfig', () => {
     ['KV_PARTITIONS', '0'],
     ['KV_PARTITIONS', '1025'],
     ['KV_PARTITIONS', '99999999999999999999999'],
+    ['KV_BUCKETS', '0'],
+    ['KV_BUCKETS', '1048577'],
+    ['KV_BUCKETS', 'many'],
+    ['KV_BUCKETS', '16k'],
+    ['KV_BUCKETS', '-1'],
     ['KV_MAX_KEY_BYTES', '0'],
     ['KV_MAX_KEY_BYTES', '65537'],
     ['KV_MAX_VALUE_BYTES', '-5'],

@@ -576,12 +576,12 @@ describe('over real HTTP, with a password in REDIS_URL', () => {
   });
 
   it('logs a Redis error behind a masked error with the request id, and no line holds the password', async () => {
-    // A value key of the wrong type: Redis answers WRONGTYPE, which means nothing to a client.
+    // A bucket key of the wrong type: Redis answers WRONGTYPE, which means nothing to a client.
     const direct = new Redis({ port: redisPort, host: '127.0.0.1', password, lazyConnect: true });
     await direct.connect();
     try {
       const keys = new Keyspace(prefix, 1);
-      await direct.set(keys.value('h:wrongtype', keys.partition('h:wrongtype')), 'not a hash');
+      await direct.set(keys.bucket('h:wrongtype'), 'not a hash');
     } finally {
       direct.disconnect();
     }

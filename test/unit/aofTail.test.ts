@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkAofTail, lastIncrAof, readAofManifest, repairTornAofTail } from '../../src/aofTail.js';
+import { packEntry } from '../../src/store/keys.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -28,7 +29,7 @@ function resp(...args: (string | Buffer)[]): Buffer {
 function script(key: string, value: string | Buffer): Buffer {
   return Buffer.concat([
     resp('MULTI'),
-    resp('HSET', `{kv:0}:v:${key}`, 'v', value, 'n', '1', 'c', '1', 'u', '1'),
+    resp('HSET', '{kv:0}:b:0', key, Buffer.concat([packEntry(1, 1, 1, ''), Buffer.isBuffer(value) ? value : Buffer.from(value)])),
     resp('ZADD', '{kv:0}:i', '0', key),
     resp('INCR', '{kv:0}:q'),
     resp('XADD', '{kv:0}:s', '1-1', 't', 'P', 'k', key, 'n', '1', 'v', value, 'c', '1', 'u', '1', 'q', '1'),

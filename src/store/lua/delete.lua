@@ -3,8 +3,11 @@
 delete.lua: delete one or more entries, all or nothing, and append one DELETE event per deleted
 entry to the change feed of its partition, in the same atomic step.
 
+An entry is field <key> of its bucket hash, packed as put.lua writes it (an 18-byte header of
+version, createdAt, updatedAt, then the value). Removing a bucket's last field removes the bucket.
+
 KEYS   per item i of n, four keys:
-       KEYS[i]          the value hash
+       KEYS[i]          the bucket hash the item's key belongs to (keys.ts bucketOf)
        KEYS[n+i]        the index sorted set of the item's partition
        KEYS[2n+i]       the change-feed stream of the item's partition
        KEYS[3n+i]       the feed's sequence counter of the item's partition
@@ -17,6 +20,8 @@ Returns
        where an absent item has four `false` (nil) values (and no event)
 Errors (returned as the first element, nothing is deleted)
        {"VERSION_CONFLICT", key_a, actual_version_a, ...}
+       A stored entry shorter than its header (corruption) raises a script error before
+       anything is deleted.
 
 Event fields: t "D", k key, n the deleted version, q sequence.
 allow-oom: deleting frees memory, so it must keep working when Redis is at maxmemory (the
@@ -28,12 +33,17 @@ local previous = {}
 local conflicts = { 'VERSION_CONFLICT' }
 
 for i = 1, n do
-  local current = redis.call('HMGET', KEYS[i], 'v', 'n', 'c', 'u')
-  previous[i] = current
-  local version = tonumber(current[2]) or 0
+  local key = ARGV[2 * i + 1]
+  local packed = redis.call('HGET', KEYS[i], key)
+  local version = 0
+  if packed then
+    local v, c, u = struct.unpack('<I6I6I6', packed)
+    version = v
+    previous[i] = { string.sub(packed, 19), v, c, u }
+  end
   local expected = ARGV[2 * i + 2]
   if expected ~= '' and tonumber(expected) ~= version then
-    conflicts[#conflicts + 1] = ARGV[2 * i + 1]
+    conflicts[#conflicts + 1] = key
     conflicts[#conflicts + 1] = version
   end
 end
@@ -42,13 +52,15 @@ if #conflicts > 1 then return conflicts end
 local result = { 'OK' }
 for i = 1, n do
   local p = previous[i]
-  if p[2] then
+  if p then
     local key = ARGV[2 * i + 1]
-    redis.call('DEL', KEYS[i])
+    redis.call('HDEL', KEYS[i], key)
     redis.call('ZREM', KEYS[n + i], key)
     local seq = redis.call('INCR', KEYS[3 * n + i])
     redis.call('XADD', KEYS[2 * n + i], 'MAXLEN', '~', retention, '*', 't', 'D', 'k', key, 'n', p[2], 'q', seq)
+    for j = 1, 4 do result[#result + 1] = p[j] end
+  else
+    for j = 1, 4 do result[#result + 1] = false end
   end
-  for j = 1, 4 do result[#result + 1] = p[j] end
 end
 return result

@@ -3,8 +3,11 @@
 put.lua: write one or more entries, all or nothing, and append one PUT event per entry to the
 change feed of its partition, in the same atomic step.
 
+An entry is field <key> of its bucket hash; the field's value is the packed entry:
+struct.pack('<I6I6I6', version, createdAt ms, updatedAt ms) (18 bytes) followed by the value.
+
 KEYS   per item i of n, four keys:
-       KEYS[i]          the value hash
+       KEYS[i]          the bucket hash the item's key belongs to (keys.ts bucketOf)
        KEYS[n+i]        the index sorted set of the item's partition
        KEYS[2n+i]       the change-feed stream of the item's partition
        KEYS[3n+i]       the feed's sequence counter of the item's partition
@@ -16,6 +19,8 @@ Returns
        {"OK", now_ms, version_1, created_ms_1, ..., version_n, created_ms_n}
 Errors (returned as the first element, nothing is written)
        {"VERSION_CONFLICT", key_a, actual_version_a, key_b, actual_version_b, ...}
+       A stored entry shorter than its header (corruption) raises a script error before
+       anything is written.
 
 Event fields: t "P", k key, n version, v value, c createdAt ms, u updatedAt ms, q sequence.
 Every compare-and-set is checked before anything is written, so a conflict leaves the store
@@ -28,13 +33,18 @@ local created = {}
 local conflicts = { 'VERSION_CONFLICT' }
 
 for i = 1, n do
-  local current = redis.call('HMGET', KEYS[i], 'n', 'c')
-  local version = tonumber(current[1]) or 0
+  local key = ARGV[3 * i]
+  local packed = redis.call('HGET', KEYS[i], key)
+  local version = 0
+  if packed then
+    local v, c = struct.unpack('<I6I6', packed)
+    version = v
+    created[i] = c
+  end
   versions[i] = version
-  created[i] = current[2]
   local expected = ARGV[3 * i + 2]
   if expected ~= '' and tonumber(expected) ~= version then
-    conflicts[#conflicts + 1] = ARGV[3 * i]
+    conflicts[#conflicts + 1] = key
     conflicts[#conflicts + 1] = version
   end
 end
@@ -48,16 +58,14 @@ for i = 1, n do
   local key, value = ARGV[3 * i], ARGV[3 * i + 1]
   local version = versions[i] + 1
   if version == 1 then
-    redis.call('HSET', KEYS[i], 'v', value, 'n', version, 'c', now, 'u', now)
-    redis.call('ZADD', KEYS[n + i], 0, key)
     created[i] = now
-  else
-    redis.call('HSET', KEYS[i], 'v', value, 'n', version, 'u', now)
+    redis.call('ZADD', KEYS[n + i], 0, key)
   end
+  redis.call('HSET', KEYS[i], key, struct.pack('<I6I6I6', version, created[i], now) .. value)
   local seq = redis.call('INCR', KEYS[3 * n + i])
   redis.call('XADD', KEYS[2 * n + i], 'MAXLEN', '~', retention, '*',
     't', 'P', 'k', key, 'n', version, 'v', value, 'c', created[i], 'u', now, 'q', seq)
   result[#result + 1] = version
-  result[#result + 1] = tonumber(created[i])
+  result[#result + 1] = created[i]
 end
 return result

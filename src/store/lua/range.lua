@@ -1,14 +1,16 @@
 #!lua flags=no-writes
 --[[
-range.lua: read one page of one partition, index and values in one atomic step.
+range.lua: read one page of one partition, index and entries in one atomic step.
 
-The value hashes of a page are only known once the index has been read, and every key a script
-touches must arrive in KEYS. So a page is read in two calls: the first passes no value keys and
-learns the page's members; the second passes them and gets the values only if the page is still
-exactly those members (otherwise it returns the new members and the caller tries again).
+The buckets of a page's entries are only known once the index has been read, and every key a
+script touches must arrive in KEYS. So a page is read in two calls: the first passes no bucket
+keys and learns the page's members; the second passes, per member, the bucket hash its key
+belongs to, and gets the entries only if the page is still exactly those members (otherwise it
+returns the new members and the caller tries again).
 
 KEYS   1         the partition's index sorted set
-       2..k+1    the value hashes of the k members the caller expects
+       2..k+1    per member the caller expects, in page order, the bucket hash of its key
+                 (keys.ts bucketOf; members sharing a bucket repeat it)
 ARGV   1, 2      window: ZRANGE BYLEX lower and upper bound ("-", "+", "[key", "(key")
        3         page size: at most this many members
        4         "f" for ascending from the lower bound, "r" for descending from the upper
@@ -19,7 +21,8 @@ ARGV   1, 2      window: ZRANGE BYLEX lower and upper bound ("-", "+", "[key", "
 Returns
        {total, beyond, matched (1 or 0), m, member_1 .. member_m,
         then when matched: value_1, version_1, created_1, updated_1, ..., for each member}
-Errors none
+       (an index member without its bucket field, which verify reports, gives four nils)
+Errors none (a stored entry shorter than its header raises a script error)
 ]]
 local limit = tonumber(ARGV[3])
 local members
@@ -44,8 +47,16 @@ local result = { total, beyond, matched and 1 or 0, #members }
 for i = 1, #members do result[#result + 1] = members[i] end
 if matched then
   for i = 1, k do
-    local h = redis.call('HMGET', KEYS[i + 1], 'v', 'n', 'c', 'u')
-    for j = 1, 4 do result[#result + 1] = h[j] end
+    local packed = redis.call('HGET', KEYS[i + 1], members[i])
+    if packed then
+      local v, c, u = struct.unpack('<I6I6I6', packed)
+      result[#result + 1] = string.sub(packed, 19)
+      result[#result + 1] = v
+      result[#result + 1] = c
+      result[#result + 1] = u
+    else
+      for j = 1, 4 do result[#result + 1] = false end
+    end
   end
 end
 return result
