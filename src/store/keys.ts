@@ -34,13 +34,18 @@ const utf8 = new TextEncoder();
  */
 export function partitionOf(key: string, partitions: number): number {
   if (partitions === 1) return 0;
+  return (fnv1a(key, 0x811c9dc5) >>> 0) % partitions;
+}
+
+/** 32-bit FNV-1a over the key's UTF-8 bytes from the given offset basis (as a signed int). */
+function fnv1a(key: string, basis: number): number {
   const bytes = utf8.encode(key);
-  let h = 0x811c9dc5;
+  let h = basis;
   for (let i = 0; i < bytes.length; i++) {
     h ^= bytes[i]!;
     h = Math.imul(h, 0x01000193);
   }
-  return (h >>> 0) % partitions;
+  return h;
 }
 
 /**
@@ -51,12 +56,7 @@ export function partitionOf(key: string, partitions: number): number {
  */
 export function bucketOf(key: string, buckets: number): number {
   if (buckets === 1) return 0;
-  const bytes = utf8.encode(key);
-  let h = 0x050c5d1f;
-  for (let i = 0; i < bytes.length; i++) {
-    h ^= bytes[i]!;
-    h = Math.imul(h, 0x01000193);
-  }
+  let h = fnv1a(key, 0x050c5d1f);
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
