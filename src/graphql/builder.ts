@@ -55,9 +55,18 @@ export function createBuilder() {
     },
   });
 
+  let lastMs = Number.NaN;
+  let lastIso = '';
   builder.scalarType('DateTime', {
     description: 'An instant as an ISO-8601 UTC string with milliseconds, e.g. 2026-11-26T13:07:41.123Z.',
-    serialize: (ms) => new Date(ms).toISOString(),
+    // A page's entries often share their timestamps (written by one batch): format each once.
+    serialize: (ms) => {
+      if (ms !== lastMs) {
+        lastMs = ms;
+        lastIso = new Date(ms).toISOString();
+      }
+      return lastIso;
+    },
     parseValue: (v) => {
       const d = new Date(String(v));
       if (Number.isNaN(d.getTime())) throw new GraphQLError('DateTime must be an ISO-8601 string', { extensions: { code: 'BAD_USER_INPUT' } });

@@ -39,8 +39,21 @@ export function partitionOf(key: string, partitions: number): number {
 
 /** 32-bit FNV-1a over the key's UTF-8 bytes from the given offset basis (as a signed int). */
 function fnv1a(key: string, basis: number): number {
-  const bytes = utf8.encode(key);
+  // Most keys are ASCII, whose UTF-8 bytes are their char codes: no encoding needed.
   let h = basis;
+  let ascii = true;
+  for (let i = 0; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    if (c >= 0x80) {
+      ascii = false;
+      break;
+    }
+    h ^= c;
+    h = Math.imul(h, 0x01000193);
+  }
+  if (ascii) return h;
+  const bytes = utf8.encode(key);
+  h = basis;
   for (let i = 0; i < bytes.length; i++) {
     h ^= bytes[i]!;
     h = Math.imul(h, 0x01000193);
