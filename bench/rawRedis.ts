@@ -6,12 +6,13 @@
 // loaded, with the default KV_BUCKETS), with the commands kvql's store sends: HGET of the key's
 // field in its bucket, unpacked; a range is ZRANGE BYLEX LIMIT then the page's HGETs, pipelined.
 // Writes go to a keyspace of their own (RAW_PREFIX), so they cannot disturb kvql's: one EVAL per
-// put that does what put.lua does for the value and the index (the packed entry into its bucket,
-// ZADD to the index, a version and a timestamp from TIME), without compare-and-set and without
-// the change feed's INCR and XADD. Under appendfsync always each is fsynced before Redis
-// answers, as kvql's writes are.
+// put that makes the same Redis writes as put.lua (the packed entry into its bucket, ZADD to the
+// index, the change feed's INCR and XADD with the same fields and retention, a version and a
+// timestamp from TIME), without its compare-and-set check and its argument handling. Under
+// appendfsync always each is fsynced before Redis answers, as kvql's writes are.
 import type { Redis } from 'ioredis';
 import { Keyspace, unpackEntry } from '../src/store/keys.js';
+import { DEFAULT_FEED_RETENTION } from '../src/store/store.js';
 
 /** The keyspace the benchmark loads and kvql serves (KV_PREFIX); one partition. */
 export const KV_PREFIX = 'bench';
@@ -53,10 +54,13 @@ else
   redis.call('ZADD', KEYS[2], 0, ARGV[1])
 end
 redis.call('HSET', KEYS[1], ARGV[1], struct.pack('<I6I6I6', version, created, now) .. ARGV[2])
+local seq = redis.call('INCR', KEYS[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*',
+  't', 'P', 'k', ARGV[1], 'n', version, 'v', ARGV[2], 'c', created, 'u', now, 'q', seq)
 return version`;
 
 type WithPut = Redis & {
-  benchPut(bucketKey: string, indexKey: string, key: string, value: string): Promise<number>;
+  benchPut(bucketKey: string, indexKey: string, streamKey: string, sequenceKey: string, key: string, value: string, retention: number): Promise<number>;
 };
 
 function toEntry(key: string, packed: Buffer | null): RawEntry | null {
@@ -82,7 +86,7 @@ function unwrap<T>(replies: [Error | null, unknown][] | null): T[] {
 export function rawOps(redis: Redis): RawOps {
   const kv = new Keyspace(KV_PREFIX, 1);
   const raw = new Keyspace(RAW_PREFIX, 1);
-  if (!('benchPut' in redis)) redis.defineCommand('benchPut', { numberOfKeys: 2, lua: PUT_LUA });
+  if (!('benchPut' in redis)) redis.defineCommand('benchPut', { numberOfKeys: 4, lua: PUT_LUA });
   const client = redis as WithPut;
   const readMany = async (keys: readonly string[]) => {
     const pipe = client.pipeline();
@@ -95,13 +99,13 @@ export function rawOps(redis: Redis): RawOps {
     },
     getMany: readMany,
     put(key, value) {
-      return client.benchPut(raw.bucket(key, 0), raw.index(0), key, value);
+      return client.benchPut(raw.bucket(key, 0), raw.index(0), raw.stream(0), raw.sequence(0), key, value, DEFAULT_FEED_RETENTION);
     },
     async batchPut(items) {
       const pipe = client.multi() as ReturnType<Redis['multi']> & {
-        benchPut(valueKey: string, indexKey: string, key: string, value: string): unknown;
+        benchPut(bucketKey: string, indexKey: string, streamKey: string, sequenceKey: string, key: string, value: string, retention: number): unknown;
       };
-      for (const { key, value } of items) pipe.benchPut(raw.bucket(key, 0), raw.index(0), key, value);
+      for (const { key, value } of items) pipe.benchPut(raw.bucket(key, 0), raw.index(0), raw.stream(0), raw.sequence(0), key, value, DEFAULT_FEED_RETENTION);
       return unwrap<number>(await pipe.exec());
     },
     async range(start, first) {
