@@ -3,6 +3,8 @@
 import { z } from 'zod';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 import { DEFAULT_BUCKETS, MAX_BUCKETS, PREFIX_PATTERN } from './store/keys.js';
+import type { SentinelTarget } from './store/redis.js';
+import type { ReplicationOptions } from './store/store.js';
 
 const MiB = 1024 * 1024;
 
@@ -38,6 +40,16 @@ const EnvSchema = z.object({
     .regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL')
     .refine(isHostUrl, 'expected a URL with a host, e.g. redis://127.0.0.1:6379')
     .optional(),
+  // A Sentinel deployment instead of REDIS_URL (README, "Operations: replication and failover").
+  REDIS_SENTINELS: z
+    .string()
+    .regex(/^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$/, 'expected comma-separated host:port pairs, e.g. 10.0.0.1:26379,10.0.0.2:26379')
+    .optional(),
+  REDIS_MASTER_NAME: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected the name the sentinels monitor, e.g. kvql').default('kvql'),
+  REDIS_PASSWORD: z.string().optional(),
+  REDIS_SENTINEL_PASSWORD: z.string().optional(),
+  KV_MIN_REPLICAS: int(0, 0, 64),
+  KV_REPLICATION_TIMEOUT_MS: int(1000, 1, 600_000),
   KV_DATA_DIR: z.string().default('./data'),
   KV_MANAGED_REDIS_PORT: int(6390, 1, 65535),
   KV_PREFIX: z.string().regex(PREFIX_PATTERN, 'expected 1-64 characters from A-Z a-z 0-9 _ . : -').default('kv'),
@@ -106,8 +118,12 @@ export interface Config {
   port: number;
   /** Structured (JSON) log lines at this level and above. */
   logLevel: LogLevel;
-  /** Unset: kvql starts and manages its own redis-server. */
+  /** Unset (and no sentinels): kvql starts and manages its own redis-server. */
   redisUrl: string | undefined;
+  /** REDIS_SENTINELS: Redis through Sentinel, following its primary across failovers. */
+  sentinel: SentinelTarget | undefined;
+  /** KV_MIN_REPLICAS and KV_REPLICATION_TIMEOUT_MS. */
+  replication: ReplicationOptions;
   dataDir: string;
   managedRedisPort: number;
   prefix: string;
@@ -155,7 +171,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('  KV_MAX_VALUE_BYTES: must not exceed KV_MAX_BATCH_BYTES');
   if (e.KV_FEED_RETENTION < e.KV_MAX_BATCH_ITEMS)
     problems.push('  KV_FEED_RETENTION: must be at least KV_MAX_BATCH_ITEMS, or one batch would trim its own events before subscribers read them');
-  if (e.REDIS_URL === undefined && e.PORT !== 0 && e.PORT === e.KV_MANAGED_REDIS_PORT)
+  if (e.REDIS_URL !== undefined && e.REDIS_SENTINELS !== undefined)
+    problems.push('  REDIS_SENTINELS: give either REDIS_URL (one Redis) or REDIS_SENTINELS (a Sentinel deployment), not both');
+  if (e.REDIS_URL === undefined && e.REDIS_SENTINELS === undefined && e.PORT !== 0 && e.PORT === e.KV_MANAGED_REDIS_PORT)
     problems.push('  KV_MANAGED_REDIS_PORT: the managed Redis cannot listen on the API port (PORT)');
   if (e.KV_MAX_REQUEST_ITEMS < Math.max(e.KV_MAX_BATCH_ITEMS, e.KV_PAGE_MAX, e.KV_DELETE_RANGE_MAX))
     problems.push('  KV_MAX_REQUEST_ITEMS: must be at least KV_MAX_BATCH_ITEMS, KV_PAGE_MAX and KV_DELETE_RANGE_MAX, or one field at its own limit would exceed the budget');
@@ -165,6 +183,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     port: e.PORT,
     logLevel: e.LOG_LEVEL as LogLevel,
     redisUrl: e.REDIS_URL,
+    sentinel:
+      e.REDIS_SENTINELS === undefined
+        ? undefined
+        : {
+            sentinels: e.REDIS_SENTINELS.split(',').map((hp) => {
+              const at = hp.lastIndexOf(':');
+              return { host: hp.slice(0, at), port: Number(hp.slice(at + 1)) };
+            }),
+            masterName: e.REDIS_MASTER_NAME,
+            ...(e.REDIS_PASSWORD ? { password: e.REDIS_PASSWORD } : {}),
+            ...(e.REDIS_SENTINEL_PASSWORD ? { sentinelPassword: e.REDIS_SENTINEL_PASSWORD } : {}),
+          },
+    replication: { minReplicas: e.KV_MIN_REPLICAS, timeoutMs: e.KV_REPLICATION_TIMEOUT_MS },
     dataDir: e.KV_DATA_DIR,
     managedRedisPort: e.KV_MANAGED_REDIS_PORT,
     prefix: e.KV_PREFIX,

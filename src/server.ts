@@ -1,4 +1,4 @@
-// Starts kvql: the Redis connection (managed or REDIS_URL), the store, and the HTTP listener.
+// Starts kvql: the Redis connection (managed, REDIS_URL or Sentinel), the store, and the HTTP listener.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
@@ -7,7 +7,7 @@ import { FeedHub } from './feed/hub.js';
 import type { Config } from './config.js';
 import { createLogger, loggerFromFunction, redactUrl, type Logger } from './log.js';
 import { startManagedRedis, type ManagedRedis } from './managedRedis.js';
-import { createRedis } from './store/redis.js';
+import { createRedis, type RedisTarget } from './store/redis.js';
 import { KvStore } from './store/store.js';
 import { attachWebSocket } from './websocket.js';
 import { createKvYoga } from './yoga.js';
@@ -26,8 +26,10 @@ export interface RunningServer {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Connects, retrying while Redis is starting or loading its data. */
-async function connect(url: string, timeoutMs: number, log: Logger): Promise<Redis> {
-  const redis = createRedis(url, { commandTimeoutMs: timeoutMs });
+async function connect(target: RedisTarget, timeoutMs: number, log: Logger): Promise<Redis> {
+  const redis = createRedis(target, { commandTimeoutMs: timeoutMs });
+  // Never the URL as given: it may carry a password.
+  const where = typeof target === 'string' ? redactUrl(target) : `the primary "${target.masterName}" of sentinels ${target.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}`;
   let lastError = '';
   redis.on('error', (err: Error) => {
     if (err.message !== lastError) log.warn(`redis: ${err.message}`);
@@ -36,8 +38,7 @@ async function connect(url: string, timeoutMs: number, log: Logger): Promise<Red
   await redis.connect().catch(() => {});
   // ioredis reconnects by itself; wait for it to report ready (past LOADING).
   for (let waited = 0; redis.status !== 'ready'; waited += 200) {
-    // Never the URL as given: it may carry a password.
-    if (waited > 0 && waited % 10_000 === 0) log.info(`waiting for Redis at ${redactUrl(url)} (${redis.status})`);
+    if (waited > 0 && waited % 10_000 === 0) log.info(`waiting for Redis at ${where} (${redis.status})`);
     await sleep(200);
   }
   return redis;
@@ -52,21 +53,24 @@ export async function startServer(
   log: Logger | ((m: string) => void) = createLogger({ level: config.logLevel }),
 ): Promise<RunningServer> {
   const logger = typeof log === 'function' ? loggerFromFunction(log, config.logLevel) : log;
-  const managed = config.redisUrl
-    ? undefined
-    : await startManagedRedis({ dataDir: config.dataDir, port: config.managedRedisPort, log: (m, level = 'info') => logger[level](m) });
-  const redisUrl = config.redisUrl ?? managed!.url;
+  const managed =
+    config.redisUrl || config.sentinel
+      ? undefined
+      : await startManagedRedis({ dataDir: config.dataDir, port: config.managedRedisPort, log: (m, level = 'info') => logger[level](m) });
+  const target: RedisTarget = config.sentinel ?? config.redisUrl ?? managed!.url;
   let redis: Redis | undefined;
+  let store: KvStore | undefined;
   let feed: FeedHub | undefined;
   let wss: WebSocketServer | undefined;
   const server: Server = createServer();
   try {
-    redis = await connect(redisUrl, config.redisTimeoutMs, logger);
-    const store = await KvStore.open(redis, {
+    redis = await connect(target, config.redisTimeoutMs, logger);
+    store = await KvStore.open(redis, {
       prefix: config.prefix,
       partitions: config.partitions,
       buckets: config.buckets,
       feedRetention: config.feed.retention,
+      replication: config.replication,
     });
     feed = new FeedHub(store.feedReader(FEED_BLOCK_MS), { bufferSize: config.feed.bufferSize, blockMs: FEED_BLOCK_MS, batchSize: 500, log: (m) => logger.warn(m) });
     const yoga = createKvYoga({ store, limits: config.limits, feed, load: config.load, log: logger });
@@ -81,6 +85,7 @@ export async function startServer(
     // the connection, and not the redis-server it started, which would outlive the process.
     feed?.close();
     wss?.close();
+    store?.close();
     redis?.disconnect();
     await managed?.stop();
     throw err;
@@ -106,6 +111,7 @@ export async function startServer(
         });
         server.closeIdleConnections();
       });
+      store!.close();
       await redis.quit().catch(() => redis.disconnect());
       await managed?.stop();
     },

@@ -20,6 +20,13 @@ async function main(): Promise<number> {
     }
     throw err;
   }
+  if (config.sentinel) {
+    console.error(
+      `kvql verify: give the primary's address as REDIS_URL instead of REDIS_SENTINELS ` +
+        `(redis-cli -p <sentinel port> SENTINEL get-master-addr-by-name ${config.sentinel.masterName} prints it)`,
+    );
+    return 2;
+  }
   const managed = `redis://127.0.0.1:${config.managedRedisPort}`;
   const url = config.redisUrl ?? managed;
   if (!config.redisUrl) console.log(`kvql verify: no REDIS_URL; checking the managed Redis of \`npm start\` at ${managed}`);

@@ -8,7 +8,8 @@ export type StoreErrorCode =
   | 'STORE_UNAVAILABLE'
   | 'CAPACITY_EXCEEDED'
   | 'CURSOR_EXPIRED'
-  | 'SLOW_CONSUMER';
+  | 'SLOW_CONSUMER'
+  | 'REPLICATION_TIMEOUT';
 
 export class StoreError extends Error {
   /**

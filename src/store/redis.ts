@@ -6,8 +6,21 @@ export interface RedisOptions {
   commandTimeoutMs: number;
 }
 
-export function createRedis(url: string, opts: RedisOptions): Redis {
-  return new Redis(url, {
+/** A deployment watched by Redis Sentinel: the sentinels to ask, and the name they watch. */
+export interface SentinelTarget {
+  sentinels: { host: string; port: number }[];
+  masterName: string;
+  /** The Redis servers' password (requirepass), if any. */
+  password?: string;
+  /** The sentinels' own password, if any. */
+  sentinelPassword?: string;
+}
+
+/** Where Redis is: a redis:// URL, or a Sentinel deployment whose primary ioredis follows. */
+export type RedisTarget = string | SentinelTarget;
+
+export function createRedis(target: RedisTarget, opts: RedisOptions): Redis {
+  const common = {
     lazyConnect: true,
     // Fail fast while disconnected instead of queueing without bound: a request gets
     // STORE_UNAVAILABLE within the command timeout, never a hang.
@@ -18,9 +31,25 @@ export function createRedis(url: string, opts: RedisOptions): Redis {
     maxRetriesPerRequest: 0,
     commandTimeout: opts.commandTimeoutMs,
     connectTimeout: Math.max(opts.commandTimeoutMs, 1000),
-    retryStrategy: (attempt) => Math.min(50 * attempt, 1000),
+    retryStrategy: (attempt: number) => Math.min(50 * attempt, 1000),
     // Many concurrent requests share one connection; commands issued in the same tick go out
     // in one write.
     enableAutoPipelining: true,
+  };
+  if (typeof target === 'string') return new Redis(target, common);
+  return new Redis({
+    ...common,
+    // ioredis asks the sentinels for the primary on every (re)connect, and with failoverDetector
+    // also listens for +switch-master, so it follows a failover within moments of it.
+    sentinels: target.sentinels,
+    name: target.masterName,
+    role: 'master',
+    failoverDetector: true,
+    ...(target.password ? { password: target.password } : {}),
+    ...(target.sentinelPassword ? { sentinelPassword: target.sentinelPassword } : {}),
+    sentinelRetryStrategy: (attempt: number) => Math.min(100 * attempt, 1000),
+    // A demoted primary answers writes with READONLY until ioredis notices the switch:
+    // reconnect (through the sentinels) at once, without resending the refused command.
+    reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 1 : false),
   });
 }

@@ -56,6 +56,15 @@ export interface StoreOptions {
   buckets?: number;
   /** About how many change events each partition's stream keeps (XADD MAXLEN ~). */
   feedRetention?: number;
+  /** Acknowledge a write only once this many replicas have it (WAIT); none when absent. */
+  replication?: ReplicationOptions;
+}
+
+export interface ReplicationOptions {
+  /** KV_MIN_REPLICAS: replicas that must confirm every write; 0 = do not wait. */
+  minReplicas: number;
+  /** KV_REPLICATION_TIMEOUT_MS: how long a write waits for them before REPLICATION_TIMEOUT. */
+  timeoutMs: number;
 }
 
 export const DEFAULT_FEED_RETENTION = 100_000;
@@ -70,6 +79,12 @@ export class KvStore {
     private readonly redis: Client,
     readonly keys: Keyspace,
     private readonly feedRetention: number,
+    /**
+     * Where writes go: `redis` itself, or, when writes wait for replicas, a connection of their
+     * own. WAIT blocks the connection it is sent on, and reads must not queue behind it.
+     */
+    private readonly writer: Client,
+    private readonly replication: ReplicationOptions | undefined,
   ) {}
 
   /**
@@ -105,7 +120,21 @@ export class KvStore {
           `start with KV_BUCKETS=${storedBuckets} (the bucket count of a keyspace cannot change)`,
       );
     }
-    return new KvStore(client, keys, opts.feedRetention ?? DEFAULT_FEED_RETENTION);
+    const replication = opts.replication && opts.replication.minReplicas > 0 ? opts.replication : undefined;
+    let writer = client;
+    if (replication) {
+      // WAIT's own bound is the replication timeout; the command may take that long.
+      writer = registerScripts(client.duplicate({ commandTimeout: (client.options.commandTimeout ?? 2000) + replication.timeoutMs }));
+      writer.on('error', () => {}); // reported by the writes that fail
+      // Connections are lazy and queue nothing offline: connect now (ioredis retries by itself).
+      await writer.connect().catch(() => {});
+    }
+    return new KvStore(client, keys, opts.feedRetention ?? DEFAULT_FEED_RETENTION, writer, replication);
+  }
+
+  /** Closes what the store opened itself (the writer connection); the caller closes `redis`. */
+  close(): void {
+    if (this.writer !== this.redis) this.writer.disconnect();
   }
 
   /**
@@ -184,7 +213,7 @@ export class KvStore {
     for (const item of items) {
       args.push(item.key, item.value, item.expectedVersion == null ? '' : String(item.expectedVersion));
     }
-    const reply = await this.write(() => this.redis.kvPut(keys.length, ...keys, ...args));
+    const reply = await this.write(() => this.writer.kvPut(keys.length, ...keys, ...args));
     const now = Number(reply[1]);
     return items.map((item, i) => ({
       key: item.key,
@@ -306,7 +335,7 @@ export class KvStore {
     const redisKeys = this.scriptKeys(keys);
     const args = [String(keys.length), String(this.feedRetention)];
     for (const key of keys) args.push(key, expectedVersion == null ? '' : String(expectedVersion));
-    const reply = await this.write(() => this.redis.kvDelete(redisKeys.length, ...redisKeys, ...args));
+    const reply = await this.write(() => this.writer.kvDelete(redisKeys.length, ...redisKeys, ...args));
     return keys.map((key, i) => toEntry(key, reply as (string | null)[], 1 + 4 * i));
   }
 
@@ -332,7 +361,30 @@ export class KvStore {
       throw fromRedisError(err, true);
     }
     checkScriptReply(reply);
+    if (this.replication) await this.awaitReplicas(this.replication);
     return reply;
+  }
+
+  /**
+   * WAIT on the writer connection: it returns once the replicas have every write sent on the
+   * connection before it, so one WAIT also covers the writes pipelined ahead of it. Redis 7.0
+   * cannot wait for a replica's fsync (WAITAOF is 7.2): a replica has the write in memory.
+   */
+  private async awaitReplicas({ minReplicas, timeoutMs }: ReplicationOptions): Promise<void> {
+    let acked: number | undefined;
+    let why = '';
+    try {
+      acked = Number(await this.writer.wait(minReplicas, timeoutMs));
+    } catch (err) {
+      why = ` (${err instanceof Error ? err.message : String(err)})`;
+    }
+    if (acked !== undefined && acked >= minReplicas) return;
+    throw new StoreError(
+      'REPLICATION_TIMEOUT',
+      `the write was applied and fsynced on the primary, but ${acked === undefined ? 'whether replicas have it is unknown' : `only ${acked} of the ${minReplicas} replicas required confirmed it within ${timeoutMs} ms`}${why}; ` +
+        'it is not lost unless the primary fails before they catch up: read the key to see it, and write it again if it must survive a failover',
+      { replicasConfirmed: acked ?? null, replicasRequired: minReplicas },
+    );
   }
 }
 

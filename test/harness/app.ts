@@ -10,7 +10,7 @@ import { inject } from 'vitest';
 import { defaultLimits, defaultLoad, type Limits, type LoadConfig } from '../../src/config.js';
 import { createRedis } from '../../src/store/redis.js';
 import { DEFAULT_BUCKETS } from '../../src/store/keys.js';
-import { KvStore } from '../../src/store/store.js';
+import { KvStore, type ReplicationOptions } from '../../src/store/store.js';
 import { createKvYoga, type KvYoga } from '../../src/yoga.js';
 import { FeedHub } from '../../src/feed/hub.js';
 
@@ -54,6 +54,8 @@ export interface TestAppOptions {
    * together to reach the resolvers in the same tick (and so share one Redis auto-pipeline).
    */
   transport?: 'http' | 'in-process';
+  /** KV_MIN_REPLICAS and KV_REPLICATION_TIMEOUT_MS for the store. */
+  replication?: ReplicationOptions;
   /** Admission control and the request deadline (the defaults for what is absent). */
   load?: Partial<LoadConfig>;
 }
@@ -73,6 +75,7 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
     partitions: opts.partitions ?? PARTITIONS,
     buckets: opts.buckets ?? BUCKETS,
     feedRetention: opts.feedRetention,
+    replication: opts.replication,
   });
   const feed = new FeedHub(store.feedReader(200), { bufferSize: opts.feedBuffer ?? 1000, blockMs: 200, batchSize: 100 });
   const yoga = createKvYoga({
@@ -106,6 +109,7 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
       feed.close();
+      store.close();
       redis.disconnect();
     },
   };

@@ -24,6 +24,8 @@ describe('loadConfig', () => {
       port: 4000,
       logLevel: 'info',
       redisUrl: undefined,
+      sentinel: undefined,
+      replication: { minReplicas: 0, timeoutMs: 1000 },
       dataDir: './data',
       managedRedisPort: 6390,
       prefix: 'kv',
@@ -85,12 +87,16 @@ describe('loadConfig', () => {
       KV_MAX_COST: '1234',
       KV_MAX_DIRECTIVES: '4',
       KV_MAX_REQUEST_ITEMS: '60',
+      KV_MIN_REPLICAS: '2',
+      KV_REPLICATION_TIMEOUT_MS: '250',
     });
     expect(c).toEqual({
       host: '::1',
       port: 8080,
       logLevel: 'debug',
       redisUrl: 'rediss://user:pw@redis.example:6380/2',
+      sentinel: undefined,
+      replication: { minReplicas: 2, timeoutMs: 250 },
       dataDir: '/var/lib/kvql',
       managedRedisPort: 7000,
       prefix: 'app_1.v2:x-y',
@@ -132,6 +138,30 @@ describe('loadConfig', () => {
     expect(loadConfig({ KV_MAX_VALUE_BYTES: '0' }).limits.maxValueBytes).toBe(0);
     expect(loadConfig({ KV_MAX_BODY_BYTES: '1024' }).limits.maxBodyBytes).toBe(1024);
     expect(loadConfig({ KV_PAGE_DEFAULT: '1000', KV_PAGE_MAX: '1000' }).limits.pageDefault).toBe(1000);
+  });
+
+  it('reads a Sentinel deployment instead of REDIS_URL, never both', () => {
+    const c = loadConfig({
+      REDIS_SENTINELS: '10.0.0.1:26379,sentinel-b.internal:26380,localhost:26381',
+      REDIS_MASTER_NAME: 'kv-main',
+      REDIS_PASSWORD: 's3cret',
+      REDIS_SENTINEL_PASSWORD: 'other',
+    });
+    expect(c.redisUrl).toBeUndefined();
+    expect(c.sentinel).toEqual({
+      sentinels: [
+        { host: '10.0.0.1', port: 26379 },
+        { host: 'sentinel-b.internal', port: 26380 },
+        { host: 'localhost', port: 26381 },
+      ],
+      masterName: 'kv-main',
+      password: 's3cret',
+      sentinelPassword: 'other',
+    });
+    expect(loadConfig({ REDIS_SENTINELS: '127.0.0.1:26379' }).sentinel).toEqual({ sentinels: [{ host: '127.0.0.1', port: 26379 }], masterName: 'kvql' });
+    expect(() => loadConfig({ REDIS_SENTINELS: '127.0.0.1:26379', REDIS_URL: 'redis://127.0.0.1:6379' })).toThrow(/REDIS_SENTINELS: give either REDIS_URL/);
+    // The managed Redis is not started for a Sentinel deployment, so its port may equal PORT.
+    expect(loadConfig({ REDIS_SENTINELS: '127.0.0.1:26379', PORT: '6390' }).port).toBe(6390);
   });
 
   it('counts an empty variable as unset', () => {
@@ -194,6 +224,14 @@ describe('loadConfig', () => {
     ['KV_MAX_COST', '1.5'],
     ['KV_MAX_DIRECTIVES', 'none'],
     ['KV_MAX_REQUEST_ITEMS', '0'],
+    ['REDIS_SENTINELS', '127.0.0.1'],
+    ['REDIS_SENTINELS', '127.0.0.1:26379,'],
+    ['REDIS_SENTINELS', '127.0.0.1:26379, 127.0.0.2:26379'],
+    ['REDIS_MASTER_NAME', 'has space'],
+    ['KV_MIN_REPLICAS', '-1'],
+    ['KV_MIN_REPLICAS', '65'],
+    ['KV_REPLICATION_TIMEOUT_MS', '0'],
+    ['KV_REPLICATION_TIMEOUT_MS', '1s'],
     ['KV_PREFIX', 'has space'],
     ['KV_PREFIX', '{tag}'],
     ['KV_PREFIX', 'x'.repeat(65)],
