@@ -59,18 +59,27 @@ export async function startServer(
       : await startManagedRedis({ dataDir: config.dataDir, port: config.managedRedisPort, log: (m, level = 'info') => logger[level](m) });
   const target: RedisTarget = config.sentinel ?? config.redisUrl ?? managed!.url;
   let redis: Redis | undefined;
+  let replica: Redis | undefined;
   let store: KvStore | undefined;
   let feed: FeedHub | undefined;
   let wss: WebSocketServer | undefined;
   const server: Server = createServer();
   try {
     redis = await connect(target, config.redisTimeoutMs, logger);
+    if (config.sentinel) {
+      // Reads asked with consistency EVENTUAL go to a replica the sentinels name (or, while
+      // none answers, to the primary). Not waited for: a deployment may run without replicas.
+      replica = createRedis({ ...config.sentinel, role: 'slave' }, { commandTimeoutMs: config.redisTimeoutMs });
+      replica.on('error', () => {});
+      void replica.connect().catch(() => {});
+    }
     store = await KvStore.open(redis, {
       prefix: config.prefix,
       partitions: config.partitions,
       buckets: config.buckets,
       feedRetention: config.feed.retention,
       replication: config.replication,
+      replicaReader: replica,
     });
     feed = new FeedHub(store.feedReader(FEED_BLOCK_MS), { bufferSize: config.feed.bufferSize, blockMs: FEED_BLOCK_MS, batchSize: 500, log: (m) => logger.warn(m) });
     const yoga = createKvYoga({ store, limits: config.limits, feed, load: config.load, log: logger });
@@ -86,6 +95,7 @@ export async function startServer(
     feed?.close();
     wss?.close();
     store?.close();
+    replica?.disconnect();
     redis?.disconnect();
     await managed?.stop();
     throw err;
@@ -112,6 +122,7 @@ export async function startServer(
         server.closeIdleConnections();
       });
       store!.close();
+      replica?.disconnect();
       await redis.quit().catch(() => redis.disconnect());
       await managed?.stop();
     },

@@ -13,6 +13,8 @@ export interface Context {
   limits: Limits;
   /** Per request: every get/getMany of one operation shares one round trip per partition. */
   entries: DataLoader<string, Entry | null>;
+  /** The same for reads asked with consistency EVENTUAL (created on first use). */
+  eventualEntries: DataLoader<string, Entry | null>;
   /** The process's change-feed hub (shared by every request). */
   feed: FeedHub;
 }

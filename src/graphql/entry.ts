@@ -1,8 +1,11 @@
 // Entry: one key with its value and metadata; the get and getMany queries.
-import type { Builder } from './builder.js';
+import type { Builder, Context } from './builder.js';
+import type { ConsistencyRef } from './consistency.js';
 import type { Validators } from './validators.js';
 
-export function addEntry(builder: Builder, v: Validators): void {
+const loaderFor = (ctx: Context, consistency: string | null | undefined) => (consistency === 'eventual' ? ctx.eventualEntries : ctx.entries);
+
+export function addEntry(builder: Builder, v: Validators, Consistency: ConsistencyRef): void {
   builder.objectType('Entry', {
     description: 'A key with its value. Keys are ordered by their UTF-8 bytes.',
     fields: (t) => ({
@@ -21,8 +24,11 @@ export function addEntry(builder: Builder, v: Validators): void {
       type: 'Entry',
       nullable: true,
       description: 'The entry for a key; null when the key does not exist.',
-      args: { key: t.arg.string({ required: true, validate: v.key }) },
-      resolve: (_, { key }, ctx) => ctx.entries.load(key),
+      args: {
+        key: t.arg.string({ required: true, validate: v.key }),
+        consistency: t.arg({ type: Consistency, required: true, defaultValue: 'strong' }),
+      },
+      resolve: (_, { key, consistency }, ctx) => loaderFor(ctx, consistency).load(key),
     }),
     getMany: t.field({
       type: ['Entry'],
@@ -30,9 +36,10 @@ export function addEntry(builder: Builder, v: Validators): void {
       description: 'Entries in the order asked, null where a key does not exist.',
       args: {
         keys: t.arg.stringList({ required: true, validate: v.keyList.pipe(v.key.array()) }),
+        consistency: t.arg({ type: Consistency, required: true, defaultValue: 'strong' }),
       },
-      resolve: async (_, { keys }, ctx) => {
-        const entries = await ctx.entries.loadMany(keys);
+      resolve: async (_, { keys, consistency }, ctx) => {
+        const entries = await loaderFor(ctx, consistency).loadMany(keys);
         const failed = entries.find((e) => e instanceof Error);
         if (failed) throw failed;
         return entries as (typeof entries[number] & object | null)[] as never;

@@ -3,6 +3,7 @@
 import { GraphQLError } from 'graphql';
 import { prefixRange, UNBOUNDED, type KeyRange } from '../store/order.js';
 import type { Builder } from './builder.js';
+import type { ConsistencyRef } from './consistency.js';
 import type { Validators } from './validators.js';
 
 export interface RangeArgs {
@@ -62,7 +63,7 @@ export function rangeArgs(arg: ArgBuilder, v: Validators) {
   };
 }
 
-export function addRange(builder: Builder, v: Validators): void {
+export function addRange(builder: Builder, v: Validators, Consistency: ConsistencyRef): void {
   const Connection = builder.connectionObject(
     {
       type: 'Entry',
@@ -89,6 +90,7 @@ export function addRange(builder: Builder, v: Validators): void {
         after: t.arg.string(),
         last: t.arg.int(),
         before: t.arg.string(),
+        consistency: t.arg({ type: Consistency, required: true, defaultValue: 'strong' }),
       },
       resolve: async (_, args, ctx) => {
         const { pageDefault, pageMax } = ctx.limits;
@@ -103,7 +105,7 @@ export function addRange(builder: Builder, v: Validators): void {
           last: args.last ?? undefined,
           after: args.after != null ? decodeCursor(args.after, 'after', ctx.limits.maxKeyBytes) : undefined,
           before: args.before != null ? decodeCursor(args.before, 'before', ctx.limits.maxKeyBytes) : undefined,
-        });
+        }, args.consistency);
         const edges = page.entries.map((node) => ({ cursor: encodeCursor(node.key), node }));
         return {
           edges,

@@ -3,6 +3,7 @@ import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphq
 import { defaultLimits, type Limits } from '../config.js';
 import { createBuilder } from './builder.js';
 import { addChanges } from './changes.js';
+import { addConsistency } from './consistency.js';
 import { addDelete } from './delete.js';
 import { addEntry } from './entry.js';
 import { addPut } from './put.js';
@@ -12,8 +13,9 @@ import { validators } from './validators.js';
 export function buildSchema(limits: Limits): GraphQLSchema {
   const builder = createBuilder();
   const v = validators(limits);
-  addEntry(builder, v);
-  addRange(builder, v);
+  const consistency = addConsistency(builder);
+  addEntry(builder, v, consistency);
+  addRange(builder, v, consistency);
   addPut(builder, v);
   addDelete(builder, v);
   addChanges(builder, v);

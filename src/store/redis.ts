@@ -14,6 +14,8 @@ export interface SentinelTarget {
   password?: string;
   /** The sentinels' own password, if any. */
   sentinelPassword?: string;
+  /** Connect to the primary (default), or to one of its replicas (for eventual reads). */
+  role?: 'master' | 'slave';
 }
 
 /** Where Redis is: a redis:// URL, or a Sentinel deployment whose primary ioredis follows. */
@@ -43,7 +45,7 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): Redis {
     // also listens for +switch-master, so it follows a failover within moments of it.
     sentinels: target.sentinels,
     name: target.masterName,
-    role: 'master',
+    role: target.role ?? 'master',
     failoverDetector: true,
     ...(target.password ? { password: target.password } : {}),
     ...(target.sentinelPassword ? { sentinelPassword: target.sentinelPassword } : {}),

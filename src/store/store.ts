@@ -58,7 +58,15 @@ export interface StoreOptions {
   feedRetention?: number;
   /** Acknowledge a write only once this many replicas have it (WAIT); none when absent. */
   replication?: ReplicationOptions;
+  /**
+   * A connection to a replica, for reads asked with `eventual` consistency; without it they
+   * are served by the primary, like every other read.
+   */
+  replicaReader?: Redis;
 }
+
+/** STRONG: read from the primary (every acknowledged write). EVENTUAL: a replica may answer. */
+export type Consistency = 'strong' | 'eventual';
 
 export interface ReplicationOptions {
   /** KV_MIN_REPLICAS: replicas that must confirm every write; 0 = do not wait. */
@@ -85,6 +93,7 @@ export class KvStore {
      */
     private readonly writer: Client,
     private readonly replication: ReplicationOptions | undefined,
+    private readonly replicaReader: Client | undefined,
   ) {}
 
   /**
@@ -129,13 +138,15 @@ export class KvStore {
       // Connections are lazy and queue nothing offline: connect now (ioredis retries by itself).
       await writer.connect().catch(() => {});
     }
-    return new KvStore(client, keys, opts.feedRetention ?? DEFAULT_FEED_RETENTION, writer, replication);
+    const replicaReader = opts.replicaReader ? registerScripts(opts.replicaReader) : undefined;
+    return new KvStore(client, keys, opts.feedRetention ?? DEFAULT_FEED_RETENTION, writer, replication, replicaReader);
   }
 
   /** Closes what the store opened itself (the writer connection); the caller closes `redis`. */
   close(): void {
     if (this.writer !== this.redis) this.writer.disconnect();
   }
+  // (The replica reader was given by the caller, who closes it.)
 
   /**
    * A reader of this keyspace's change feed, with its own connection for blocking reads (a
@@ -154,15 +165,35 @@ export class KvStore {
     await this.redis.ping();
   }
 
-  async get(key: string): Promise<Entry | null> {
-    return (await this.getMany([key]))[0]!;
+  async get(key: string, consistency: Consistency = 'strong'): Promise<Entry | null> {
+    return (await this.getMany([key], consistency))[0]!;
+  }
+
+  /**
+   * Runs a read on the connection `consistency` asks for: an eventual read goes to the replica
+   * when there is one, and to the primary when the replica cannot answer (a primary's answer
+   * satisfies an eventual read too; a failover's promoted replica is briefly unreachable).
+   */
+  private async read<T>(consistency: Consistency, run: (redis: Client) => Promise<T>): Promise<T> {
+    if (consistency === 'eventual' && this.replicaReader) {
+      try {
+        return await run(this.replicaReader);
+      } catch (err) {
+        if (!(err instanceof StoreError && err.code === 'STORE_UNAVAILABLE')) throw err;
+      }
+    }
+    return run(this.redis);
   }
 
   /**
    * Entries in the order asked, null where absent: one HMGET per bucket, in one pipeline per
    * partition, the pipelines sent together.
    */
-  async getMany(keys: readonly string[]): Promise<(Entry | null)[]> {
+  async getMany(keys: readonly string[], consistency: Consistency = 'strong'): Promise<(Entry | null)[]> {
+    return this.read(consistency, (redis) => this.getManyFrom(redis, keys));
+  }
+
+  private async getManyFrom(redis: Client, keys: readonly string[]): Promise<(Entry | null)[]> {
     // partition -> bucket hash -> the indexes of the keys asked for in it
     const byPartition = new Map<number, Map<string, number[]>>();
     keys.forEach((key, i) => {
@@ -178,7 +209,7 @@ export class KvStore {
     try {
       await Promise.all(
         [...byPartition.values()].map(async (buckets) => {
-          const pipe = this.redis.pipeline();
+          const pipe = redis.pipeline();
           for (const [bucket, indexes] of buckets) pipe.hmgetBuffer(bucket, ...indexes.map((i) => keys[i]!));
           const replies = (await pipe.exec())!;
           [...buckets.values()].forEach((indexes, j) => {
@@ -252,7 +283,11 @@ export class KvStore {
   }
 
   /** One page of a range, each partition's part read atomically, merged in byte order. */
-  async range(q: PageQuery): Promise<Page> {
+  async range(q: PageQuery, consistency: Consistency = 'strong'): Promise<Page> {
+    return this.read(consistency, (redis) => this.rangeFrom(redis, q));
+  }
+
+  private async rangeFrom(redis: Client, q: PageQuery): Promise<Page> {
     const forward = q.last == null;
     const size = (forward ? q.first : q.last) ?? 100;
     const { range } = q;
@@ -278,7 +313,7 @@ export class KvStore {
       ...beyond,
     ] as const;
     const call = (p: number, members: string[], limit: number) =>
-      this.redis.kvRange(
+      redis.kvRange(
         1 + members.length,
         this.keys.index(p),
         ...members.map((m) => this.keys.bucket(m, p)),

@@ -56,6 +56,8 @@ export interface TestAppOptions {
   transport?: 'http' | 'in-process';
   /** KV_MIN_REPLICAS and KV_REPLICATION_TIMEOUT_MS for the store. */
   replication?: ReplicationOptions;
+  /** A Redis that answers reads asked with consistency EVENTUAL. */
+  replicaUrl?: string;
   /** Admission control and the request deadline (the defaults for what is absent). */
   load?: Partial<LoadConfig>;
 }
@@ -70,12 +72,19 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
   redis.on('error', () => {});
   await redis.connect();
   const limits = { ...defaultLimits(), ...opts.limits };
+  let replica: Redis | undefined;
+  if (opts.replicaUrl) {
+    replica = createRedis(opts.replicaUrl, { commandTimeoutMs: 2000 });
+    replica.on('error', () => {});
+    await replica.connect();
+  }
   const store = await KvStore.open(redis, {
     prefix,
     partitions: opts.partitions ?? PARTITIONS,
     buckets: opts.buckets ?? BUCKETS,
     feedRetention: opts.feedRetention,
     replication: opts.replication,
+    replicaReader: replica,
   });
   const feed = new FeedHub(store.feedReader(200), { bufferSize: opts.feedBuffer ?? 1000, blockMs: 200, batchSize: 100 });
   const yoga = createKvYoga({
@@ -110,6 +119,7 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
       await new Promise((resolve) => server.close(resolve));
       feed.close();
       store.close();
+      replica?.disconnect();
       redis.disconnect();
     },
   };

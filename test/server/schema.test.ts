@@ -5,11 +5,13 @@ import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import {
   buildSchema as buildSchemaFromSDL,
+  isEnumType,
   isInputObjectType,
   isObjectType,
   isScalarType,
   isSpecifiedScalarType,
   type GraphQLArgument,
+  type GraphQLEnumType,
   type GraphQLField,
   type GraphQLInputField,
   type GraphQLSchema,
@@ -107,11 +109,12 @@ describe.each(schemas)('the contract in %s', (_, load) => {
     expect(Object.keys(objectFields(schema, 'Query')).sort()).toEqual(['get', 'getMany', 'range']);
     const get = field(schema, 'Query', 'get');
     expect(String(get.type)).toBe('Entry');
-    expect(typesOf(get.args)).toEqual({ key: 'String!' });
+    expect(typesOf(get.args)).toEqual({ key: 'String!', consistency: 'Consistency!' });
+    expect(get.args.find((a) => a.name === 'consistency')?.defaultValue).toBeDefined();
 
     const getMany = field(schema, 'Query', 'getMany');
     expect(String(getMany.type)).toBe('[Entry]!');
-    expect(typesOf(getMany.args)).toEqual({ keys: '[String!]!' });
+    expect(typesOf(getMany.args)).toEqual({ keys: '[String!]!', consistency: 'Consistency!' });
 
     const range = field(schema, 'Query', 'range');
     expect(String(range.type)).toBe('EntryConnection!');
@@ -123,7 +126,14 @@ describe.each(schemas)('the contract in %s', (_, load) => {
       after: 'String',
       last: 'Int',
       before: 'String',
+      consistency: 'Consistency!',
     });
+  });
+
+  it('Consistency: STRONG (the default) and EVENTUAL', () => {
+    const type = schema.getType('Consistency') as GraphQLEnumType;
+    expect(isEnumType(type)).toBe(true);
+    expect(type.getValues().map((v) => v.name).sort()).toEqual(['EVENTUAL', 'STRONG']);
   });
 
   it('EntryConnection, EntryEdge, PageInfo', () => {
@@ -181,6 +191,7 @@ describe.each(schemas)('the contract in %s', (_, load) => {
       [
         'ChangeEvent',
         'ChangeType',
+        'Consistency',
         'Subscription',
         'DateTime',
         'DeleteRangeResult',
