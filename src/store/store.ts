@@ -396,30 +396,58 @@ export class KvStore {
       throw fromRedisError(err, true);
     }
     checkScriptReply(reply);
-    if (this.replication) await this.awaitReplicas(this.replication);
+    if (this.replication) await this.awaitReplicas();
     return reply;
   }
 
   /**
-   * WAIT on the writer connection: it returns once the replicas have every write sent on the
-   * connection before it, so one WAIT also covers the writes pipelined ahead of it. Redis 7.0
-   * cannot wait for a replica's fsync (WAITAOF is 7.2): a replica has the write in memory.
+   * Resolves once at least `minReplicas` replicas have this write, or fails with
+   * REPLICATION_TIMEOUT. WAIT returns once the replicas have every write sent before it on its
+   * connection, and it blocks that connection meanwhile (up to the timeout, when replicas lag):
+   * so one WAIT at a time is in flight, and it covers every write whose reply arrived before it
+   * was sent. Writes that finish meanwhile share the next one. Without that, each write's own
+   * WAIT would hold up every write behind it for up to a timeout each.
+   * Redis 7.0 cannot wait for a replica's fsync (WAITAOF is 7.2): a replica has it in memory.
    */
-  private async awaitReplicas({ minReplicas, timeoutMs }: ReplicationOptions): Promise<void> {
-    let acked: number | undefined;
-    let why = '';
+  private awaitReplicas(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      if (!this.waitRunning) void this.runWaits();
+    });
+  }
+
+  private readonly waiting: { resolve: () => void; reject: (err: Error) => void }[] = [];
+  private waitRunning = false;
+
+  private async runWaits(): Promise<void> {
+    const { minReplicas, timeoutMs } = this.replication!;
+    this.waitRunning = true;
     try {
-      acked = Number(await this.writer.wait(minReplicas, timeoutMs));
-    } catch (err) {
-      why = ` (${err instanceof Error ? err.message : String(err)})`;
+      while (this.waiting.length > 0) {
+        const covered = this.waiting.splice(0);
+        let acked: number | undefined;
+        let why = '';
+        try {
+          acked = Number(await this.writer.wait(minReplicas, timeoutMs));
+        } catch (err) {
+          why = ` (${err instanceof Error ? err.message : String(err)})`;
+        }
+        if (acked !== undefined && acked >= minReplicas) {
+          for (const w of covered) w.resolve();
+          continue;
+        }
+        // One error per write: each reaches its own request (and its log line).
+        const error = () => new StoreError(
+          'REPLICATION_TIMEOUT',
+          `the write was applied and fsynced on the primary, but ${acked === undefined ? 'whether replicas have it is unknown' : `only ${acked} of the ${minReplicas} replicas required confirmed it within ${timeoutMs} ms`}${why}; ` +
+            'it is not lost unless the primary fails before they catch up: read the key to see it, and write it again if it must survive a failover',
+          { replicasConfirmed: acked ?? null, replicasRequired: minReplicas },
+        );
+        for (const w of covered) w.reject(error());
+      }
+    } finally {
+      this.waitRunning = false;
     }
-    if (acked !== undefined && acked >= minReplicas) return;
-    throw new StoreError(
-      'REPLICATION_TIMEOUT',
-      `the write was applied and fsynced on the primary, but ${acked === undefined ? 'whether replicas have it is unknown' : `only ${acked} of the ${minReplicas} replicas required confirmed it within ${timeoutMs} ms`}${why}; ` +
-        'it is not lost unless the primary fails before they catch up: read the key to see it, and write it again if it must survive a failover',
-      { replicasConfirmed: acked ?? null, replicasRequired: minReplicas },
-    );
   }
 }
 

@@ -52,6 +52,16 @@ describe('KV_MIN_REPLICAS=1', () => {
     expect((await app.gql(GET, { k: 'r:a' })).data).toEqual({ get: { value: 'one', version: 1 } });
   });
 
+  it('lets concurrent writes share a WAIT: twenty answer within a few timeouts, not twenty', async () => {
+    const t0 = performance.now();
+    const rs = await Promise.all(Array.from({ length: 20 }, (_, i) => app.gql(PUT, { k: `r:many:${i}`, v: 'x' })));
+    const ms = performance.now() - t0;
+    for (const r of rs) expect(r.errors?.[0]?.extensions?.code).toBe('REPLICATION_TIMEOUT');
+    // One WAIT at a time: a write waits for the one in flight and the next (plus HTTP arrival
+    // spread); a WAIT per write would serialize twenty timeouts (6 s).
+    expect(ms).toBeLessThan(5 * 300 + 500);
+  });
+
   it('reads do not wait behind a write that waits for replicas', async () => {
     const write = app.gql(PUT, { k: 'r:b', v: 'x' });
     const t0 = performance.now();
