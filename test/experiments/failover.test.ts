@@ -2,7 +2,8 @@
 // primary, two replicas, three sentinels, down-after 1000 ms) on loopback. First the harness
 // alone, with ioredis through Sentinel: kill -9 of the primary, a new primary, the old one back
 // as a replica of it. Then kvql's API through Sentinel (KV_MIN_REPLICAS=1) under concurrent
-// writers: one kill -9 of the primary, and no acknowledged write may be lost.
+// writers: one kill -9 of the primary, and no acknowledged write may be lost; a change-feed
+// subscriber open across it receives every acknowledged write to its keys.
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { startSentinelDeployment } from '../harness/sentinel.js';
@@ -81,6 +82,9 @@ describe('failover through Redis Sentinel', () => {
     expect(s.ackedWritesChecked, printed).toBeGreaterThan(50);
     expect(s.ackedWritesLost, printed).toBe(0);
     expect(s.ackedWithoutEvent, printed).toBe(0);
+    // A change-feed subscriber open across the failover got every acknowledged write to its keys.
+    expect(s.subscriber!.acknowledged, printed).toBeGreaterThan(10);
+    expect(s.subscriber!.missing, printed).toBe(0);
     expect(s.failures, printed).toEqual([]);
     expect(s.ok, printed).toBe(true);
   }, 60_000);

@@ -33,6 +33,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Keyspace, unpackEntry } from '../../src/store/keys.js';
 import { startApiProcess, type ApiProcess } from '../harness/apiProcess.js';
+import { sseSubscribe } from '../harness/sse.js';
+import type { Ending, SubscriptionStream } from '../harness/stream.js';
 import { freePort } from '../harness/redisServer.js';
 import { startSentinelDeployment, type DeploymentNode, type SentinelDeployment } from '../harness/sentinel.js';
 
@@ -132,6 +134,12 @@ export interface FailoverSummary {
   ackedWritesLost: number;
   /** Acknowledged writes without their change-feed event on the final primary: must be 0. */
   ackedWithoutEvent: number;
+  /**
+   * One change-feed subscriber over SSE, open from the start to the end across every failover,
+   * resuming from its last cursor if its stream ends; and one writer of its keys. Every write
+   * to them that was acknowledged must reach it.
+   */
+  subscriber: { acknowledged: number; received: number; missing: number; resumed: string[] } | null;
   failures: string[];
   ok: boolean;
 }
@@ -327,6 +335,66 @@ async function directSet(dep: SentinelDeployment, port: number, key: string): Pr
   }
 }
 
+const CHANGES = 'subscription($p: String!, $after: String) { changes(prefix: $p, after: $after) { key version cursor } }';
+
+/**
+ * A subscriber to the keys "sub:*" and a writer of them (one put every 50 ms), across whatever
+ * happens meanwhile. The subscriber keeps its last cursor; if its stream ends (the API ends
+ * subscriptions with CURSOR_EXPIRED or the connection drops), it subscribes again after it.
+ */
+async function watchFeed(url: string) {
+  let stopped = false;
+  const received = new Map<string, number>();
+  const acknowledged: { key: string; version: number }[] = [];
+  const resumed: string[] = [];
+  let cursor: string | undefined;
+  let stream: SubscriptionStream = await sseSubscribe(url, CHANGES, { p: 'sub:' });
+  const reading = (async () => {
+    while (!stopped) {
+      const p = await stream.poll(200);
+      if (p?.data?.changes) {
+        const ev = p.data.changes as { key: string; version: number; cursor: string };
+        cursor = ev.cursor;
+        received.set(ev.key, Math.max(received.get(ev.key) ?? 0, ev.version));
+        continue;
+      }
+      const ended = p?.errors ? `error ${String(p.errors[0]?.extensions?.code ?? p.errors[0]?.message)}` : await stream.ended(1).then((e: Ending) => e.kind, () => null);
+      if (ended === null || stopped) continue;
+      resumed.push(ended);
+      await stream.close().catch(() => {});
+      for (;;) {
+        try {
+          stream = await sseSubscribe(url, CHANGES, { p: 'sub:', ...(cursor ? { after: cursor } : {}) });
+          break;
+        } catch {
+          if (stopped) return;
+          await sleep(200);
+        }
+      }
+    }
+  })();
+  const writing = (async () => {
+    for (let i = 0; !stopped; i++) {
+      const key = `sub:${String(i).padStart(6, '0')}`;
+      const r = await send(url, PUT, { key, value: 's' }, 10_000);
+      if (r.code === null) acknowledged.push({ key, version: r.data.put.version });
+      await sleep(50);
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await writing;
+      // Let the last events arrive.
+      for (let i = 0; i < 50 && acknowledged.some((w) => (received.get(w.key) ?? 0) < w.version); i++) await sleep(100);
+      await reading;
+      await stream.close().catch(() => {});
+      const missing = acknowledged.filter((w) => (received.get(w.key) ?? 0) < w.version).length;
+      return { acknowledged: acknowledged.length, received: received.size, missing, resumed };
+    },
+  };
+}
+
 export async function runFailoverExperiment(opts: FailoverOptions = {}): Promise<FailoverSummary> {
   const t0 = performance.now();
   const log = opts.log ?? ((line: string) => console.log(line));
@@ -352,6 +420,7 @@ export async function runFailoverExperiment(opts: FailoverOptions = {}): Promise
     ackedWritesChecked: 0,
     ackedWritesLost: 0,
     ackedWithoutEvent: 0,
+    subscriber: null,
     failures: [],
     ok: false,
   };
@@ -673,9 +742,15 @@ export async function runFailoverExperiment(opts: FailoverOptions = {}): Promise
     const there = await dep.direct(primary.port, (c) => c.hexists(ks.bucket(probeKey), probeKey));
     if (!there) throw new Error('the API does not write to the Sentinel deployment (does src/ support REDIS_SENTINELS yet?)');
 
-    for (let n = 1; n <= rounds; n++) await killRound(n);
-    if (opts.pauseRound !== false) await pauseRound();
-    if (opts.replicaPause !== false) await replicaPause();
+    const watcher = await watchFeed(api.url);
+    try {
+      for (let n = 1; n <= rounds; n++) await killRound(n);
+      if (opts.pauseRound !== false) await pauseRound();
+      if (opts.replicaPause !== false) await replicaPause();
+    } finally {
+      summary.subscriber = await watcher.stop();
+    }
+    if (summary.subscriber.missing > 0) fail(`the subscriber missed ${summary.subscriber.missing} acknowledged writes of its keys`);
     await finalCheck();
   } catch (err) {
     summary.aborted = err instanceof Error ? err.message : String(err);
@@ -693,6 +768,7 @@ export async function runFailoverExperiment(opts: FailoverOptions = {}): Promise
     summary.killRounds.length === rounds &&
     summary.ackedWritesLost === 0 &&
     summary.ackedWithoutEvent === 0 &&
+    (summary.subscriber?.missing ?? 0) === 0 &&
     summary.ackedWritesChecked > 0;
   return summary;
 }
@@ -738,6 +814,12 @@ export function formatSummary(s: FailoverSummary): string {
     `  acknowledged writes checked:      ${s.ackedWritesChecked} (through the API, after ${s.killRounds.length + (s.pause ? 1 : 0)} failovers)`,
     `  acknowledged writes lost:         ${s.ackedWritesLost}`,
     `  acknowledged writes without event: ${s.ackedWithoutEvent}`,
+    ...(s.subscriber
+      ? [
+          `  subscriber over SSE across every failover: ${s.subscriber.acknowledged} acknowledged writes of its keys, ${s.subscriber.missing} missing; ` +
+            `resubscribed from its cursor ${s.subscriber.resumed.length} times${s.subscriber.resumed.length ? ` (${fmtCodes(Object.fromEntries([...new Set(s.subscriber.resumed)].map((r) => [r, s.subscriber!.resumed.filter((x) => x === r).length])))})` : ''}`,
+        ]
+      : []),
     `  REPLICATION_TIMEOUT writes:       ${f.replicationTimeout.present} present, ${f.replicationTimeout.absent} absent (durable on the old primary, not confirmed replicated)`,
     `  STORE_UNAVAILABLE writes:         ${f.storeUnavailable.present} present, ${f.storeUnavailable.absent} absent`,
     `  other unacknowledged writes:      ${f.other.present} present, ${f.other.absent} absent`,
