@@ -40,6 +40,7 @@ import { verifyKeyspace } from '../../src/store/verify.js';
 import { eventsOf, parseCommands, readRegion, transactions } from '../harness/aof.js';
 import { startApiProcess, waitForReady, type ApiProcess } from '../harness/apiProcess.js';
 import { startTestRedis, type TestRedis } from '../harness/redisServer.js';
+import { arg, flag, runExperimentCli } from './cli.js';
 
 export type CrashKind = 'redis' | 'api' | 'torn';
 export const KINDS: readonly CrashKind[] = ['redis', 'api', 'torn'];
@@ -1068,41 +1069,22 @@ export function formatSummary(s: CrashSummary): string {
   return lines.join('\n');
 }
 
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
-
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const rounds = arg('rounds');
   const seed = arg('seed');
   const minutes = arg('minutes');
   const buckets = arg('buckets');
-  // The first Ctrl+C (or SIGTERM) ends the run after its current round, stopping everything it
-  // started; a second one exits at once.
-  const stop = new AbortController();
-  const onSignal = () => {
-    if (stop.signal.aborted) process.exit(130);
-    console.log('stopping after this round (again to exit now)');
-    stop.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  runCrashExperiment({
-    signal: stop.signal,
-    ...(rounds ? { rounds: Number(rounds) } : {}),
-    ...(seed ? { seed: Number(seed) } : {}),
-    ...(minutes ? { timeLimitMs: Number(minutes) * 60_000 } : {}),
-    ...(buckets ? { buckets: Number(buckets) } : {}),
-    repairTornTail: !process.argv.includes('--no-repair'),
-  }).then(
-    (s) => {
-      console.log(formatSummary(s));
-      process.exit(s.ok ? 0 : 1);
-    },
-    (err: unknown) => {
-      console.error('crash experiment failed:', err);
-      process.exit(1);
-    },
+  runExperimentCli(
+    'crash experiment',
+    (signal) =>
+      runCrashExperiment({
+        signal,
+        ...(rounds ? { rounds: Number(rounds) } : {}),
+        ...(seed ? { seed: Number(seed) } : {}),
+        ...(minutes ? { timeLimitMs: Number(minutes) * 60_000 } : {}),
+        ...(buckets ? { buckets: Number(buckets) } : {}),
+        repairTornTail: !flag('no-repair'),
+      }),
+    formatSummary,
   );
 }

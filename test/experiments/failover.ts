@@ -37,6 +37,7 @@ import { sseSubscribe } from '../harness/sse.js';
 import type { Ending, SubscriptionStream } from '../harness/stream.js';
 import { freePort } from '../harness/redisServer.js';
 import { startSentinelDeployment, type DeploymentNode, type SentinelDeployment } from '../harness/sentinel.js';
+import { arg, flag, runExperimentCli } from './cli.js';
 
 export interface FailoverOptions {
   /** kill -9 rounds (default 3). */
@@ -832,42 +833,23 @@ export function formatSummary(s: FailoverSummary): string {
   return lines.join('\n');
 }
 
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
-
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const rounds = arg('rounds');
   const seed = arg('seed');
   const minutes = arg('minutes');
   const downAfter = arg('down-after');
-  // The first Ctrl+C (or SIGTERM) ends the run after its current phase, stopping everything it
-  // started; a second one exits at once.
-  const stop = new AbortController();
-  const onSignal = () => {
-    if (stop.signal.aborted) process.exit(130);
-    console.log('stopping after this phase (again to exit now)');
-    stop.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  runFailoverExperiment({
-    signal: stop.signal,
-    ...(rounds ? { rounds: Number(rounds) } : {}),
-    ...(seed ? { seed: Number(seed) } : {}),
-    ...(minutes ? { timeLimitMs: Number(minutes) * 60_000 } : {}),
-    ...(downAfter ? { downAfterMs: Number(downAfter) } : {}),
-    pauseRound: !process.argv.includes('--no-pause'),
-    replicaPause: !process.argv.includes('--no-replica-pause'),
-  }).then(
-    (s) => {
-      console.log(formatSummary(s));
-      process.exit(s.ok ? 0 : 1);
-    },
-    (err: unknown) => {
-      console.error('failover experiment failed:', err);
-      process.exit(1);
-    },
+  runExperimentCli(
+    'failover experiment',
+    (signal) =>
+      runFailoverExperiment({
+        signal,
+        ...(rounds ? { rounds: Number(rounds) } : {}),
+        ...(seed ? { seed: Number(seed) } : {}),
+        ...(minutes ? { timeLimitMs: Number(minutes) * 60_000 } : {}),
+        ...(downAfter ? { downAfterMs: Number(downAfter) } : {}),
+        pauseRound: !flag('no-pause'),
+        replicaPause: !flag('no-replica-pause'),
+      }),
+    formatSummary,
   );
 }
