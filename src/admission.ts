@@ -64,15 +64,20 @@ interface Admitted {
   deadlineAt: number;
 }
 
-export function overloadedMessage(max: number): string {
+function overloadedMessage(max: number): string {
   return `the server is running its maximum of ${max} requests; retry in ${RETRY_AFTER_SECONDS} s`;
 }
 
+/** The body of an HTTP refusal (503 with Retry-After), on yoga's path and the fast lane's. */
+export function overloadedBody(max: number): string {
+  return JSON.stringify({ errors: [{ message: overloadedMessage(max), extensions: { code: OVERLOADED } }] });
+}
+
 function overloadedResponse(fetchAPI: { Response: typeof Response }, max: number): Response {
-  return fetchAPI.Response.json(
-    { errors: [{ message: overloadedMessage(max), extensions: { code: OVERLOADED } }] },
-    { status: 503, headers: { 'retry-after': String(RETRY_AFTER_SECONDS) } },
-  );
+  return new fetchAPI.Response(overloadedBody(max), {
+    status: 503,
+    headers: { 'content-type': 'application/json; charset=utf-8', 'retry-after': String(RETRY_AFTER_SECONDS) },
+  });
 }
 
 function deadlineMessage(timeoutMs: number, mutation: boolean | undefined): string {

@@ -61,16 +61,17 @@ function logTail(file: string, lines = 5): string {
 }
 
 /**
- * Runs `ask` on a short-lived connection to `port`; undefined if nothing answers within `ms`.
- * The overall bound matters: something that accepts connections but never answers (not Redis)
- * must not hang the start.
+ * Runs `ask` on a short-lived connection to 127.0.0.1:`port`; rejects if it fails or nothing
+ * answers within `ms` (connecting included: something that accepts connections but never
+ * answers, not Redis, must not hang the caller).
  */
-async function probe<T>(port: number, ask: (client: Redis) => Promise<T>, ms = 1500): Promise<T | undefined> {
+export async function askRedis<T>(port: number, ask: (client: Redis) => Promise<T>, ms: number): Promise<T> {
   const client = new Redis({
     port,
     host: '127.0.0.1',
     lazyConnect: true,
     enableReadyCheck: false,
+    enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     retryStrategy: () => null,
     connectTimeout: ms,
@@ -81,14 +82,17 @@ async function probe<T>(port: number, ask: (client: Redis) => Promise<T>, ms = 1
   try {
     return await Promise.race([
       client.connect().then(() => ask(client)),
-      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms))),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer from port ${port} within ${ms} ms`)), ms))),
     ]);
-  } catch {
-    return undefined;
   } finally {
     clearTimeout(timer);
     client.disconnect();
   }
+}
+
+/** askRedis, or undefined when nothing answers: the start must go on either way. */
+function probe<T>(port: number, ask: (client: Redis) => Promise<T>, ms = 1500): Promise<T | undefined> {
+  return askRedis(port, ask, ms).catch(() => undefined);
 }
 
 /** The process id of the Redis answering on `port`, or undefined if none answers. */

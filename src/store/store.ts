@@ -96,6 +96,10 @@ export class KvStore {
     private readonly replicaReader: Client | undefined,
   ) {}
 
+  /** Writes whose reply has arrived, waiting for the next WAIT (see awaitReplicas). */
+  private readonly waiting: { resolve: () => void; reject: (err: Error) => void }[] = [];
+  private waitRunning = false;
+
   /**
    * Opens the keyspace `prefix` on `redis`, creating its meta key on first use. Refuses a
    * keyspace that was created with another partition or bucket count (its keys would be looked
@@ -415,9 +419,6 @@ export class KvStore {
       if (!this.waitRunning) void this.runWaits();
     });
   }
-
-  private readonly waiting: { resolve: () => void; reject: (err: Error) => void }[] = [];
-  private waitRunning = false;
 
   private async runWaits(): Promise<void> {
     const { minReplicas, timeoutMs } = this.replication!;

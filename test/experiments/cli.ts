@@ -36,3 +36,24 @@ export function runExperimentCli<S extends { ok: boolean }>(
     },
   );
 }
+
+/** The options every experiment takes: --rounds N, --seed S, --minutes M (its time limit). */
+export function commonOptions(): { rounds?: number; seed?: number; timeLimitMs?: number } {
+  const rounds = arg('rounds');
+  const seed = arg('seed');
+  const minutes = arg('minutes');
+  return {
+    ...(rounds ? { rounds: Number(rounds) } : {}),
+    ...(seed ? { seed: Number(seed) } : {}),
+    ...(minutes ? { timeLimitMs: Number(minutes) * 60_000 } : {}),
+  };
+}
+
+/** The last lines of every experiment's summary: why it aborted, its first failures, the verdict. */
+export function summaryEnd(s: { aborted: string | null; failures: string[]; ok: boolean }): string[] {
+  const lines: string[] = [];
+  if (s.aborted) lines.push(`  ABORTED: ${s.aborted}`);
+  if (s.failures.length > 0) lines.push('  first failures:', ...s.failures.slice(0, 10).map((m) => `    ${m.slice(0, 400)}`));
+  lines.push(s.ok ? 'RESULT: ok' : 'RESULT: FAILED');
+  return lines;
+}

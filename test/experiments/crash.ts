@@ -40,7 +40,7 @@ import { verifyKeyspace } from '../../src/store/verify.js';
 import { eventsOf, parseCommands, readRegion, transactions } from '../harness/aof.js';
 import { startApiProcess, waitForReady, type ApiProcess } from '../harness/apiProcess.js';
 import { startTestRedis, type TestRedis } from '../harness/redisServer.js';
-import { arg, flag, runExperimentCli } from './cli.js';
+import { arg, commonOptions, flag, runExperimentCli, summaryEnd } from './cli.js';
 
 export type CrashKind = 'redis' | 'api' | 'torn';
 export const KINDS: readonly CrashKind[] = ['redis', 'api', 'torn'];
@@ -1063,25 +1063,18 @@ export function formatSummary(s: CrashSummary): string {
     `  torn-tail repair cut ${s.torn.repairedBytes} bytes before restarts; Redis itself logged ${s.torn.redisTruncationWarnings} truncated loads, ${s.torn.redisRevertedTransactions} reverted transactions; restart failures ${s.restartFailures}`,
     `  client errors seen: ${Object.entries(s.errors).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`,
   ];
-  if (s.aborted) lines.push(`  ABORTED: ${s.aborted}`);
-  if (s.failures.length > 0) lines.push(`  first failures:`, ...s.failures.slice(0, 10).map((m) => `    ${m.slice(0, 400)}`));
-  lines.push(s.ok ? 'RESULT: ok' : 'RESULT: FAILED');
+  lines.push(...summaryEnd(s));
   return lines.join('\n');
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const rounds = arg('rounds');
-  const seed = arg('seed');
-  const minutes = arg('minutes');
   const buckets = arg('buckets');
   runExperimentCli(
     'crash experiment',
     (signal) =>
       runCrashExperiment({
         signal,
-        ...(rounds ? { rounds: Number(rounds) } : {}),
-        ...(seed ? { seed: Number(seed) } : {}),
-        ...(minutes ? { timeLimitMs: Number(minutes) * 60_000 } : {}),
+        ...commonOptions(),
         ...(buckets ? { buckets: Number(buckets) } : {}),
         repairTornTail: !flag('no-repair'),
       }),

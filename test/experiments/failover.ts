@@ -37,7 +37,7 @@ import { sseSubscribe } from '../harness/sse.js';
 import type { Ending, SubscriptionStream } from '../harness/stream.js';
 import { freePort } from '../harness/redisServer.js';
 import { startSentinelDeployment, type DeploymentNode, type SentinelDeployment } from '../harness/sentinel.js';
-import { arg, flag, runExperimentCli } from './cli.js';
+import { arg, commonOptions, flag, runExperimentCli, summaryEnd } from './cli.js';
 
 export interface FailoverOptions {
   /** kill -9 rounds (default 3). */
@@ -827,25 +827,18 @@ export function formatSummary(s: FailoverSummary): string {
     `  client errors seen (requests): ${fmtCodes(s.errors)}`,
     ...Object.entries(s.errorSamples).map(([code, m]) => `    e.g. ${code}: ${m.slice(0, 220)}`),
   );
-  if (s.aborted) lines.push(`  ABORTED: ${s.aborted}`);
-  if (s.failures.length > 0) lines.push('  first failures:', ...s.failures.slice(0, 10).map((m) => `    ${m.slice(0, 400)}`));
-  lines.push(s.ok ? 'RESULT: ok' : 'RESULT: FAILED');
+  lines.push(...summaryEnd(s));
   return lines.join('\n');
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const rounds = arg('rounds');
-  const seed = arg('seed');
-  const minutes = arg('minutes');
   const downAfter = arg('down-after');
   runExperimentCli(
     'failover experiment',
     (signal) =>
       runFailoverExperiment({
         signal,
-        ...(rounds ? { rounds: Number(rounds) } : {}),
-        ...(seed ? { seed: Number(seed) } : {}),
-        ...(minutes ? { timeLimitMs: Number(minutes) * 60_000 } : {}),
+        ...commonOptions(),
         ...(downAfter ? { downAfterMs: Number(downAfter) } : {}),
         pauseRound: !flag('no-pause'),
         replicaPause: !flag('no-replica-pause'),

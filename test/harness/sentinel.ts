@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { REDIS_CONF, redisServerOnPath, waitReady } from '../../src/managedRedis.js';
 import { freePort } from './redisServer.js';
+import { askRedis } from '../../src/managedRedis.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const REPLICATION_CONF = join(REPO, 'replication.conf');
@@ -119,30 +120,8 @@ export interface SentinelDeployment {
 }
 
 /** Runs `ask` on a short-lived connection to `port`; rejects after `ms`. */
-export async function direct<T>(port: number, ask: (client: Redis) => Promise<T>, ms = 3000): Promise<T> {
-  const client = new Redis({
-    port,
-    host: '127.0.0.1',
-    lazyConnect: true,
-    enableReadyCheck: false,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-    connectTimeout: ms,
-    commandTimeout: ms,
-  });
-  client.on('error', () => {});
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await client.connect();
-    return await Promise.race([
-      ask(client),
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer from port ${port} within ${ms} ms`)), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-    client.disconnect();
-  }
+export function direct<T>(port: number, ask: (client: Redis) => Promise<T>, ms = 3000): Promise<T> {
+  return askRedis(port, ask, ms);
 }
 
 export function parseInfo(text: string): Record<string, string> {
