@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 import { DEFAULT_BUCKETS, MAX_BUCKETS, PREFIX_PATTERN } from './store/keys.js';
-import type { SentinelTarget } from './store/redis.js';
+import type { ClusterTarget, SentinelTarget } from './store/redis.js';
 import type { ReplicationOptions } from './store/store.js';
 
 const MiB = 1024 * 1024;
@@ -45,6 +45,11 @@ const EnvSchema = z.object({
     .string()
     .regex(/^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$/, 'expected comma-separated host:port pairs, e.g. 10.0.0.1:26379,10.0.0.2:26379')
     .optional(),
+  // A Redis Cluster instead (README, "Scaling out"): a few of its nodes, the rest is learned.
+  REDIS_CLUSTER_NODES: z
+    .string()
+    .regex(/^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$/, 'expected comma-separated host:port pairs of cluster nodes, e.g. 10.0.0.1:7000,10.0.0.2:7000')
+    .optional(),
   REDIS_MASTER_NAME: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected the name the sentinels monitor, e.g. kvql').default('kvql'),
   REDIS_PASSWORD: z.string().optional(),
   REDIS_SENTINEL_PASSWORD: z.string().optional(),
@@ -53,7 +58,8 @@ const EnvSchema = z.object({
   KV_DATA_DIR: z.string().default('./data'),
   KV_MANAGED_REDIS_PORT: int(6390, 1, 65535),
   KV_PREFIX: z.string().regex(PREFIX_PATTERN, 'expected 1-64 characters from A-Z a-z 0-9 _ . : -').default('kv'),
-  KV_PARTITIONS: int(1, 1, 1024),
+  // Default: 1 on one Redis, CLUSTER_PARTITIONS on a cluster (see loadConfig).
+  KV_PARTITIONS: z.string().regex(/^\d+$/, 'expected a whole number').transform(Number).pipe(z.number().int().min(1).max(1024)).optional(),
   // Bucket hashes per partition, fixed at creation (README, "The Redis layout, and why").
   KV_BUCKETS: int(DEFAULT_BUCKETS, 1, MAX_BUCKETS),
   KV_MAX_KEY_BYTES: int(1024, 1, 64 * 1024),
@@ -122,6 +128,8 @@ export interface Config {
   redisUrl: string | undefined;
   /** REDIS_SENTINELS: Redis through Sentinel, following its primary across failovers. */
   sentinel: SentinelTarget | undefined;
+  /** REDIS_CLUSTER_NODES: a Redis Cluster; every partition lives in one slot. */
+  cluster: ClusterTarget | undefined;
   /** KV_MIN_REPLICAS and KV_REPLICATION_TIMEOUT_MS. */
   replication: ReplicationOptions;
   dataDir: string;
@@ -141,6 +149,19 @@ export interface FeedConfig {
   retention: number;
   /** Events one subscription may have waiting before it ends as a slow consumer. */
   bufferSize: number;
+}
+
+/**
+ * KV_PARTITIONS's default on a cluster: each partition is one slot, so the partitions are what
+ * spreads the data over masters; a range page reads every partition (README, "Scaling out").
+ */
+export const CLUSTER_PARTITIONS = 64;
+
+function hostPorts(list: string): { host: string; port: number }[] {
+  return list.split(',').map((hp) => {
+    const at = hp.lastIndexOf(':');
+    return { host: hp.slice(0, at), port: Number(hp.slice(at + 1)) };
+  });
 }
 
 export class ConfigError extends Error {
@@ -171,12 +192,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('  KV_MAX_VALUE_BYTES: must not exceed KV_MAX_BATCH_BYTES');
   if (e.KV_FEED_RETENTION < e.KV_MAX_BATCH_ITEMS)
     problems.push('  KV_FEED_RETENTION: must be at least KV_MAX_BATCH_ITEMS, or one batch would trim its own events before subscribers read them');
-  if (e.REDIS_URL !== undefined && e.REDIS_SENTINELS !== undefined)
-    problems.push('  REDIS_SENTINELS: give either REDIS_URL (one Redis) or REDIS_SENTINELS (a Sentinel deployment), not both');
-  if (e.REDIS_URL === undefined && e.REDIS_SENTINELS === undefined && e.PORT !== 0 && e.PORT === e.KV_MANAGED_REDIS_PORT)
+  const targets = (['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'] as const).filter((name) => e[name] !== undefined);
+  if (targets.length > 1)
+    problems.push(`  ${targets[1]}: give one of REDIS_URL (one Redis), REDIS_SENTINELS (a Sentinel deployment) or REDIS_CLUSTER_NODES (a cluster), not ${targets.join(' and ')}`);
+  if (targets.length === 0 && e.PORT !== 0 && e.PORT === e.KV_MANAGED_REDIS_PORT)
     problems.push('  KV_MANAGED_REDIS_PORT: the managed Redis cannot listen on the API port (PORT)');
   if (e.KV_MAX_REQUEST_ITEMS < Math.max(e.KV_MAX_BATCH_ITEMS, e.KV_PAGE_MAX, e.KV_DELETE_RANGE_MAX))
     problems.push('  KV_MAX_REQUEST_ITEMS: must be at least KV_MAX_BATCH_ITEMS, KV_PAGE_MAX and KV_DELETE_RANGE_MAX, or one field at its own limit would exceed the budget');
+  const partitions = e.KV_PARTITIONS ?? (e.REDIS_CLUSTER_NODES !== undefined ? CLUSTER_PARTITIONS : 1);
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`);
   return {
     host: e.HOST,
@@ -187,19 +210,20 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       e.REDIS_SENTINELS === undefined
         ? undefined
         : {
-            sentinels: e.REDIS_SENTINELS.split(',').map((hp) => {
-              const at = hp.lastIndexOf(':');
-              return { host: hp.slice(0, at), port: Number(hp.slice(at + 1)) };
-            }),
+            sentinels: hostPorts(e.REDIS_SENTINELS),
             masterName: e.REDIS_MASTER_NAME,
             ...(e.REDIS_PASSWORD ? { password: e.REDIS_PASSWORD } : {}),
             ...(e.REDIS_SENTINEL_PASSWORD ? { sentinelPassword: e.REDIS_SENTINEL_PASSWORD } : {}),
           },
+    cluster:
+      e.REDIS_CLUSTER_NODES === undefined
+        ? undefined
+        : { clusterNodes: hostPorts(e.REDIS_CLUSTER_NODES), ...(e.REDIS_PASSWORD ? { password: e.REDIS_PASSWORD } : {}) },
     replication: { minReplicas: e.KV_MIN_REPLICAS, timeoutMs: e.KV_REPLICATION_TIMEOUT_MS },
     dataDir: e.KV_DATA_DIR,
     managedRedisPort: e.KV_MANAGED_REDIS_PORT,
     prefix: e.KV_PREFIX,
-    partitions: e.KV_PARTITIONS,
+    partitions,
     buckets: e.KV_BUCKETS,
     redisTimeoutMs: e.KV_REDIS_TIMEOUT_MS,
     feed: { retention: e.KV_FEED_RETENTION, bufferSize: e.KV_FEED_BUFFER },

@@ -1,5 +1,5 @@
 // The one place that creates Redis connections, with the options every guarantee relies on.
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 
 export interface RedisOptions {
   /** Upper bound on any single command; past it the client gets STORE_UNAVAILABLE. */
@@ -18,10 +18,45 @@ export interface SentinelTarget {
   role?: 'master' | 'slave';
 }
 
-/** Where Redis is: a redis:// URL, or a Sentinel deployment whose primary ioredis follows. */
-export type RedisTarget = string | SentinelTarget;
+/** A Redis Cluster: a few of its nodes to learn the rest from (REDIS_CLUSTER_NODES). */
+export interface ClusterTarget {
+  clusterNodes: { host: string; port: number }[];
+  /** The nodes' password (requirepass), if any. */
+  password?: string;
+  /** Send reads to masters (default), or to replicas where a slot has one (eventual reads). */
+  reads?: 'master' | 'slave';
+}
 
-export function createRedis(target: RedisTarget, opts: RedisOptions): Redis {
+/** Where Redis is: a redis:// URL, a Sentinel deployment whose primary ioredis follows, or a cluster. */
+export type RedisTarget = string | SentinelTarget | ClusterTarget;
+
+/** A connection to one Redis (or Sentinel's primary), or to a whole cluster. */
+export type RedisClient = Redis | Cluster;
+
+export function isCluster(redis: RedisClient): redis is Cluster {
+  return redis instanceof Cluster;
+}
+
+/** The command timeout a client was created with (a cluster keeps it in its node options). */
+export function commandTimeoutOf(redis: RedisClient): number {
+  const opts = isCluster(redis) ? redis.options.redisOptions : redis.options;
+  return opts?.commandTimeout ?? 2000;
+}
+
+/** A second connection like `redis` (a second set of node connections, for a cluster). */
+export function duplicateClient<T extends RedisClient>(redis: T, commandTimeoutMs: number, autoPipelining = true): T {
+  if (isCluster(redis)) {
+    return redis.duplicate(undefined, {
+      enableAutoPipelining: autoPipelining,
+      redisOptions: { ...redis.options.redisOptions, commandTimeout: commandTimeoutMs },
+    }) as T;
+  }
+  return (redis as Redis).duplicate({ commandTimeout: commandTimeoutMs, enableAutoPipelining: autoPipelining }) as T;
+}
+
+export function createRedis(target: string | SentinelTarget, opts: RedisOptions): Redis;
+export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClient;
+export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClient {
   const common = {
     lazyConnect: true,
     // Fail fast while disconnected instead of queueing without bound: a request gets
@@ -39,6 +74,34 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): Redis {
     enableAutoPipelining: true,
   };
   if (typeof target === 'string') return new Redis(target, common);
+  if ('clusterNodes' in target) {
+    const { enableAutoPipelining, lazyConnect, enableOfflineQueue: _, ...node } = common;
+    return new Cluster(target.clusterNodes, {
+      lazyConnect,
+      // A cluster connects to a node when a slot first sends a command there (a new master
+      // after a failover or a migration); without a queue every command issued while that
+      // connection opens would fail. Queued commands were never sent, and each still fails
+      // after the command timeout (node connections set it when queueing); a request's own
+      // deadline bounds the wait while the whole cluster is unreachable.
+      enableOfflineQueue: true,
+      // Auto-pipelining groups the commands of a tick per node.
+      enableAutoPipelining,
+      redisOptions: { ...node, ...(target.password ? { password: target.password } : {}) },
+      scaleReads: target.reads ?? 'master',
+      // MOVED, ASK, TRYAGAIN and CLUSTERDOWN say the command did not run: ioredis follows or
+      // retries them (slot migration, a failover in progress), up to maxRedirections times.
+      // "Connection is closed" does not say that, so a command lost with its node is never
+      // resent (retryDelayOnFailover 0): its caller hears STORE_UNAVAILABLE, as on one Redis.
+      retryDelayOnFailover: 0,
+      retryDelayOnClusterDown: 200,
+      retryDelayOnTryAgain: 100,
+      maxRedirections: 16,
+      // Learn a failover's new master or a migration's new owner even without a MOVED.
+      slotsRefreshInterval: 2000,
+      slotsRefreshTimeout: Math.max(opts.commandTimeoutMs, 1000),
+      clusterRetryStrategy: (attempt: number) => Math.min(100 * attempt, 1000),
+    });
+  }
   return new Redis({
     ...common,
     // ioredis asks the sentinels for the primary on every (re)connect, and with failoverDetector

@@ -159,9 +159,24 @@ describe('loadConfig', () => {
       sentinelPassword: 'other',
     });
     expect(loadConfig({ REDIS_SENTINELS: '127.0.0.1:26379' }).sentinel).toEqual({ sentinels: [{ host: '127.0.0.1', port: 26379 }], masterName: 'kvql' });
-    expect(() => loadConfig({ REDIS_SENTINELS: '127.0.0.1:26379', REDIS_URL: 'redis://127.0.0.1:6379' })).toThrow(/REDIS_SENTINELS: give either REDIS_URL/);
+    expect(() => loadConfig({ REDIS_SENTINELS: '127.0.0.1:26379', REDIS_URL: 'redis://127.0.0.1:6379' })).toThrow(/REDIS_SENTINELS: give one of REDIS_URL .* not REDIS_URL and REDIS_SENTINELS/);
     // The managed Redis is not started for a Sentinel deployment, so its port may equal PORT.
     expect(loadConfig({ REDIS_SENTINELS: '127.0.0.1:26379', PORT: '6390' }).port).toBe(6390);
+  });
+
+  it('reads a cluster from REDIS_CLUSTER_NODES, with 64 partitions unless KV_PARTITIONS says otherwise', () => {
+    const c = loadConfig({ REDIS_CLUSTER_NODES: '10.0.0.1:7000,node-b.internal:7001', REDIS_PASSWORD: 'pw' });
+    expect(c.cluster).toEqual({ clusterNodes: [{ host: '10.0.0.1', port: 7000 }, { host: 'node-b.internal', port: 7001 }], password: 'pw' });
+    expect(c.partitions).toBe(64);
+    expect(c.redisUrl).toBeUndefined();
+    expect(c.sentinel).toBeUndefined();
+    expect(loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000', KV_PARTITIONS: '256' }).partitions).toBe(256);
+    expect(loadConfig({}).partitions).toBe(1);
+    expect(loadConfig({}).cluster).toBeUndefined();
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000', REDIS_URL: 'redis://127.0.0.1:6379' })).toThrow(/REDIS_CLUSTER_NODES: give one of .* not REDIS_URL and REDIS_CLUSTER_NODES/);
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000', REDIS_SENTINELS: '127.0.0.1:26379' })).toThrow(/REDIS_CLUSTER_NODES: give one of/);
+    // No managed Redis for a cluster either.
+    expect(loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000', PORT: '6390' }).port).toBe(6390);
   });
 
   it('counts an empty variable as unset', () => {
@@ -225,6 +240,9 @@ describe('loadConfig', () => {
     ['KV_MAX_DIRECTIVES', 'none'],
     ['KV_MAX_REQUEST_ITEMS', '0'],
     ['REDIS_SENTINELS', '127.0.0.1'],
+    ['REDIS_CLUSTER_NODES', '127.0.0.1'],
+    ['REDIS_CLUSTER_NODES', 'redis://127.0.0.1:7000'],
+    ['REDIS_CLUSTER_NODES', '127.0.0.1:7000;127.0.0.1:7001'],
     ['REDIS_SENTINELS', '127.0.0.1:26379,'],
     ['REDIS_SENTINELS', '127.0.0.1:26379, 127.0.0.2:26379'],
     ['REDIS_MASTER_NAME', 'has space'],
