@@ -1,13 +1,12 @@
-// Starts kvql: the Redis connection (managed, REDIS_URL or Sentinel), the store, and the HTTP listener.
+// Starts kvql: the Redis connection (managed, REDIS_URL, Sentinel or a cluster), the store, and the HTTP listener.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Redis } from 'ioredis';
 import type { WebSocketServer } from 'ws';
 import { FeedHub } from './feed/hub.js';
 import type { Config } from './config.js';
 import { createLogger, loggerFromFunction, redactUrl, type Logger } from './log.js';
 import { startManagedRedis, type ManagedRedis } from './managedRedis.js';
-import { createRedis, type RedisTarget } from './store/redis.js';
+import { createRedis, type RedisClient, type RedisTarget } from './store/redis.js';
 import { KvStore } from './store/store.js';
 import { attachWebSocket } from './websocket.js';
 import { createKvYoga } from './yoga.js';
@@ -17,7 +16,7 @@ const FEED_BLOCK_MS = 1000;
 
 export interface RunningServer {
   url: string;
-  redis: Redis;
+  redis: RedisClient;
   managed?: ManagedRedis;
   feed: FeedHub;
   close(): Promise<void>;
@@ -25,11 +24,45 @@ export interface RunningServer {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** How often each API process looks for multi-partition batches a crashed writer left pending. */
+const ROLL_FORWARD_EVERY_MS = 5000;
+
+/**
+ * On a cluster, completes the multi-partition batches whose writer died after committing them
+ * (store/clusterBatch.ts): now, then every ROLL_FORWARD_EVERY_MS. A batch is left to its own
+ * writer for twice the request deadline first (doing it twice would be harmless, only wasted).
+ */
+function startRollForward(store: KvStore, requestTimeoutMs: number, log: Logger): NodeJS.Timeout {
+  let running = false;
+  const pass = async () => {
+    if (running) return;
+    running = true;
+    try {
+      const { completed, missingParts } = await store.rollForward(2 * requestTimeoutMs);
+      if (completed > 0) log.warn(`rolled forward ${completed} multi-partition batch(es) left pending by a crashed writer`);
+      if (missingParts.length > 0) log.error(`multi-partition batch parts missing (lost with an unreplicated failover, or expired): ${missingParts.join(', ')}`);
+    } catch (err) {
+      log.warn(`batch roll-forward: ${(err as Error).message}; retrying in ${ROLL_FORWARD_EVERY_MS} ms`);
+    } finally {
+      running = false;
+    }
+  };
+  void pass();
+  const timer = setInterval(() => void pass(), ROLL_FORWARD_EVERY_MS);
+  timer.unref();
+  return timer;
+}
+
 /** Connects, retrying while Redis is starting or loading its data. */
-async function connect(target: RedisTarget, timeoutMs: number, log: Logger): Promise<Redis> {
+async function connect(target: RedisTarget, timeoutMs: number, log: Logger): Promise<RedisClient> {
   const redis = createRedis(target, { commandTimeoutMs: timeoutMs });
   // Never the URL as given: it may carry a password.
-  const where = typeof target === 'string' ? redactUrl(target) : `the primary "${target.masterName}" of sentinels ${target.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}`;
+  const where =
+    typeof target === 'string'
+      ? redactUrl(target)
+      : 'clusterNodes' in target
+        ? `the cluster of ${target.clusterNodes.map((n) => `${n.host}:${n.port}`).join(',')}`
+        : `the primary "${target.masterName}" of sentinels ${target.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}`;
   let lastError = '';
   redis.on('error', (err: Error) => {
     if (err.message !== lastError) log.warn(`redis: ${err.message}`);
@@ -54,12 +87,13 @@ export async function startServer(
 ): Promise<RunningServer> {
   const logger = typeof log === 'function' ? loggerFromFunction(log, config.logLevel) : log;
   const managed =
-    config.redisUrl || config.sentinel
+    config.redisUrl || config.sentinel || config.cluster
       ? undefined
       : await startManagedRedis({ dataDir: config.dataDir, port: config.managedRedisPort, log: (m, level = 'info') => logger[level](m) });
-  const target: RedisTarget = config.sentinel ?? config.redisUrl ?? managed!.url;
-  let redis: Redis | undefined;
-  let replica: Redis | undefined;
+  const target: RedisTarget = config.sentinel ?? config.cluster ?? config.redisUrl ?? managed!.url;
+  let redis: RedisClient | undefined;
+  let replica: RedisClient | undefined;
+  let rollForward: NodeJS.Timeout | undefined;
   let store: KvStore | undefined;
   let feed: FeedHub | undefined;
   let wss: WebSocketServer | undefined;
@@ -73,6 +107,12 @@ export async function startServer(
       replica.on('error', () => {});
       void replica.connect().catch(() => {});
     }
+    if (config.cluster) {
+      // On a cluster, EVENTUAL reads go to each slot's replica (a master where it has none).
+      replica = createRedis({ ...config.cluster, reads: 'slave' }, { commandTimeoutMs: config.redisTimeoutMs });
+      replica.on('error', () => {});
+      void replica.connect().catch(() => {});
+    }
     store = await KvStore.open(redis, {
       prefix: config.prefix,
       partitions: config.partitions,
@@ -81,6 +121,7 @@ export async function startServer(
       replication: config.replication,
       replicaReader: replica,
     });
+    if (store.cluster) rollForward = startRollForward(store, config.load.requestTimeoutMs, logger);
     feed = new FeedHub(store.feedReader(FEED_BLOCK_MS), { bufferSize: config.feed.bufferSize, blockMs: FEED_BLOCK_MS, batchSize: 500, log: (m) => logger.warn(m) });
     const yoga = createKvYoga({ store, limits: config.limits, feed, load: config.load, log: logger });
     server.on('request', yoga.listener);
@@ -92,6 +133,7 @@ export async function startServer(
   } catch (err) {
     // A start that fails half-way (port taken, keyspace refused) leaves nothing running: not
     // the connection, and not the redis-server it started, which would outlive the process.
+    clearInterval(rollForward);
     feed?.close();
     wss?.close();
     store?.close();
@@ -110,6 +152,7 @@ export async function startServer(
     async close() {
       // End the subscriptions (their clients resume from their last cursor elsewhere), stop
       // taking requests, let those in flight finish (for at most a few seconds), close Redis.
+      clearInterval(rollForward);
       feed!.close();
       for (const client of wss!.clients) client.close(1001, 'server shutting down');
       wss!.close();

@@ -1,8 +1,8 @@
 // `npm run verify`: checks a keyspace's invariants (src/store/verify.ts) and prints a report.
-// Reads REDIS_URL, KV_PREFIX, KV_PARTITIONS and KV_BUCKETS like the server. Without REDIS_URL it checks the
+// Reads REDIS_URL (or REDIS_CLUSTER_NODES), KV_PREFIX, KV_PARTITIONS and KV_BUCKETS like the server. Without either it checks the
 // managed Redis that `npm start` runs (redis://127.0.0.1:$KV_MANAGED_REDIS_PORT), if it answers.
 // Exit status: 0 no problems, 1 problems found, 2 it could not check (configuration, no Redis).
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { ConfigError, loadConfig } from './config.js';
 import { formatReport, verifyKeyspace } from './store/verify.js';
 
@@ -27,6 +27,7 @@ async function main(): Promise<number> {
     );
     return 2;
   }
+  if (config.cluster) return verifyCluster(config.cluster.clusterNodes, config.cluster.password, config);
   const managed = `redis://127.0.0.1:${config.managedRedisPort}`;
   const url = config.redisUrl ?? managed;
   if (!config.redisUrl) console.log(`kvql verify: no REDIS_URL; checking the managed Redis of \`npm start\` at ${managed}`);
@@ -53,6 +54,31 @@ async function main(): Promise<number> {
       return 2;
     }
     console.log(`kvql verify: ${shown(url)}, prefix "${config.prefix}", ${config.partitions} partition(s), ${config.buckets} buckets per partition`);
+    const report = await verifyKeyspace(redis, { prefix: config.prefix, partitions: config.partitions, buckets: config.buckets });
+    console.log(formatReport(report));
+    return report.ok ? 0 : 1;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** The same check on a cluster: every master is scanned, each partition read from its node. */
+async function verifyCluster(nodes: { host: string; port: number }[], password: string | undefined, config: ReturnType<typeof loadConfig>): Promise<number> {
+  const where = nodes.map((n) => `${n.host}:${n.port}`).join(',');
+  const redis = new Cluster(nodes, {
+    lazyConnect: true,
+    clusterRetryStrategy: () => null,
+    redisOptions: { maxRetriesPerRequest: 0, connectTimeout: 5000, commandTimeout: 60_000, ...(password ? { password } : {}) },
+  });
+  redis.on('error', () => {});
+  try {
+    try {
+      await redis.connect();
+    } catch (err) {
+      console.error(`kvql verify: cannot connect to the cluster of ${where}: ${err instanceof Error ? err.message : String(err)}`);
+      return 2;
+    }
+    console.log(`kvql verify: the cluster of ${where}, prefix "${config.prefix}", ${config.partitions} partition(s), ${config.buckets} buckets per partition`);
     const report = await verifyKeyspace(redis, { prefix: config.prefix, partitions: config.partitions, buckets: config.buckets });
     console.log(formatReport(report));
     return report.ok ? 0 : 1;

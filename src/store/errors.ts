@@ -9,7 +9,8 @@ export type StoreErrorCode =
   | 'CAPACITY_EXCEEDED'
   | 'CURSOR_EXPIRED'
   | 'SLOW_CONSUMER'
-  | 'REPLICATION_TIMEOUT';
+  | 'REPLICATION_TIMEOUT'
+  | 'CROSS_PARTITION_CAS';
 
 export class StoreError extends Error {
   /**
@@ -75,6 +76,13 @@ const UNAVAILABLE = [
   /^NOREPLICAS\b/,
   /^TRYAGAIN\b/,
   /^CLUSTERDOWN\b/,
+  // ioredis Cluster: redirections or retries ran out (a slot's master is failing over), or no
+  // node is reachable. Neither ran the command.
+  /^Too many Cluster redirections/,
+  /^Cluster isn't ready/,
+  /^Cluster is ended/,
+  /^Failed to refresh slots cache/,
+  /^None of startup nodes is available/,
   /Connection is closed/,
   /Stream isn't writeable/,
   /Command timed out/,

@@ -7,6 +7,10 @@
 //                                    the packed entry (ENTRY_HEADER_BYTES of header, then the value)
 //   {<prefix>:<p>}:s          stream the partition's change feed, one entry per written key
 //   {<prefix>:<p>}:q          string how many events partition p has ever had (the feed's sequence)
+//   {<prefix>:<p>}:x:<id>     hash   on a Redis Cluster only: partition p's part of batch <id>, which
+//                                    spans partitions (lua/batchPrepare.lua)
+//   {<prefix>:<p>}:xq         zset   on a Redis Cluster only: the committed multi-partition batches
+//                                    partition p coordinates, by commit time (ms)
 //
 // All keys of one partition share the hash tag {<prefix>:<p>}, so a script that touches one
 // partition touches one Redis Cluster slot.
@@ -101,6 +105,18 @@ export class Keyspace {
     return bucketOf(key, this.buckets);
   }
 
+  /** `items` grouped by the partition of their key, in first-seen order. */
+  byPartition<T>(items: readonly T[], keyOf: (item: T) => string): Map<number, T[]> {
+    const groups = new Map<number, T[]>();
+    for (const item of items) {
+      const p = this.partition(keyOf(item));
+      const group = groups.get(p);
+      if (group) group.push(item);
+      else groups.set(p, [item]);
+    }
+    return groups;
+  }
+
   index(partition: number): string {
     return `${this.tags[partition]}:i`;
   }
@@ -116,6 +132,16 @@ export class Keyspace {
 
   sequence(partition: number): string {
     return `${this.tags[partition]}:q`;
+  }
+
+  /** Partition p's part of the multi-partition batch `id` (Redis Cluster only). */
+  batchPart(partition: number, id: string): string {
+    return `${this.tags[partition]}:x:${id}`;
+  }
+
+  /** The committed multi-partition batches partition p coordinates (Redis Cluster only). */
+  pendingBatches(partition: number): string {
+    return `${this.tags[partition]}:xq`;
   }
 }
 

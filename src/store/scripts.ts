@@ -1,9 +1,9 @@
 // Loads the Lua scripts in ./lua and registers each on an ioredis client as a custom command.
 // ioredis sends EVALSHA and falls back to EVAL when Redis has lost its script cache (a restart).
 import { readFileSync } from 'node:fs';
-import type { Redis } from 'ioredis';
+import { isCluster, type RedisClient } from './redis.js';
 
-const SCRIPTS = ['put', 'delete', 'range'] as const;
+const SCRIPTS = ['put', 'delete', 'range', 'batchPrepare', 'batchApply', 'batchForget'] as const;
 export type ScriptName = (typeof SCRIPTS)[number];
 
 function source(name: ScriptName): string {
@@ -15,17 +15,30 @@ export interface ScriptCommands {
   kvPut(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   kvDelete(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   kvRange(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
+  kvBatchPrepare(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
+  kvBatchApply(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
+  kvBatchForget(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
 }
 
 const COMMAND: Record<ScriptName, keyof ScriptCommands> = {
   put: 'kvPut',
   delete: 'kvDelete',
   range: 'kvRange',
+  batchPrepare: 'kvBatchPrepare',
+  batchApply: 'kvBatchApply',
+  batchForget: 'kvBatchForget',
 };
 
-export function registerScripts(redis: Redis): Redis & ScriptCommands {
+export function registerScripts<T extends RedisClient>(redis: T): T & ScriptCommands {
   for (const name of SCRIPTS) {
     if (!(COMMAND[name] in redis)) redis.defineCommand(COMMAND[name], { lua: source(name) });
   }
-  return redis as Redis & ScriptCommands;
+  if (isCluster(redis)) {
+    // ioredis's cluster auto-pipelining routes a command by its first string argument, which
+    // for these commands is not a key (the key count comes first): send them on their own,
+    // routed by their KEYS like any script call.
+    const ignored = (redis.options.autoPipeliningIgnoredCommands ??= []);
+    for (const command of Object.values(COMMAND)) if (!ignored.includes(command)) ignored.push(command);
+  }
+  return redis as T & ScriptCommands;
 }

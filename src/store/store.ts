@@ -1,10 +1,11 @@
 // The key/value store over Redis. The only module (with its neighbours in store/) that speaks
 // Redis; it knows nothing of GraphQL.
-import type { Redis } from 'ioredis';
+import { ClusterBatches, scriptKeys, type RollForwardReport } from './clusterBatch.js';
 import { checkScriptReply, fromRedisError, redisRead, StoreError } from './errors.js';
 import { FeedReader } from './feed.js';
 import { DEFAULT_BUCKETS, Keyspace, LAYOUT_VERSION, unpackEntry } from './keys.js';
 import { compareKeys, lexArg, maxLower, minUpper, type Bound, type KeyRange } from './order.js';
+import { commandTimeoutOf, duplicateClient, isCluster, type RedisClient } from './redis.js';
 import { registerScripts, type ScriptCommands } from './scripts.js';
 
 export interface Entry {
@@ -62,7 +63,7 @@ export interface StoreOptions {
    * A connection to a replica, for reads asked with `eventual` consistency; without it they
    * are served by the primary, like every other read.
    */
-  replicaReader?: Redis;
+  replicaReader?: RedisClient;
 }
 
 /** STRONG: read from the primary (every acknowledged write). EVENTUAL: a replica may answer. */
@@ -80,7 +81,10 @@ export const DEFAULT_FEED_RETENTION = 100_000;
 /** How often a page read starts again when writes keep changing the page under it. */
 const PAGE_ATTEMPTS = 8;
 
-type Client = Redis & ScriptCommands;
+export type Client = RedisClient & ScriptCommands;
+
+/** A write script's command name (scripts.ts) and the KEYS and ARGV to call it with. */
+export type ScriptCall = [command: 'kvPut' | 'kvDelete' | 'kvBatchPrepare' | 'kvBatchApply' | 'kvBatchForget', keys: string[], args: string[]];
 
 export class KvStore {
   private constructor(
@@ -94,7 +98,15 @@ export class KvStore {
     private readonly writer: Client,
     private readonly replication: ReplicationOptions | undefined,
     private readonly replicaReader: Client | undefined,
-  ) {}
+  ) {
+    this.cluster = isCluster(redis);
+    this.batches = this.cluster ? new ClusterBatches(keys, feedRetention, redis, (call, check) => this.write(call, check), putEntries) : undefined;
+  }
+
+  /** Whether Redis is a cluster: then a script reaches one slot, so one partition, only. */
+  readonly cluster: boolean;
+  /** Multi-partition batches on a cluster (clusterBatch.ts). */
+  private readonly batches: ClusterBatches | undefined;
 
   /** Writes whose reply has arrived, waiting for the next WAIT (see awaitReplicas). */
   private readonly waiting: { resolve: () => void; reject: (err: Error) => void }[] = [];
@@ -105,7 +117,7 @@ export class KvStore {
    * keyspace that was created with another partition or bucket count (its keys would be looked
    * up in the wrong partitions or buckets), or with another storage layout.
    */
-  static async open(redis: Redis, opts: StoreOptions): Promise<KvStore> {
+  static async open(redis: RedisClient, opts: StoreOptions): Promise<KvStore> {
     const buckets = opts.buckets ?? DEFAULT_BUCKETS;
     const keys = new Keyspace(opts.prefix, opts.partitions, buckets);
     const client = registerScripts(redis);
@@ -137,7 +149,7 @@ export class KvStore {
     let writer = client;
     if (replication) {
       // WAIT's own bound is the replication timeout; the command may take that long.
-      writer = registerScripts(client.duplicate({ commandTimeout: (client.options.commandTimeout ?? 2000) + replication.timeoutMs }));
+      writer = registerScripts(duplicateClient(client, commandTimeoutOf(client) + replication.timeoutMs));
       writer.on('error', () => {}); // reported by the writes that fail
       // Connections are lazy and queue nothing offline: connect now (ioredis retries by itself).
       await writer.connect().catch(() => {});
@@ -157,12 +169,7 @@ export class KvStore {
    * blocked connection cannot serve anything else). `blockMs` is the longest XREAD BLOCK.
    */
   feedReader(blockMs: number): FeedReader {
-    const blocking = this.redis.duplicate({
-      commandTimeout: blockMs + (this.redis.options.commandTimeout ?? 2000),
-      enableAutoPipelining: false,
-    });
-    blocking.on('error', () => {}); // reported by the reads that fail
-    return new FeedReader(this.redis, blocking, this.keys);
+    return new FeedReader(this.redis, this.keys, blockMs + commandTimeoutOf(this.redis));
   }
 
   async ping(): Promise<void> {
@@ -237,26 +244,38 @@ export class KvStore {
 
   /**
    * Writes every item or none, in one script (so one fsync) over all the partitions involved.
-   * On one Redis that is atomic across partitions.
+   * On one Redis that is atomic across partitions. On a cluster a batch over several
+   * partitions is written in steps that always complete (clusterBatch.ts), and refused when
+   * it compares versions.
    */
   async batchPut(items: readonly PutItem[]): Promise<Entry[]> {
     // Nothing to write: no reason to fail when Redis is full or down.
     if (items.length === 0) return [];
     assertDistinct(items.map((i) => i.key));
+    if (this.batches) {
+      const parts = this.keys.byPartition(items, (i) => i.key);
+      if (parts.size > 1) return this.batches.put(items, parts);
+    }
     const keys = this.scriptKeys(items.map((i) => i.key));
     const args = [String(items.length), String(this.feedRetention)];
     for (const item of items) {
       args.push(item.key, item.value, item.expectedVersion == null ? '' : String(item.expectedVersion));
     }
-    const reply = await this.write(() => this.writer.kvPut(keys.length, ...keys, ...args));
-    const now = Number(reply[1]);
-    return items.map((item, i) => ({
-      key: item.key,
-      value: item.value,
-      version: Number(reply[2 + 2 * i]),
-      createdAt: Number(reply[3 + 2 * i]),
-      updatedAt: now,
-    }));
+    return putEntries(items, await this.write(['kvPut', keys, args]));
+  }
+
+  /**
+   * Completes the multi-partition batches that a crashed writer committed but did not finish
+   * (a cluster only; nothing to do on one Redis, where a batch is one script). Any API
+   * process may run it at any time: applying a part twice is a no-op. Returns how many.
+   */
+  async rollForward(olderThanMs: number): Promise<RollForwardReport> {
+    if (!this.batches) return { completed: 0, missingParts: [] };
+    try {
+      return await this.batches.rollForward(olderThanMs);
+    } catch (err) {
+      throw fromRedisError(err, true);
+    }
   }
 
   async delete(key: string, expectedVersion?: number | null): Promise<DeleteOutcome> {
@@ -276,7 +295,13 @@ export class KvStore {
       Promise.all(partitions.map((p) => this.redis.zrange(this.keys.index(p), lo, hi, 'BYLEX', 'LIMIT', 0, limit))),
     );
     const chosen = candidates.flat().sort(compareKeys).slice(0, limit);
-    const deleted = chosen.length === 0 ? [] : await this.deleteKeys(chosen, null);
+    let deleted: (Entry | null)[] = [];
+    if (chosen.length > 0 && !this.cluster) deleted = await this.deleteKeys(chosen, null);
+    // On a cluster a script reaches one partition: each partition's share is deleted atomically.
+    if (chosen.length > 0 && this.cluster) {
+      const byPartition = this.keys.byPartition(chosen, (key) => key);
+      deleted = (await Promise.all([...byPartition.values()].map((keys) => this.deleteKeys(keys, null)))).flat();
+    }
     const remaining = await redisRead(() =>
       Promise.all(partitions.map((p) => this.redis.zlexcount(this.keys.index(p), lo, hi))),
     );
@@ -308,37 +333,33 @@ export class KvStore {
     if (!forward && q.before != null) {
       beyond = [lexArg(maxLower(range.lo, complement(window.hi)), 'lo'), lexArg(range.hi, 'hi')];
     }
-    const common = [
-      lexArg(window.lo, 'lo'),
-      lexArg(window.hi, 'hi'),
-      forward ? 'f' : 'r',
-      lexArg(range.lo, 'lo'),
-      lexArg(range.hi, 'hi'),
-      ...beyond,
-    ] as const;
-    const call = (p: number, members: string[], limit: number) =>
+    const rest = [forward ? 'f' : 'r', lexArg(range.lo, 'lo'), lexArg(range.hi, 'hi'), ...beyond] as const;
+    const windowArgs = [lexArg(window.lo, 'lo'), lexArg(window.hi, 'hi')] as const;
+    // `from`: read the window from after this member on (round 1's later steps).
+    const call = (p: number, members: string[], limit: number, from?: string) =>
       redis.kvRange(
         1 + members.length,
         this.keys.index(p),
         ...members.map((m) => this.keys.bucket(m, p)),
-        common[0],
-        common[1],
+        from !== undefined && forward ? lexArg({ key: from, inclusive: false }, 'lo') : windowArgs[0],
+        from !== undefined && !forward ? lexArg({ key: from, inclusive: false }, 'hi') : windowArgs[1],
         limit,
-        ...common.slice(2),
+        ...rest,
         ...members,
       );
     const order = forward ? compareKeys : (a: string, b: string) => compareKeys(b, a);
     const partitions = [...Array(this.keys.partitions).keys()];
 
     for (let attempt = 0; attempt < PAGE_ATTEMPTS; attempt++) {
-      // Round 1: which keys make the page.
-      const first = (await redisRead(() => Promise.all(partitions.map((p) => call(p, [], size + 1))))).map(parseRange);
-      const merged = first
-        .flatMap((r, p) => r.members.map((key) => ({ key, p })))
-        .sort((a, b) => order(a.key, b.key));
+      // Round 1: which keys make the page (pageMembers: a few per partition, then more from
+      // the partitions that may still hold some).
+      const first = await this.pageMembers(call, partitions, size, order);
+      if (first.overFetched !== undefined) this.overFetch.members += first.overFetched;
+      this.overFetch.pages++;
+      const merged = first.merged;
       const more = merged.length > size;
       const page = merged.slice(0, size);
-      const counts = first.map((r) => [r.total, r.beyond]);
+      const counts = first.counts;
 
       // Round 2: their values, if each partition's part of the page is still the same keys.
       const mine = partitions.map((p) => page.filter((e) => e.p === p).map((e) => e.key));
@@ -370,36 +391,103 @@ export class KvStore {
     throw new StoreError('STORE_UNAVAILABLE', 'the range kept changing under concurrent writes; try again');
   }
 
+  /** Members read by round 1 of range pages, beyond the page (and its one look-ahead), for measuring. */
+  readonly overFetch = { pages: 0, members: 0 };
+
+  /**
+   * Round 1 of a range page: the first size+1 members of the window over all partitions, in
+   * page order, read with work bounded by the page rather than by size times partitions. Each
+   * partition first gives about twice its fair share (2(size+1)/P, plus a few); a partition
+   * that gave all it was asked for may hold more, so the merged list is certain only up to the
+   * earliest last member among those; while fewer than size+1 members are certain, the
+   * partitions that could hold more of them give twice as many again, from where they stopped.
+   */
+  private async pageMembers(
+    call: (p: number, members: string[], limit: number, from?: string) => Promise<unknown[]>,
+    partitions: number[],
+    size: number,
+    order: (a: string, b: string) => number,
+  ): Promise<{ merged: { key: string; p: number }[]; counts: number[][]; overFetched: number }> {
+    const want = size + 1;
+    const P = partitions.length;
+    const got: string[][] = partitions.map(() => []);
+    const full = partitions.map(() => true); // may hold more than read so far
+    const counts: number[][] = partitions.map(() => [0, 0]);
+    let ask = P === 1 ? want : Math.min(want, Math.ceil((2 * want) / P) + 4);
+    let asking = partitions;
+    let read = 0;
+    for (;;) {
+      const limit = ask;
+      const replies = (
+        await redisRead(() => Promise.all(asking.map((p) => call(p, [], limit, got[p]!.length > 0 ? got[p]!.at(-1) : undefined))))
+      ).map(parseRange);
+      replies.forEach((r, i) => {
+        const p = asking[i]!;
+        got[p]!.push(...r.members);
+        full[p] = r.members.length === limit;
+        counts[p] = [r.total, r.beyond];
+        read += r.members.length;
+      });
+      const merged = got.flatMap((members, p) => members.map((key) => ({ key, p }))).sort((a, b) => order(a.key, b.key));
+      // Certain: every member up to the earliest last member of a partition that may hold more.
+      let horizon: string | undefined;
+      for (const p of partitions) {
+        if (!full[p]) continue;
+        const last = got[p]!.at(-1)!;
+        if (horizon === undefined || order(last, horizon) < 0) horizon = last;
+      }
+      const after = horizon === undefined ? -1 : merged.findIndex((m) => order(m.key, horizon!) > 0);
+      const certain = after === -1 ? merged.length : after;
+      if (horizon === undefined || certain >= want) {
+        return { merged: merged.slice(0, want), counts, overFetched: Math.max(0, read - Math.min(want, merged.length)) };
+      }
+      // Ask again the partitions that may hold members before the want-th merged one.
+      const bound = merged[want - 1]?.key;
+      asking = partitions.filter((p) => full[p] && (bound === undefined || order(got[p]!.at(-1)!, bound) < 0));
+      ask = Math.min(want, ask * 2);
+    }
+  }
+
   private async deleteKeys(keys: readonly string[], expectedVersion: number | null | undefined): Promise<(Entry | null)[]> {
     const redisKeys = this.scriptKeys(keys);
     const args = [String(keys.length), String(this.feedRetention)];
     for (const key of keys) args.push(key, expectedVersion == null ? '' : String(expectedVersion));
-    const reply = await this.write(() => this.writer.kvDelete(redisKeys.length, ...redisKeys, ...args));
+    const reply = await this.write(['kvDelete', redisKeys, args]);
     return keys.map((key, i) => toEntry(key, reply as (string | null)[], 1 + 4 * i));
   }
 
-  /** The KEYS of put.lua and delete.lua: per key its bucket hash, index, stream and sequence. */
   private scriptKeys(keys: readonly string[]): string[] {
-    const n = keys.length;
-    const out: string[] = new Array(4 * n);
-    keys.forEach((key, i) => {
-      const p = this.keys.partition(key);
-      out[i] = this.keys.bucket(key, p);
-      out[n + i] = this.keys.index(p);
-      out[2 * n + i] = this.keys.stream(p);
-      out[3 * n + i] = this.keys.sequence(p);
-    });
-    return out;
+    return scriptKeys(this.keys, keys);
   }
 
-  private async write(run: () => Promise<unknown[]>): Promise<unknown[]> {
+  /**
+   * Runs one write script on the writer connection, checks its reply (unless `check` is
+   * false: the caller reads statuses of its own) and, when writes wait for replicas, returns
+   * once they have it.
+   */
+  private async write([command, keys, args]: ScriptCall, check = true): Promise<unknown[]> {
     let reply: unknown[];
+    let acked: number | undefined;
     try {
-      reply = await run();
+      if (this.replication && this.cluster) {
+        // Each node replicates its own slots: WAIT must follow the write on that node's
+        // connection, so it goes in the same pipeline (routed by the script's keys).
+        const pipe = this.writer.pipeline() as unknown as Record<string, (...a: unknown[]) => unknown> & { exec(): Promise<[Error | null, unknown][]> };
+        pipe[command]!(keys.length, ...keys, ...args);
+        pipe.wait!(this.replication.minReplicas, this.replication.timeoutMs);
+        const [[err, r], [waitErr, n]] = (await pipe.exec()) as [[Error | null, unknown[]], [Error | null, number]];
+        if (err) throw err;
+        reply = r;
+        acked = waitErr ? undefined : Number(n);
+        if (check) checkScriptReply(reply);
+        if (acked === undefined || acked < this.replication.minReplicas) throw replicationTimeout(this.replication, acked, waitErr ? ` (${waitErr.message})` : '');
+        return reply;
+      }
+      reply = await this.writer[command](keys.length, ...keys, ...args) as unknown[];
     } catch (err) {
       throw fromRedisError(err, true);
     }
-    checkScriptReply(reply);
+    if (check) checkScriptReply(reply);
     if (this.replication) await this.awaitReplicas();
     return reply;
   }
@@ -438,18 +526,34 @@ export class KvStore {
           continue;
         }
         // One error per write: each reaches its own request (and its log line).
-        const error = () => new StoreError(
-          'REPLICATION_TIMEOUT',
-          `the write was applied and fsynced on the primary, but ${acked === undefined ? 'whether replicas have it is unknown' : `only ${acked} of the ${minReplicas} replicas required confirmed it within ${timeoutMs} ms`}${why}; ` +
-            'it is not lost unless the primary fails before they catch up: read the key to see it, and write it again if it must survive a failover',
-          { replicasConfirmed: acked ?? null, replicasRequired: minReplicas },
-        );
-        for (const w of covered) w.reject(error());
+        for (const w of covered) w.reject(replicationTimeout(this.replication!, acked, why));
       }
     } finally {
       this.waitRunning = false;
     }
   }
+}
+
+/** REPLICATION_TIMEOUT for a write its primary applied but too few replicas confirmed. */
+function replicationTimeout({ minReplicas, timeoutMs }: ReplicationOptions, acked: number | undefined, why: string): StoreError {
+  return new StoreError(
+    'REPLICATION_TIMEOUT',
+    `the write was applied and fsynced on the primary, but ${acked === undefined ? 'whether replicas have it is unknown' : `only ${acked} of the ${minReplicas} replicas required confirmed it within ${timeoutMs} ms`}${why}; ` +
+      'it is not lost unless the primary fails before they catch up: read the key to see it, and write it again if it must survive a failover',
+    { replicasConfirmed: acked ?? null, replicasRequired: minReplicas },
+  );
+}
+
+/** The entries a put script's reply {"OK", now, version_1, created_1, ...} says were written. */
+export function putEntries(items: readonly PutItem[], reply: readonly unknown[]): Entry[] {
+  const now = Number(reply[1]);
+  return items.map((item, i) => ({
+    key: item.key,
+    value: item.value,
+    version: Number(reply[2 + 2 * i]),
+    createdAt: Number(reply[3 + 2 * i]),
+    updatedAt: now,
+  }));
 }
 
 function complement(b: Bound): Bound {

@@ -26,6 +26,7 @@
 // check is counted as `unsettled`, never reported as a problem. Memory: the last event per key of
 // one partition's retained stream at a time (bounded by the feed retention).
 import type { Redis } from 'ioredis';
+import { isCluster, type RedisClient } from './redis.js';
 import { bucketOf, DEFAULT_BUCKETS, ENTRY_HEADER_BYTES, Keyspace, LAYOUT_VERSION, partitionOf, unpackEntry } from './keys.js';
 
 export type ProblemKind =
@@ -135,6 +136,8 @@ interface LastEvent {
 const POSITIVE = /^[1-9][0-9]*$/;
 const NATURAL = /^(0|[1-9][0-9]*)$/;
 const BUCKET = /^b:(0|[1-9][0-9]*)$/;
+/** A part of a multi-partition batch on a cluster (store/clusterBatch.ts): kept while it completes. */
+const BATCH_PART = /^x:[0-9a-f]{16}$/;
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** The bytes as a string if they are UTF-8, else null. */
@@ -188,7 +191,7 @@ function ok(reply: Reply | undefined): unknown {
   return reply[1];
 }
 
-export async function verifyKeyspace(redis: Redis, opts: VerifyOptions): Promise<VerifyReport> {
+export async function verifyKeyspace(redis: RedisClient, opts: VerifyOptions): Promise<VerifyReport> {
   const t0 = performance.now();
   const B = opts.buckets ?? DEFAULT_BUCKETS;
   const keys = new Keyspace(opts.prefix, opts.partitions, B);
@@ -315,11 +318,12 @@ export async function verifyKeyspace(redis: Redis, opts: VerifyOptions): Promise
     } while (cursor !== '0' && ++steps < MAX_STEPS);
   };
 
-  {
+  // On a cluster, SCAN sees one node's keys: scan every master.
+  for (const node of isCluster(redis) ? redis.nodes('master') : [redis]) {
     let cursor = '0';
     let steps = 0;
     do {
-      const [next, found] = await redis.scan(cursor, 'MATCH', `{${opts.prefix}:*`, 'COUNT', scanCount);
+      const [next, found] = await node.scan(cursor, 'MATCH', `{${opts.prefix}:*`, 'COUNT', scanCount);
       cursor = next;
       const buckets: [p: number, b: number, redisKey: string][] = [];
       for (const redisKey of found) {
@@ -335,7 +339,7 @@ export async function verifyKeyspace(redis: Redis, opts: VerifyOptions): Promise
           // A bucket at or above the bucket count is checked too: each of its fields is in the
           // wrong bucket.
           buckets.push([p, Number(bucket[1]), redisKey]);
-        } else if (rest !== 'i' && rest !== 's' && rest !== 'q') {
+        } else if (rest !== 'i' && rest !== 's' && rest !== 'q' && rest !== 'xq' && !BATCH_PART.test(rest)) {
           add({ kind: 'unknown-key', partition: p, redisKey, message: `${redisKey} is not a key of kvql's layout` });
         }
       }
