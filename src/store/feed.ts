@@ -3,8 +3,10 @@
 // last event seen and its sequence number (the partition's event count, which tells whether
 // events after a position have been trimmed away).
 import type { Redis } from 'ioredis';
+import { ClusterNotifier } from './clusterFeed.js';
 import { redisRead } from './errors.js';
 import type { Keyspace } from './keys.js';
+import { duplicateClient, isCluster, type RedisClient } from './redis.js';
 import type { Entry } from './store.js';
 
 export interface Position {
@@ -64,12 +66,24 @@ export interface FeedCheck {
 }
 
 export class FeedReader {
+  /** One Redis: a dedicated connection, since XREAD BLOCK holds it for the whole wait. */
+  private readonly blocking: Redis | undefined;
+  /** A cluster: one subscriber per master, told which partitions got events. */
+  private readonly notifier: ClusterNotifier | undefined;
+
+  /** `blockingTimeoutMs` bounds a blocking read: the longest block plus the command timeout. */
   constructor(
-    private readonly redis: Redis,
-    /** A dedicated connection: XREAD BLOCK holds it for the whole wait. */
-    private readonly blocking: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: Keyspace,
-  ) {}
+    blockingTimeoutMs: number,
+  ) {
+    if (isCluster(redis)) {
+      this.notifier = new ClusterNotifier(redis, keys);
+    } else {
+      this.blocking = duplicateClient(redis, blockingTimeoutMs, false);
+      this.blocking.on('error', () => {}); // reported by the reads that fail
+    }
+  }
 
   get partitions(): number {
     return this.keys.partitions;
@@ -77,12 +91,11 @@ export class FeedReader {
 
   /** The current end of every partition's feed: a subscription "from now" starts here. */
   async heads(): Promise<Position[]> {
+    // One command per partition (each its own slot on a cluster); auto-pipelining sends the
+    // commands for one node together.
     return redisRead(async () => {
-      const pipe = this.redis.pipeline();
-      for (let p = 0; p < this.keys.partitions; p++) pipe.xrevrange(this.keys.stream(p), '+', '-', 'COUNT', 1);
-      const replies = (await pipe.exec())!;
-      return replies.map(([err, entries], p) => {
-        if (err) throw err;
+      const replies = await Promise.all(this.partitionList().map((p) => this.redis.xrevrange(this.keys.stream(p), '+', '-', 'COUNT', 1)));
+      return replies.map((entries, p) => {
         const last = (entries as StreamEntry[])[0];
         return last ? { id: last[0], seq: toEvent(p, last).seq } : START;
       });
@@ -92,19 +105,13 @@ export class FeedReader {
   /** Whether the feed still holds every event after `positions`, and its oldest position. */
   async check(positions: readonly Position[]): Promise<FeedCheck> {
     return redisRead(async () => {
-      const pipe = this.redis.pipeline();
-      for (let p = 0; p < this.keys.partitions; p++) {
-        pipe.xrange(this.keys.stream(p), '-', '+', 'COUNT', 1);
-        pipe.get(this.keys.sequence(p));
-      }
-      const replies = (await pipe.exec())!;
+      const replies = await Promise.all(
+        this.partitionList().map((p) => Promise.all([this.redis.xrange(this.keys.stream(p), '-', '+', 'COUNT', 1), this.redis.get(this.keys.sequence(p))])),
+      );
       let expired = false;
       let foreign = false;
       const oldest = positions.map((pos, p) => {
-        const [err1, entries] = replies[2 * p]!;
-        const [err2, count] = replies[2 * p + 1]!;
-        if (err1) throw err1;
-        if (err2) throw err2;
+        const [entries, count] = replies[p]!;
         const total = Number(count ?? 0);
         const first = (entries as StreamEntry[])[0];
         // Sequence numbers are consecutive: events 1..firstSeq-1 are gone.
@@ -130,10 +137,12 @@ export class FeedReader {
    * connection; at most `count` per partition. Empty when none came.
    */
   async wait(positions: readonly Position[], count: number, blockMs: number): Promise<FeedEvent[]> {
+    if (this.notifier) return this.waitCluster(this.notifier, positions, count, blockMs);
+    const blocking = this.blocking!;
     return redisRead(async () => {
-      if (this.blocking.status === 'wait') await this.blocking.connect();
+      if (blocking.status === 'wait') await blocking.connect();
       const streams = positions.map((_, p) => this.keys.stream(p));
-      const reply = (await this.blocking.xread(
+      const reply = (await blocking.xread(
         'COUNT',
         count,
         'BLOCK',
@@ -148,7 +157,28 @@ export class FeedReader {
     });
   }
 
+  /** wait() on a cluster: read the partitions the notifier says changed, each on its own. */
+  private async waitCluster(notifier: ClusterNotifier, positions: readonly Position[], count: number, blockMs: number): Promise<FeedEvent[]> {
+    const changed = await notifier.next(blockMs);
+    const partitions = changed === 'all' ? this.partitionList() : [...changed];
+    let batches: FeedEvent[][];
+    try {
+      batches = await Promise.all(partitions.map((p) => this.after(p, positions[p]!, count)));
+    } catch (err) {
+      notifier.mark(partitions); // read them again next time
+      throw err;
+    }
+    // A partition that filled its count may have more: read it again at once.
+    notifier.mark(partitions.filter((_, i) => batches[i]!.length >= count));
+    return batches.flat();
+  }
+
+  private partitionList(): number[] {
+    return [...Array(this.keys.partitions).keys()];
+  }
+
   close(): void {
-    this.blocking.disconnect();
+    this.blocking?.disconnect();
+    this.notifier?.close();
   }
 }
