@@ -2,6 +2,7 @@
 // pagination, UTF-8 byte order, and the argument checks.
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Limits } from '../../src/config.js';
+import { partitionOf } from '../../src/store/keys.js';
 import { createTestApp, dataKeysOf, type GqlResult, type TestApp } from '../harness/app.js';
 
 const RANGE = `query($start: String, $end: String, $prefix: String, $first: Int, $after: String, $last: Int, $before: String) {
@@ -362,6 +363,55 @@ describe('pagination over a few hundred keys', () => {
     expect(last.edges.map((e) => e.node.key)).toEqual(expected.slice(-5));
     expect(last.totalCount).toBe(expected.length);
     expect(last.pageInfo).toMatchObject({ hasPreviousPage: true, hasNextPage: false });
+  });
+});
+
+describe('many partitions, most keys in one', () => {
+  // A page reads a few keys per partition first, and more only from partitions that may hold
+  // more of the page (store.ts pageMembers): here most of every page is in one partition.
+  const P = 32;
+  const candidates = Array.from({ length: 20_000 }, (_, i) => `m:${String(i).padStart(5, '0')}`);
+  const crowded = candidates.filter((k) => partitionOf(k, P) === 3).slice(0, 150);
+  const spread = candidates.filter((k) => partitionOf(k, P) !== 3).filter((_, i) => i % 9 === 0).slice(0, 2000);
+  const KEYS = sorted([...crowded, ...spread]);
+
+  it('pages match the sorted keys both ways, and read far fewer keys than a page per partition', async () => {
+    const app = await createTestApp('range-crowded', { partitions: P });
+    apps.push(app);
+    await putAll(app, KEYS);
+    for (const size of [5, 20, 100]) {
+      const before = { ...app.store.overFetch };
+      const forward: string[] = [];
+      let after: string | null = null;
+      let pages = 0;
+      for (;;) {
+        const page: Connection = await range(app, { first: size, after });
+        expect(page.edges.map((e) => e.node.key)).toEqual(KEYS.slice(forward.length, forward.length + size));
+        expect(page.totalCount).toBe(KEYS.length);
+        forward.push(...page.edges.map((e) => e.node.key));
+        pages++;
+        if (!page.pageInfo.hasNextPage) break;
+        after = page.pageInfo.endCursor;
+      }
+      expect(forward).toEqual(KEYS);
+      const backward: string[] = [];
+      let beforeCursor: string | null = null;
+      for (;;) {
+        const page: Connection = await range(app, { last: size, before: beforeCursor });
+        const end = KEYS.length - backward.length;
+        expect(page.edges.map((e) => e.node.key)).toEqual(KEYS.slice(Math.max(0, end - size), end));
+        backward.unshift(...page.edges.map((e) => e.node.key));
+        pages++;
+        if (!page.pageInfo.hasPreviousPage) break;
+        beforeCursor = page.pageInfo.startCursor;
+      }
+      expect(backward).toEqual(KEYS);
+      // Every partition giving size+1 keys (the simple way) reads about (P-1)(size+1) keys
+      // beyond each page here. Small pages are dominated by the few keys asked of each partition.
+      const extra = (app.store.overFetch.members - before.members) / (app.store.overFetch.pages - before.pages);
+      expect(app.store.overFetch.pages - before.pages).toBeGreaterThanOrEqual(pages);
+      if (size >= 20) expect(extra).toBeLessThan(((P - 1) * (size + 1)) / 2);
+    }
   });
 });
 
