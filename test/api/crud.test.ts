@@ -1,6 +1,6 @@
 // Every operation of the contract through GraphQL, against a real Redis.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, dataKeysOf, type TestApp } from '../harness/app.js';
+import { createTestApp, dataKeysOf, feedSequencesOf, keysInDistinctPartitions, keysInOnePartition, ON_CLUSTER, writtenOf, type TestApp } from '../harness/app.js';
 
 let app: TestApp;
 beforeAll(async () => {
@@ -145,22 +145,68 @@ describe('batchPut', () => {
   });
 
   it('one conflict rejects the whole batch and names every conflicting key', async () => {
-    await app.gql(BATCH, { items: [{ key: 'bc:1', value: 'a' }, { key: 'bc:2', value: 'b' }] });
+    // On one Redis the keys fall in whatever partitions they hash to (a batch is one script over
+    // all of them). On a cluster a compare-and-set batch must keep to one partition, so there the
+    // same batch is made of keys of one partition.
+    const [k1, k2, k3, k4] = ON_CLUSTER ? keysInOnePartition('bc:', 4) : ['bc:1', 'bc:2', 'bc:3', 'bc:4'];
+    await app.gql(BATCH, { items: [{ key: k1, value: 'a' }, { key: k2, value: 'b' }] });
     const r = await app.gql(BATCH, {
       items: [
-        { key: 'bc:1', value: 'A', expectedVersion: 1 },
-        { key: 'bc:2', value: 'B', expectedVersion: 5 },
-        { key: 'bc:3', value: 'C', expectedVersion: 2 },
-        { key: 'bc:4', value: 'D' },
+        { key: k1, value: 'A', expectedVersion: 1 },
+        { key: k2, value: 'B', expectedVersion: 5 },
+        { key: k3, value: 'C', expectedVersion: 2 },
+        { key: k4, value: 'D' },
       ],
     });
     expect(r.errors![0]!.extensions!.code).toBe('VERSION_CONFLICT');
     expect(r.errors![0]!.extensions!.conflicts).toEqual([
-      { key: 'bc:2', actualVersion: 1 },
-      { key: 'bc:3', actualVersion: 0 },
+      { key: k2, actualVersion: 1 },
+      { key: k3, actualVersion: 0 },
     ]);
-    const g = await app.gql(`{ getMany(keys: ["bc:1", "bc:2", "bc:3", "bc:4"]) { value version } }`);
+    const g = await app.gql(`query($keys: [String!]!) { getMany(keys: $keys) { value version } }`, { keys: [k1, k2, k3, k4] });
     expect(g.data!.getMany).toEqual([{ value: 'a', version: 1 }, { value: 'b', version: 1 }, null, null]);
+
+    if (ON_CLUSTER) {
+      // Over several partitions a batch that compares versions is refused before anything is
+      // written, whether its versions match or not; without expectedVersion it is written.
+      const [x1, x2, x3] = keysInDistinctPartitions('bcx:', 3);
+      const seeded = await app.gql(BATCH, { items: [{ key: x1, value: 'a' }, { key: x2, value: 'b' }] });
+      expect(seeded.errors).toBeUndefined();
+      const before = await writtenOf(app.redis, app.prefix);
+      const events = await feedSequencesOf(app);
+      const attempts = [
+        // every version matches
+        [
+          { key: x1, value: 'A', expectedVersion: 1 },
+          { key: x2, value: 'B', expectedVersion: 1 },
+          { key: x3, value: 'C', expectedVersion: 0 },
+        ],
+        // one conditional item among plain ones
+        [
+          { key: x1, value: 'A' },
+          { key: x2, value: 'B', expectedVersion: 1 },
+          { key: x3, value: 'C' },
+        ],
+        // a conflict too: still CROSS_PARTITION_CAS, nothing compared
+        [
+          { key: x1, value: 'A', expectedVersion: 7 },
+          { key: x3, value: 'C', expectedVersion: 0 },
+        ],
+      ];
+      for (const items of attempts) {
+        const x = await app.gql(BATCH, { items });
+        expect(x.data ?? null, JSON.stringify(items)).toBeNull();
+        expect(x.errors![0]!.extensions, JSON.stringify(items)).toMatchObject({
+          code: 'CROSS_PARTITION_CAS',
+          partitions: items.length,
+          conditionalKeys: items.filter((i) => i.expectedVersion !== undefined).map((i) => i.key),
+        });
+      }
+      expect(await writtenOf(app.redis, app.prefix), 'nothing written').toEqual(before);
+      expect(await feedSequencesOf(app), 'no event').toEqual(events);
+      const after = await app.gql(`query($keys: [String!]!) { getMany(keys: $keys) { value version } }`, { keys: [x1, x2, x3] });
+      expect(after.data!.getMany).toEqual([{ value: 'a', version: 1 }, { value: 'b', version: 1 }, null]);
+    }
   });
 
   it('refuses a key named twice as bad input, writing nothing', async () => {

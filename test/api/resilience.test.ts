@@ -3,7 +3,16 @@
 // The crash and capacity tests run on redis-servers of their own; the rest on the shared one.
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApp, type GqlResult, type TestApp } from '../harness/app.js';
+import {
+  createTestApp,
+  feedSequencesOf,
+  keysInDistinctPartitions,
+  keysInOnePartition,
+  ON_CLUSTER,
+  writtenOf,
+  type GqlResult,
+  type TestApp,
+} from '../harness/app.js';
 import { startTestRedis, type TestRedis } from '../harness/redisServer.js';
 
 const PUT = `mutation($key: String!, $value: String!, $expectedVersion: Int) {
@@ -812,7 +821,10 @@ describe('compare-and-set races', () => {
   });
 
   it('of concurrent batches over the same keys, each batch applies whole or not at all', async () => {
-    const keys = ['bx:a', 'bx:b', 'bx:c', 'bx:d'];
+    // On one Redis the keys fall in whatever partitions they hash to (a batch is one script over
+    // all of them). On a cluster a compare-and-set batch must keep to one partition (below), so
+    // there the racing batches are made of keys of one partition.
+    const keys = ON_CLUSTER ? keysInOnePartition('bx:', 4) : ['bx:a', 'bx:b', 'bx:c', 'bx:d'];
     await app.gql(BATCH, { items: keys.map((key) => ({ key, value: 'init' })) });
     const rs = await Promise.all(
       Array.from({ length: N }, (_, i) =>
@@ -828,6 +840,26 @@ describe('compare-and-set races', () => {
     }
     const g = await app.gql(GET_MANY, { keys });
     expect(g.data!.getMany).toEqual(keys.map((key) => ({ key, value: `w${ok[0]}`, version: 2 })));
+
+    if (ON_CLUSTER) {
+      // The same race over keys of several partitions: every batch is refused with
+      // CROSS_PARTITION_CAS (the versions all match), and none writes anything.
+      const spread = keysInDistinctPartitions('bxs:', 4);
+      expect((await app.gql(BATCH, { items: spread.map((key) => ({ key, value: 'init' })) })).errors).toBeUndefined();
+      const before = await writtenOf(app.redis, app.prefix);
+      const events = await feedSequencesOf(app);
+      const refused = await Promise.all(
+        Array.from({ length: N }, (_, i) => app.gql(BATCH, { items: spread.map((key) => ({ key, value: `w${i}`, expectedVersion: 1 })) })),
+      );
+      for (const r of refused) {
+        expect(r.data ?? null).toBeNull();
+        expect(r.errors![0]!.extensions).toMatchObject({ code: 'CROSS_PARTITION_CAS', partitions: spread.length, conditionalKeys: spread });
+      }
+      expect(await writtenOf(app.redis, app.prefix), 'nothing written').toEqual(before);
+      expect(await feedSequencesOf(app), 'no event').toEqual(events);
+      const kept = await app.gql(GET_MANY, { keys: spread });
+      expect(kept.data!.getMany).toEqual(spread.map((key) => ({ key, value: 'init', version: 1 })));
+    }
   });
 });
 

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { bucketOf, Keyspace, packEntry, partitionOf, unpackEntry } from '../../src/store/keys.js';
 import { verifyKeyspace, type VerifyOptions, type VerifyReport } from '../../src/store/verify.js';
-import { createTestApp, BUCKETS, PARTITIONS, uniquePrefix, type TestApp } from '../harness/app.js';
+import { createTestApp, BUCKETS, ON_CLUSTER, PARTITIONS, uniquePrefix, type TestApp } from '../harness/app.js';
 import { freePort } from '../harness/redisServer.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -376,7 +376,9 @@ describe('verifyKeyspace reports each kind of corruption', () => {
 
 function runCli(env: Record<string, string>): Promise<{ code: number | null; out: string }> {
   const clean = { ...process.env };
-  for (const name of Object.keys(clean)) if (/^(REDIS_URL|KV_|PORT$|HOST$)/.test(name)) delete clean[name];
+  // No kvql setting of this process reaches the CLI: where Redis is (REDIS_URL,
+  // REDIS_CLUSTER_NODES, REDIS_SENTINELS, passwords), KV_*, PORT, HOST; only what `env` says.
+  for (const name of Object.keys(clean)) if (/^(REDIS_|KV_|PORT$|HOST$)/.test(name)) delete clean[name];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/verifyCli.ts'], { cwd: REPO, env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -396,7 +398,9 @@ function runCli(env: Record<string, string>): Promise<{ code: number | null; out
 describe('npm run verify (src/verifyCli.ts)', () => {
   it('prints the report, exits 0 when clean and 1 with problems', async () => {
     const s = await seeded('cli');
-    const env = { REDIS_URL: inject('redisUrl'), KV_PREFIX: s.app.prefix, KV_PARTITIONS: String(PARTITIONS), KV_BUCKETS: String(BUCKETS) };
+    // Where the keyspace is: the cluster project's cluster (REDIS_CLUSTER_NODES), or the shared Redis.
+    const where: Record<string, string> = ON_CLUSTER ? { REDIS_CLUSTER_NODES: inject('clusterNodes') } : { REDIS_URL: inject('redisUrl') };
+    const env: Record<string, string> = { ...where, KV_PREFIX: s.app.prefix, KV_PARTITIONS: String(PARTITIONS), KV_BUCKETS: String(BUCKETS) };
     const clean = await runCli(env);
     expect(clean.out).toContain(`keyspace "${s.app.prefix}", ${PARTITIONS} partition`);
     expect(clean.out).toContain(`total: ${s.expectedKeys.reduce((a, b) => a + b, 0)} keys`);

@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { decodeFeedCursor, encodeFeedCursor } from '../../src/graphql/changes.js';
 import type { Position } from '../../src/store/feed.js';
 import { partitionOf } from '../../src/store/keys.js';
-import { createTestApp, BUCKETS, PARTITIONS, type GqlResult, type TestApp } from '../harness/app.js';
+import type { RedisClient } from '../../src/store/redis.js';
+import { createTestApp, BUCKETS, ON_CLUSTER, PARTITIONS, type GqlResult, type TestApp } from '../harness/app.js';
 import { freePort, startTestRedis, type TestRedis } from '../harness/redisServer.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -230,17 +231,53 @@ interface Fact {
   value: string | null;
 }
 
-/** What a delivered event is: its cursor holds its own stream ID and sequence in its partition. */
-function factOf(e: ChangeEvent): Fact {
-  const partition = partitionOf(e.key, PARTITIONS);
-  const { id, seq } = decodeFeedCursor(e.cursor, PARTITIONS)[partition]!;
-  return { partition, id, seq, type: e.type, key: e.key, version: e.version, value: e.entry?.value ?? null };
+/**
+ * The helpers that depend on a keyspace's partition count (cursors hold one position per
+ * partition): the test apps' count (PARTITIONS) unless a test app was given another.
+ */
+function feedHelpers(partitions: number) {
+  /** A cursor's positions, one per partition. */
+  const decode = (cursor: string) => decodeFeedCursor(cursor, partitions);
+
+  /** What a delivered event is: its cursor holds its own stream ID and sequence in its partition. */
+  const factOf = (e: ChangeEvent): Fact => {
+    const partition = partitionOf(e.key, partitions);
+    const { id, seq } = decode(e.cursor)[partition]!;
+    return { partition, id, seq, type: e.type, key: e.key, version: e.version, value: e.entry?.value ?? null };
+  };
+
+  const byPartition = (facts: Fact[]): Fact[][] => {
+    const out: Fact[][] = Array.from({ length: partitions }, () => []);
+    for (const f of facts) out[f.partition]!.push(f);
+    return out;
+  };
+
+  /** Per partition: consecutive sequence numbers right after `from` (no event skipped or repeated). */
+  const expectContiguous = (facts: Fact[], from: readonly Position[]): void => {
+    expect(from).toHaveLength(partitions);
+    byPartition(facts).forEach((list, p) => {
+      expect(
+        list.map((f) => f.seq),
+        `partition ${p}`,
+      ).toEqual(list.map((_, i) => from[p]!.seq + 1 + i));
+    });
+  };
+
+  /** The cursor from before the first event. */
+  const startCursor = () => encodeFeedCursor(Array.from({ length: partitions }, () => ({ id: '0-0', seq: 0 })));
+
+  return { decode, factOf, byPartition, expectContiguous, startCursor };
 }
 
-/** Every event the streams of `app`'s keyspace hold, per partition, in stream order. */
-async function streamFacts(redis: Redis, app: TestApp): Promise<Fact[][]> {
+const { factOf, byPartition, expectContiguous, startCursor } = feedHelpers(PARTITIONS);
+
+/**
+ * Every event the streams of `app`'s keyspace hold, per partition (as many as the keyspace has),
+ * in stream order. One XRANGE at a time, each of one stream: on a cluster each is its own slot.
+ */
+async function streamFacts(redis: RedisClient, app: TestApp): Promise<Fact[][]> {
   const out: Fact[][] = [];
-  for (let p = 0; p < PARTITIONS; p++) {
+  for (let p = 0; p < app.store.keys.partitions; p++) {
     const entries = (await redis.xrange(app.store.keys.stream(p), '-', '+')) as [string, string[]][];
     out.push(
       entries.map(([id, fields]) => {
@@ -253,27 +290,11 @@ async function streamFacts(redis: Redis, app: TestApp): Promise<Fact[][]> {
   return out;
 }
 
-/** How many events each partition has ever had (its sequence counter). */
-async function sequences(redis: Redis, app: TestApp): Promise<number[]> {
+/** How many events each partition of `app`'s keyspace has ever had (its sequence counter). */
+async function sequences(redis: RedisClient, app: TestApp): Promise<number[]> {
   const out: number[] = [];
-  for (let p = 0; p < PARTITIONS; p++) out.push(Number((await redis.get(app.store.keys.sequence(p))) ?? 0));
+  for (let p = 0; p < app.store.keys.partitions; p++) out.push(Number((await redis.get(app.store.keys.sequence(p))) ?? 0));
   return out;
-}
-
-function byPartition(facts: Fact[]): Fact[][] {
-  const out: Fact[][] = Array.from({ length: PARTITIONS }, () => []);
-  for (const f of facts) out[f.partition]!.push(f);
-  return out;
-}
-
-/** Per partition: consecutive sequence numbers right after `from` (no event skipped or repeated). */
-function expectContiguous(facts: Fact[], from: readonly Position[]): void {
-  byPartition(facts).forEach((list, p) => {
-    expect(
-      list.map((f) => f.seq),
-      `partition ${p}`,
-    ).toEqual(list.map((_, i) => from[p]!.seq + 1 + i));
-  });
 }
 
 /**
@@ -300,13 +321,16 @@ function endError(end: Payload | null | 'timeout'): GqlError {
   return p.errors![0]!;
 }
 
-const startCursor = () => encodeFeedCursor(Array.from({ length: PARTITIONS }, () => ({ id: '0-0', seq: 0 })));
-
 // ---------------------------------------------------------------------------------------------
 // 1. Retention: expired cursors, history trimmed under a subscriber
 // ---------------------------------------------------------------------------------------------
 
 describe('feed retention and expired cursors', () => {
+  // These apps have a standalone Redis of their own, and at most 4 partitions: 120 events must
+  // overflow a retention of 10 per partition (with the cluster project's 16 they would not).
+  // Every cursor and per-partition list here has this count, so the helpers are this count's.
+  const P = Math.min(PARTITIONS, 4);
+  const { decode, factOf, byPartition, expectContiguous, startCursor } = feedHelpers(P);
   let server: TestRedis;
   let admin: Redis;
   const apps: TestApp[] = [];
@@ -324,7 +348,7 @@ describe('feed retention and expired cursors', () => {
   });
 
   async function app(name: string, opts: { feedRetention?: number; feedBuffer?: number } = {}): Promise<TestApp> {
-    const a = await createTestApp(name, { redisUrl: server.url, feedRetention: 10, ...opts });
+    const a = await createTestApp(name, { redisUrl: server.url, partitions: P, feedRetention: 10, ...opts });
     apps.push(a);
     return a;
   }
@@ -358,7 +382,7 @@ describe('feed retention and expired cursors', () => {
         key,
       ).toEqual(writes.filter((w) => w.key === key));
     }
-    expectContiguous(seenFacts, decodeFeedCursor(startCursor(), PARTITIONS));
+    expectContiguous(seenFacts, decode(startCursor()));
 
     const streams = await streamFacts(admin, a);
     const retained = streams.flat();
@@ -380,7 +404,7 @@ describe('feed retention and expired cursors', () => {
       expect(err.message).toMatch(/no longer retained/);
       expect(typeof err.extensions?.oldestCursor).toBe('string');
       // Each partition's oldest position is right before its first retained event.
-      expect(decodeFeedCursor(err.extensions!.oldestCursor, PARTITIONS).map((pos) => pos.seq)).toEqual(
+      expect(decode(err.extensions!.oldestCursor).map((pos) => pos.seq)).toEqual(
         streams.map((s, p) => (s[0]?.seq ?? totals[p]! + 1) - 1),
       );
       oldestCursor = err.extensions!.oldestCursor;
@@ -400,7 +424,7 @@ describe('feed retention and expired cursors', () => {
 
     // A cursor still within retention: everything after it, each once (the live put included).
     const recent = seen[N - 5]!;
-    const recentAt = decodeFeedCursor(recent.cursor, PARTITIONS);
+    const recentAt = decode(recent.cursor);
     streams.forEach((s, p) => expect(recentAt[p]!.seq, `partition ${p} retained`).toBeGreaterThanOrEqual((s[0]?.seq ?? 1) - 1));
     const now = await streamFacts(admin, a);
     const expected = now.map((s, p) => s.filter((f) => f.seq > recentAt[p]!.seq));
@@ -412,8 +436,8 @@ describe('feed retention and expired cursors', () => {
 
     // A cursor that claims more events than a partition has had is not from this keyspace.
     const totalsNow = await sequences(admin, a);
-    const last = decodeFeedCursor(seen[N - 1]!.cursor, PARTITIONS);
-    for (let p = 0; p < PARTITIONS; p++) {
+    const last = decode(seen[N - 1]!.cursor);
+    for (let p = 0; p < P; p++) {
       const forged = last.map((pos) => ({ ...pos }));
       forged[p] = { id: forged[p]!.id, seq: totalsNow[p]! + 1 };
       const err = await (await subscribe(a, { after: encodeFeedCursor(forged) })).failure();
@@ -432,7 +456,7 @@ describe('feed retention and expired cursors', () => {
     for (let i = 0; i < 60; i++) expect((await a.gql(PUT, { key: `l:${i % 20}`, value: big(i) })).errors).toBeUndefined();
     const { extensions } = await (await subscribe(a, { after: startCursor() })).failure();
     expect(extensions?.code).toBe('CURSOR_EXPIRED');
-    const from = decodeFeedCursor(extensions!.oldestCursor, PARTITIONS);
+    const from = decode(extensions!.oldestCursor);
 
     // It takes one event and stops reading: the body stream buffers a few, then stops pulling,
     // and the catch-up stops in the middle of what it has to read.
@@ -452,7 +476,7 @@ describe('feed retention and expired cursors', () => {
     const err = endError(end);
     expect(err.extensions?.code, err.message).toBe('CURSOR_EXPIRED');
     expect(await lag.next(), 'completes after its error').toBeNull();
-    const oldest = decodeFeedCursor(err.extensions!.oldestCursor, PARTITIONS);
+    const oldest = decode(err.extensions!.oldestCursor);
     const streams = await streamFacts(admin, a);
     expect(oldest.map((pos) => pos.seq)).toEqual(streams.map((s) => s[0]!.seq - 1));
     const again = await subscribe(a, { after: err.extensions!.oldestCursor });
@@ -463,7 +487,7 @@ describe('feed retention and expired cursors', () => {
     const a = await app('expire-burst');
     const live = await subscribe(a);
     await until(() => a.feed.subscriberCount === 1, 'the live subscription');
-    const from = decodeFeedCursor(startCursor(), PARTITIONS);
+    const from = decode(startCursor());
     expect((await a.gql(PUT, { key: 'b:first', value: 'x' })).errors).toBeUndefined();
     const first = await live.event();
     expect(first).toMatchObject({ key: 'b:first', version: 1 });
@@ -780,14 +804,19 @@ describe('two API processes on one keyspace', () => {
   beforeAll(async () => {
     app = await createTestApp('two');
     const port = await freePort();
-    // A second, real server: its own process, connections and feed hub, on the same keyspace.
+    // A second, real server: its own process, connections and feed hub, on the same keyspace,
+    // so on the same Redis as `app`: the cluster project's cluster, or the shared Redis. Where
+    // Redis is comes from here only, not from this process's environment.
+    const inherited = { ...process.env };
+    for (const name of Object.keys(inherited)) if (name.startsWith('REDIS_')) delete inherited[name];
+    const where = ON_CLUSTER ? { REDIS_CLUSTER_NODES: inject('clusterNodes') } : { REDIS_URL: inject('redisUrl') };
     child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
       cwd: REPO,
       env: {
-        ...process.env,
+        ...inherited,
         HOST: '127.0.0.1',
         PORT: String(port),
-        REDIS_URL: inject('redisUrl'),
+        ...where,
         KV_PREFIX: app.prefix,
         KV_PARTITIONS: String(PARTITIONS),
         KV_BUCKETS: String(BUCKETS),

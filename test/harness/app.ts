@@ -1,23 +1,63 @@
 // A kvql server object for a test file: its own key prefix on the shared Redis, the partition
 // and bucket counts of the current test project (KV_TEST_PARTITIONS, KV_TEST_BUCKETS), and a
-// helper to run GraphQL.
+// helper to run GraphQL. In the cluster project (KV_TEST_CLUSTER=1) the shared Redis is the
+// project's Redis Cluster (inject('clusterNodes')) instead of the standalone one.
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { ExecutionResult } from 'graphql';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { defaultLimits, defaultLoad, type Limits, type LoadConfig } from '../../src/config.js';
-import { createRedis } from '../../src/store/redis.js';
-import { DEFAULT_BUCKETS } from '../../src/store/keys.js';
+import { createRedis, isCluster, type ClusterTarget, type RedisClient } from '../../src/store/redis.js';
+import { DEFAULT_BUCKETS, partitionOf } from '../../src/store/keys.js';
 import { KvStore, type ReplicationOptions } from '../../src/store/store.js';
 import { createKvYoga, type KvYoga } from '../../src/yoga.js';
 import { FeedHub } from '../../src/feed/hub.js';
+import { parseSeedList } from './cluster.js';
 
 export const PARTITIONS = Number(process.env.KV_TEST_PARTITIONS ?? '1');
 /** Buckets per partition: the default (16384) in one project, a handful in the other, so that
  * there most keys share their bucket with others. */
 export const BUCKETS = Number(process.env.KV_TEST_BUCKETS ?? String(DEFAULT_BUCKETS));
+/**
+ * Whether this is the cluster project: test apps without a `redisUrl` then run on a Redis
+ * Cluster, where a script reaches one partition. A batchPut over several partitions is then
+ * written in steps (not isolated, each part with its own clock reading), and one that compares
+ * versions is refused with CROSS_PARTITION_CAS; deleteRange deletes each partition's share
+ * atomically; a multi-key raw command must keep its keys in one slot.
+ */
+export const ON_CLUSTER = process.env.KV_TEST_CLUSTER === '1';
+
+/**
+ * `n` keys `${base}<i>` that all fall in one partition (of `partitions`): the first partition
+ * that `n` of them reach, for tests of what is atomic within a partition on every deployment.
+ */
+export function keysInOnePartition(base: string, n: number, partitions = PARTITIONS): string[] {
+  const groups = new Map<number, string[]>();
+  for (let i = 0; i < 100_000; i++) {
+    const key = `${base}${i}`;
+    const p = partitionOf(key, partitions);
+    const group = groups.get(p) ?? [];
+    group.push(key);
+    groups.set(p, group);
+    if (group.length === n) return group;
+  }
+  throw new Error(`no ${n} keys ${base}<i> in one partition`);
+}
+
+/** `n` keys `${base}<i>`, each in another partition (of `partitions`; at least `n` of them). */
+export function keysInDistinctPartitions(base: string, n: number, partitions = PARTITIONS): string[] {
+  if (n > partitions) throw new Error(`${n} keys cannot be in distinct partitions of ${partitions}`);
+  const byPartition = new Map<number, string>();
+  for (let i = 0; byPartition.size < n; i++) {
+    if (i >= 100_000) throw new Error(`no ${n} keys ${base}<i> in distinct partitions`);
+    const key = `${base}${i}`;
+    const p = partitionOf(key, partitions);
+    if (!byPartition.has(p)) byPartition.set(p, key);
+  }
+  return [...byPartition.values()];
+}
 
 export interface GqlResult<T = Record<string, any>> {
   status: number;
@@ -31,7 +71,8 @@ export interface TestApp {
   url: string;
   store: KvStore;
   feed: FeedHub;
-  redis: Redis;
+  /** The shared Redis, or in the cluster project a Cluster client (its commands route by key). */
+  redis: RedisClient;
   prefix: string;
   /** A POST over real HTTP through the fast lane, as production serves it (yoga's path for what it hands on). */
   gql<T = Record<string, any>>(query: string, variables?: Record<string, unknown>): Promise<GqlResult<T>>;
@@ -42,7 +83,7 @@ export interface TestAppOptions {
   limits?: Partial<Limits>;
   partitions?: number;
   buckets?: number;
-  /** Another Redis than the shared one (crash tests start their own). */
+  /** Another Redis than the shared one (crash tests start their own); a standalone Redis even in the cluster project. */
   redisUrl?: string;
   prefix?: string;
   errors?: unknown[];
@@ -66,9 +107,23 @@ export function uniquePrefix(name: string): string {
   return `t-${name}-${randomBytes(4).toString('hex')}`;
 }
 
+/**
+ * The cluster project's nodes (KV_TEST_CLUSTER=1, from the project's global setup), or undefined
+ * in the other projects.
+ */
+export function clusterSeedsFromEnv(): ClusterTarget['clusterNodes'] | undefined {
+  if (!ON_CLUSTER) return undefined;
+  const list = inject('clusterNodes');
+  if (!list) throw new Error('KV_TEST_CLUSTER=1 but no clusterNodes provided: run the "cluster" project (its globalSetup starts the cluster)');
+  return parseSeedList(list);
+}
+
 export async function createTestApp(name: string, opts: TestAppOptions = {}): Promise<TestApp> {
   const prefix = opts.prefix ?? uniquePrefix(name);
-  const redis = createRedis(opts.redisUrl ?? inject('redisUrl'), { commandTimeoutMs: 2000 });
+  const seeds = opts.redisUrl === undefined ? clusterSeedsFromEnv() : undefined;
+  const redis: RedisClient = seeds
+    ? createRedis({ clusterNodes: seeds }, { commandTimeoutMs: 2000 })
+    : createRedis(opts.redisUrl ?? inject('redisUrl'), { commandTimeoutMs: 2000 });
   redis.on('error', () => {});
   await redis.connect();
   const limits = { ...defaultLimits(), ...opts.limits };
@@ -125,20 +180,34 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
   };
 }
 
-/** Every Redis key of a test app's keyspace, for checks that nothing else was written. */
-export async function keysOf(redis: Redis, prefix: string): Promise<string[]> {
-  const found: string[] = [];
+/** The keys of one Redis that contain `prefix`. */
+async function scanNode(redis: Redis, prefix: string, into: Set<string>): Promise<void> {
   let cursor = '0';
   do {
     const [next, batch] = await redis.scan(cursor, 'MATCH', `*${prefix}*`, 'COUNT', 1000);
     cursor = next;
-    found.push(...batch);
+    for (const k of batch) into.add(k);
   } while (cursor !== '0');
-  return found.sort();
+}
+
+/**
+ * Every Redis key of a test app's keyspace, for checks that nothing else was written. On a
+ * cluster: every master's keys (as the client knows the masters), merged.
+ */
+export async function keysOf(redis: RedisClient, prefix: string): Promise<string[]> {
+  const found = new Set<string>();
+  if (isCluster(redis)) {
+    const masters = redis.nodes('master');
+    if (masters.length === 0) throw new Error('the cluster client knows no master (not connected?)');
+    await Promise.all(masters.map((node) => scanNode(node, prefix, found)));
+  } else {
+    await scanNode(redis, prefix, found);
+  }
+  return [...found].sort();
 }
 
 /** The keyspace's keys that hold data: all but the change feed's stream and sequence keys. */
-export async function dataKeysOf(redis: Redis, prefix: string): Promise<string[]> {
+export async function dataKeysOf(redis: RedisClient, prefix: string): Promise<string[]> {
   return (await keysOf(redis, prefix)).filter((k) => !/\}:[sq]$/.test(k));
 }
 
@@ -147,7 +216,7 @@ export async function dataKeysOf(redis: Redis, prefix: string): Promise<string[]
  * keys other than the meta key, and for each bucket hash one line per field ("<bucket> <key>"),
  * since a write into an existing bucket adds no Redis key.
  */
-export async function writtenOf(redis: Redis, prefix: string): Promise<string[]> {
+export async function writtenOf(redis: RedisClient, prefix: string): Promise<string[]> {
   const out: string[] = [];
   for (const k of await keysOf(redis, prefix)) {
     if (k === `${prefix}:meta`) continue;
@@ -158,8 +227,18 @@ export async function writtenOf(redis: Redis, prefix: string): Promise<string[]>
 }
 
 /** The user keys that have an entry in a bucket of a test app's keyspace, sorted. */
-export async function storedKeysOf(redis: Redis, prefix: string): Promise<string[]> {
+export async function storedKeysOf(redis: RedisClient, prefix: string): Promise<string[]> {
   const out: string[] = [];
   for (const k of await keysOf(redis, prefix)) if (/\}:b:\d+$/.test(k)) out.push(...(await redis.hkeys(k)));
   return out.sort();
+}
+
+/**
+ * How many events each partition of a test app's keyspace has ever had (its feed's sequence
+ * counter): with writtenOf, a check that a refused write emitted no event either. One GET per
+ * partition (each its own slot on a cluster).
+ */
+export async function feedSequencesOf(app: Pick<TestApp, 'redis' | 'store'>): Promise<number[]> {
+  const ks = app.store.keys;
+  return Promise.all(Array.from({ length: ks.partitions }, async (_, p) => Number((await app.redis.get(ks.sequence(p))) ?? 0)));
 }
