@@ -79,6 +79,10 @@ const UNAVAILABLE = [
   // ioredis Cluster: redirections or retries ran out (a slot's master is failing over), or no
   // node is reachable. Neither ran the command.
   /^Too many Cluster redirections/,
+  // A redirection that reached us (ioredis follows them, but not inside a pipeline whose other
+  // commands succeeded), or a script the node had not loaded: neither ran.
+  /^(MOVED|ASK) \d+ /,
+  /^NOSCRIPT\b/,
   /^Cluster isn't ready/,
   /^Cluster is ended/,
   /^Failed to refresh slots cache/,

@@ -75,7 +75,7 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
   };
   if (typeof target === 'string') return new Redis(target, common);
   if ('clusterNodes' in target) {
-    const { enableAutoPipelining, lazyConnect, enableOfflineQueue: _, ...node } = common;
+    const { enableAutoPipelining: _pipelining, lazyConnect, enableOfflineQueue: _queue, ...node } = common;
     return new Cluster(target.clusterNodes, {
       lazyConnect,
       // A cluster connects to a node when a slot first sends a command there (a new master
@@ -84,18 +84,24 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
       // after the command timeout (node connections set it when queueing); a request's own
       // deadline bounds the wait while the whole cluster is unreachable.
       enableOfflineQueue: true,
-      // Auto-pipelining groups the commands of a tick per node.
-      enableAutoPipelining,
+      // No auto-pipelining (and no pipelines of our own, but for WAIT: see store.ts): ioredis
+      // retries a pipeline as a whole, so while a slot migrates, a pipeline that got ASK for some
+      // commands is resent whole to the new owner, where the keys not yet moved read as missing
+      // (the cluster experiment's reshard phase caught getMany answering null for them). Each
+      // command on its own follows its own MOVED or ASK.
+      enableAutoPipelining: false,
       redisOptions: { ...node, ...(target.password ? { password: target.password } : {}) },
       scaleReads: target.reads ?? 'master',
       // MOVED, ASK, TRYAGAIN and CLUSTERDOWN say the command did not run: ioredis follows or
       // retries them (slot migration, a failover in progress), up to maxRedirections times.
+      // A script over a slot whose keys are half moved gets TRYAGAIN until the slot has moved
+      // (seconds for a partition of many buckets): 50 retries 100 ms apart ride through it.
       // "Connection is closed" does not say that, so a command lost with its node is never
       // resent (retryDelayOnFailover 0): its caller hears STORE_UNAVAILABLE, as on one Redis.
       retryDelayOnFailover: 0,
       retryDelayOnClusterDown: 200,
       retryDelayOnTryAgain: 100,
-      maxRedirections: 16,
+      maxRedirections: 50,
       // Learn a failover's new master or a migration's new owner even without a MOVED.
       slotsRefreshInterval: 2000,
       slotsRefreshTimeout: Math.max(opts.commandTimeoutMs, 1000),

@@ -1,7 +1,7 @@
 // Loads the Lua scripts in ./lua and registers each on an ioredis client as a custom command.
 // ioredis sends EVALSHA and falls back to EVAL when Redis has lost its script cache (a restart).
 import { readFileSync } from 'node:fs';
-import { isCluster, type RedisClient } from './redis.js';
+import type { RedisClient } from './redis.js';
 
 const SCRIPTS = ['put', 'delete', 'range', 'batchPrepare', 'batchApply', 'batchForget'] as const;
 export type ScriptName = (typeof SCRIPTS)[number];
@@ -32,13 +32,6 @@ const COMMAND: Record<ScriptName, keyof ScriptCommands> = {
 export function registerScripts<T extends RedisClient>(redis: T): T & ScriptCommands {
   for (const name of SCRIPTS) {
     if (!(COMMAND[name] in redis)) redis.defineCommand(COMMAND[name], { lua: source(name) });
-  }
-  if (isCluster(redis)) {
-    // ioredis's cluster auto-pipelining routes a command by its first string argument, which
-    // for these commands is not a key (the key count comes first): send them on their own,
-    // routed by their KEYS like any script call.
-    const ignored = (redis.options.autoPipeliningIgnoredCommands ??= []);
-    for (const command of Object.values(COMMAND)) if (!ignored.includes(command)) ignored.push(command);
   }
   return redis as T & ScriptCommands;
 }

@@ -1,5 +1,6 @@
 // The key/value store over Redis. The only module (with its neighbours in store/) that speaks
 // Redis; it knows nothing of GraphQL.
+import type { Cluster } from 'ioredis';
 import { ClusterBatches, scriptKeys, type RollForwardReport } from './clusterBatch.js';
 import { checkScriptReply, fromRedisError, redisRead, StoreError } from './errors.js';
 import { FeedReader } from './feed.js';
@@ -77,6 +78,12 @@ export interface ReplicationOptions {
 }
 
 export const DEFAULT_FEED_RETENTION = 100_000;
+
+/**
+ * How often a write that waits for replicas on a cluster follows a redirection, 100 ms apart
+ * (as ioredis does for every other command: maxRedirections in redis.ts).
+ */
+const REDIRECT_ATTEMPTS = 50;
 
 /** How often a page read starts again when writes keep changing the page under it. */
 const PAGE_ATTEMPTS = 8;
@@ -197,8 +204,8 @@ export class KvStore {
   }
 
   /**
-   * Entries in the order asked, null where absent: one HMGET per bucket, in one pipeline per
-   * partition, the pipelines sent together.
+   * Entries in the order asked, null where absent: one HMGET per bucket, sent together (one
+   * Redis gets them in one auto-pipelined write; on a cluster each follows its own redirection).
    */
   async getMany(keys: readonly string[], consistency: Consistency = 'strong'): Promise<(Entry | null)[]> {
     return this.read(consistency, (redis) => this.getManyFrom(redis, keys));
@@ -219,18 +226,14 @@ export class KvStore {
     const result: (Entry | null)[] = new Array(keys.length).fill(null);
     try {
       await Promise.all(
-        [...byPartition.values()].map(async (buckets) => {
-          const pipe = redis.pipeline();
-          for (const [bucket, indexes] of buckets) pipe.hmgetBuffer(bucket, ...indexes.map((i) => keys[i]!));
-          const replies = (await pipe.exec())!;
-          [...buckets.values()].forEach((indexes, j) => {
-            const [err, packed] = replies[j]!;
-            if (err) throw err;
+        [...byPartition.values()].flatMap((buckets) =>
+          [...buckets].map(async ([bucket, indexes]) => {
+            const packed = await redis.hmgetBuffer(bucket, ...indexes.map((i) => keys[i]!));
             indexes.forEach((i, f) => {
-              result[i] = fromPacked(keys[i]!, (packed as (Buffer | null)[])[f] ?? null);
+              result[i] = fromPacked(keys[i]!, packed[f] ?? null);
             });
-          });
-        }),
+          }),
+        ),
       );
     } catch (err) {
       throw fromRedisError(err, false);
@@ -470,15 +473,9 @@ export class KvStore {
     let acked: number | undefined;
     try {
       if (this.replication && this.cluster) {
-        // Each node replicates its own slots: WAIT must follow the write on that node's
-        // connection, so it goes in the same pipeline (routed by the script's keys).
-        const pipe = this.writer.pipeline() as unknown as Record<string, (...a: unknown[]) => unknown> & { exec(): Promise<[Error | null, unknown][]> };
-        pipe[command]!(keys.length, ...keys, ...args);
-        pipe.wait!(this.replication.minReplicas, this.replication.timeoutMs);
-        const [[err, r], [waitErr, n]] = (await pipe.exec()) as [[Error | null, unknown[]], [Error | null, number]];
-        if (err) throw err;
+        const [r, n, waitErr] = await this.writeAndWait(command, keys, args);
         reply = r;
-        acked = waitErr ? undefined : Number(n);
+        acked = waitErr ? undefined : n;
         if (check) checkScriptReply(reply);
         if (acked === undefined || acked < this.replication.minReplicas) throw replicationTimeout(this.replication, acked, waitErr ? ` (${waitErr.message})` : '');
         return reply;
@@ -490,6 +487,28 @@ export class KvStore {
     if (check) checkScriptReply(reply);
     if (this.replication) await this.awaitReplicas();
     return reply;
+  }
+
+  /**
+   * On a cluster, a write script and WAIT in one pipeline: each node replicates its own slots, so
+   * WAIT must follow the write on that node's connection, and the pipeline goes where the
+   * script's keys route it. ioredis does not follow a redirection inside a pipeline whose WAIT
+   * succeeded, so this does: MOVED, ASK (a slot on the move), TRYAGAIN and CLUSTERDOWN say the
+   * script did not run; the pipeline is sent again after a short pause, with the slot map
+   * refreshed, for up to REDIRECT_ATTEMPTS times (then the error stands: STORE_UNAVAILABLE).
+   */
+  private async writeAndWait(command: ScriptCall[0], keys: string[], args: string[]): Promise<[unknown[], number, Error | null]> {
+    const { minReplicas, timeoutMs } = this.replication!;
+    for (let attempt = 1; ; attempt++) {
+      const pipe = this.writer.pipeline() as unknown as Record<string, (...a: unknown[]) => unknown> & { exec(): Promise<[Error | null, unknown][]> };
+      pipe[command]!(keys.length, ...keys, ...args);
+      pipe.wait!(minReplicas, timeoutMs);
+      const [[err, reply], [waitErr, acked]] = (await pipe.exec()) as [[Error | null, unknown[]], [Error | null, number]];
+      if (!err) return [reply, Number(acked), waitErr];
+      if (!/^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)\b/.test(err.message) || attempt >= REDIRECT_ATTEMPTS) throw err;
+      if (/^MOVED\b/.test(err.message)) (this.writer as Cluster).refreshSlotsCache();
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   /**
