@@ -344,6 +344,8 @@ const CHANGES = 'subscription($p: String!, $after: String) { changes(prefix: $p,
  * subscriptions with CURSOR_EXPIRED or the connection drops), it subscribes again after it.
  */
 async function watchFeed(url: string) {
+  // Writing stops first; reading goes on until the last acknowledged write's event has come.
+  let writingStopped = false;
   let stopped = false;
   const received = new Map<string, number>();
   const acknowledged: { key: string; version: number }[] = [];
@@ -375,7 +377,7 @@ async function watchFeed(url: string) {
     }
   })();
   const writing = (async () => {
-    for (let i = 0; !stopped; i++) {
+    for (let i = 0; !writingStopped; i++) {
       const key = `sub:${String(i).padStart(6, '0')}`;
       const r = await send(url, PUT, { key, value: 's' }, 10_000);
       if (r.code === null) acknowledged.push({ key, version: r.data.put.version });
@@ -384,10 +386,11 @@ async function watchFeed(url: string) {
   })();
   return {
     async stop() {
-      stopped = true;
+      writingStopped = true;
       await writing;
       // Let the last events arrive.
       for (let i = 0; i < 50 && acknowledged.some((w) => (received.get(w.key) ?? 0) < w.version); i++) await sleep(100);
+      stopped = true;
       await reading;
       await stream.close().catch(() => {});
       const missing = acknowledged.filter((w) => (received.get(w.key) ?? 0) < w.version).length;
