@@ -172,8 +172,9 @@ export class KvStore {
   // (The replica reader was given by the caller, who closes it.)
 
   /**
-   * A reader of this keyspace's change feed, with its own connection for blocking reads (a
-   * blocked connection cannot serve anything else). `blockMs` is the longest XREAD BLOCK.
+   * A reader of this keyspace's change feed, with connections of its own for waiting (a
+   * blocked connection cannot serve anything else): one for XREAD BLOCK on one Redis, one
+   * subscriber per master on a cluster (feed.ts). `blockMs` is the longest wait.
    */
   feedReader(blockMs: number): FeedReader {
     return new FeedReader(this.redis, this.keys, blockMs + commandTimeoutOf(this.redis));

@@ -55,6 +55,7 @@ import { freePort, startTestRedis, type TestRedis } from '../harness/redisServer
 import { sseSubscribe } from '../harness/sse.js';
 import type { SubscriptionStream } from '../harness/stream.js';
 import { arg, commonOptions, runExperimentCli, summaryEnd } from './cli.js';
+import { codeOf, post, random, sleep, type Reply } from './tools.js';
 
 export const PHASES = ['compare', 'capacity', 'failover', 'reshard'] as const;
 export type Phase = (typeof PHASES)[number];
@@ -280,49 +281,6 @@ export interface ClusterExperimentSummary {
 // GraphQL over HTTP
 // ---------------------------------------------------------------------------------------------
 
-interface GqlError {
-  message: string;
-  path?: (string | number)[];
-  extensions?: Record<string, unknown>;
-}
-
-interface Reply {
-  status: number;
-  body: { data?: any; errors?: GqlError[] } | null;
-  /** A transport failure (no HTTP answer, or a body that is not JSON). */
-  transport?: string;
-}
-
-async function post(url: string, query: string, variables: Record<string, unknown>, timeoutMs = 15_000): Promise<Reply> {
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
-      body: JSON.stringify({ query, variables }),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-  } catch (err) {
-    const code = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-    return { status: 0, body: null, transport: `transport:${code}` };
-  }
-  const text = await res.text().catch(() => '');
-  try {
-    return { status: res.status, body: JSON.parse(text) as Reply['body'] };
-  } catch {
-    return { status: res.status, body: null, transport: `transport:body(${res.status})` };
-  }
-}
-
-/** null: answered with data and no error; otherwise the first error's code (or the transport failure). */
-function codeOf(r: Reply): string | null {
-  if (r.transport) return r.transport;
-  const e = r.body?.errors?.[0];
-  if (e) return String(e.extensions?.code ?? `HTTP ${r.status}`);
-  if (r.body?.data == null) return `HTTP ${r.status} without data`;
-  return null;
-}
-
 const messageOf = (r: Reply) => r.transport ?? r.body?.errors?.[0]?.message ?? '';
 
 const Q = {
@@ -351,19 +309,6 @@ const cursorOf = (key: string) => Buffer.from(key, 'utf8').toString('base64url')
 // Small tools
 // ---------------------------------------------------------------------------------------------
 
-/** A deterministic random source (mulberry32), so that a seed replays a run's choices. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** JSON with object keys sorted, so that two equal values print the same. */
 function canon(x: unknown): string {

@@ -41,6 +41,7 @@ import { eventsOf, parseCommands, readRegion, transactions } from '../harness/ao
 import { startApiProcess, waitForReady, type ApiProcess } from '../harness/apiProcess.js';
 import { startTestRedis, type TestRedis } from '../harness/redisServer.js';
 import { arg, commonOptions, flag, runExperimentCli, summaryEnd } from './cli.js';
+import { codeOf, post, random, sleep } from './tools.js';
 
 export type CrashKind = 'redis' | 'api' | 'torn';
 export const KINDS: readonly CrashKind[] = ['redis', 'api', 'torn'];
@@ -154,38 +155,20 @@ const NOTHING_CHANGED = new Set(['VERSION_CONFLICT', 'BAD_USER_INPUT', 'PAYLOAD_
 const MAYBE_APPLIED = /may or may not have been applied/;
 
 async function send(url: string, query: string, variables: Record<string, unknown>, timeoutMs = 15_000): Promise<Answer> {
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
-      body: JSON.stringify({ query, variables }),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-  } catch (err) {
-    const code = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-    // Refused: no connection, so the request never reached the API.
-    return { outcome: code === 'ECONNREFUSED' ? 'refused' : 'unknown', code: `transport:${code}`, message: String(err) };
-  }
-  let body: { data?: any; errors?: { message: string; extensions?: Record<string, any> }[] };
-  try {
-    body = (await res.json()) as typeof body;
-  } catch (err) {
-    return { outcome: 'unknown', code: `transport:body(${res.status})`, message: String(err) };
-  }
-  const e = body.errors?.[0];
-  if (e) {
-    const code = String(e.extensions?.code ?? `HTTP ${res.status}`);
-    const refused = NOTHING_CHANGED.has(code) || (code === 'STORE_UNAVAILABLE' && !MAYBE_APPLIED.test(e.message));
-    return {
-      outcome: refused ? 'refused' : 'unknown',
-      code,
-      message: e.message,
-      ...(code === 'VERSION_CONFLICT' ? { actualVersion: Number(e.extensions!.actualVersion) } : {}),
-    };
-  }
-  if (body.data == null) return { outcome: 'unknown', code: `HTTP ${res.status} without data` };
-  return { outcome: 'acked', data: body.data };
+  const r = await post(url, query, variables, timeoutMs);
+  const code = codeOf(r);
+  if (code === null) return { outcome: 'acked', data: r.body!.data };
+  // Refused: no connection, so the request never reached the API.
+  if (r.transport) return { outcome: code === 'transport:ECONNREFUSED' ? 'refused' : 'unknown', code };
+  const e = r.body?.errors?.[0];
+  if (!e) return { outcome: 'unknown', code };
+  const refused = NOTHING_CHANGED.has(code) || (code === 'STORE_UNAVAILABLE' && !MAYBE_APPLIED.test(e.message));
+  return {
+    outcome: refused ? 'refused' : 'unknown',
+    code,
+    message: e.message,
+    ...(code === 'VERSION_CONFLICT' ? { actualVersion: Number(e.extensions!.actualVersion) } : {}),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -253,19 +236,6 @@ class Ledger {
 // Writers
 // ---------------------------------------------------------------------------------------------
 
-/** A deterministic random source (mulberry32), so that a seed replays a run's choices. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Most operations one writer loop makes in one round: a bound, far above what a round needs. */
 const MAX_OPS = 5000;

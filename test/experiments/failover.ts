@@ -38,6 +38,7 @@ import type { Ending, SubscriptionStream } from '../harness/stream.js';
 import { freePort } from '../harness/redisServer.js';
 import { startSentinelDeployment, type DeploymentNode, type SentinelDeployment } from '../harness/sentinel.js';
 import { arg, commonOptions, flag, runExperimentCli, summaryEnd } from './cli.js';
+import { codeOf, post, random, sleep } from './tools.js';
 
 export interface FailoverOptions {
   /** kill -9 rounds (default 3). */
@@ -164,31 +165,12 @@ interface Answer {
 }
 
 async function send(url: string, query: string, variables: Record<string, unknown>, timeoutMs = 15_000): Promise<Answer> {
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
-      body: JSON.stringify({ query, variables }),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-  } catch (err) {
-    const code = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-    return { code: `transport:${code}`, message: String(err) };
-  }
-  let body: { data?: any; errors?: { message: string; extensions?: Record<string, any> }[] };
-  try {
-    body = (await res.json()) as typeof body;
-  } catch (err) {
-    return { code: `transport:body(${res.status})`, message: String(err) };
-  }
-  const e = body.errors?.[0];
-  if (e) {
-    const code = String(e.extensions?.code ?? `HTTP ${res.status}`);
-    return { code, message: e.message, ...(code === 'VERSION_CONFLICT' ? { actualVersion: Number(e.extensions!.actualVersion) } : {}) };
-  }
-  if (body.data == null) return { code: `HTTP ${res.status} without data` };
-  return { code: null, data: body.data };
+  const r = await post(url, query, variables, timeoutMs);
+  const code = codeOf(r);
+  if (code === null) return { code: null, data: r.body!.data };
+  const e = r.body?.errors?.[0];
+  if (!e) return { code };
+  return { code, message: e.message, ...(code === 'VERSION_CONFLICT' ? { actualVersion: Number(e.extensions!.actualVersion) } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -253,19 +235,6 @@ class Ledger {
   }
 }
 
-/** A deterministic random source (mulberry32), so that a seed replays a run's choices. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Most requests one writer sends in one phase: a bound far above what a phase needs. */
 const MAX_OPS = 4000;
@@ -376,6 +345,13 @@ async function watchFeed(url: string) {
       }
     }
   })();
+  // An SSE subscription starts "from now" when the server has read the feed's heads, which can
+  // be after the response began: write a probe until its event arrives, so that every write
+  // counted below is one the subscription was already open for.
+  for (let i = 0; !received.has('sub:ready') && i < 100; i++) {
+    if (i % 5 === 0) await send(url, PUT, { key: 'sub:ready', value: 's' }, 10_000);
+    await sleep(100);
+  }
   const writing = (async () => {
     for (let i = 0; !writingStopped; i++) {
       const key = `sub:${String(i).padStart(6, '0')}`;
