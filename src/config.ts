@@ -1,6 +1,8 @@
 // Configuration: environment variables, parsed once by one zod schema. A wrong value stops the
 // start with a message that names the variable.
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { TokenListSchema, type TokenEntry } from './auth/tokens.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 import { DEFAULT_BUCKETS, MAX_BUCKETS, PREFIX_PATTERN } from './store/keys.js';
 import type { ClusterTarget, SentinelTarget } from './store/redis.js';
@@ -83,6 +85,9 @@ const EnvSchema = z.object({
   KV_MAX_COST: int(50_000, 1, 1_000_000_000),
   KV_MAX_DIRECTIVES: int(50, 0, 100_000),
   KV_MAX_REQUEST_ITEMS: int(20_000, 1, 100_000_000),
+  // Bearer tokens (README, "Security"): a JSON array of entries inline, and/or a file holding one.
+  KV_TOKENS: z.string().optional(),
+  KV_TOKENS_FILE: z.string().optional(),
 });
 
 export type Env = z.input<typeof EnvSchema>;
@@ -142,6 +147,8 @@ export interface Config {
   limits: Limits;
   feed: FeedConfig;
   load: LoadConfig;
+  /** Bearer tokens (hashes only); empty: auth is off, which only a loopback HOST may be. */
+  tokens: TokenEntry[];
 }
 
 export interface FeedConfig {
@@ -166,6 +173,29 @@ function hostPorts(list: string): { host: string; port: number }[] {
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
+}
+
+/** Hosts that only this machine can reach: the only ones kvql may serve without tokens. */
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h) || /^::ffff:127(\.\d{1,3}){3}$/.test(h);
+}
+
+/** Token entries from one variable's JSON text; a problem line naming the variable otherwise. */
+function parseTokens(name: string, text: string, problems: string[]): TokenEntry[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    problems.push(`  ${name}: not JSON (${(err as Error).message}); expected an array of {"id","sha256","scopes","prefixes"}`);
+    return [];
+  }
+  const parsed = TokenListSchema.safeParse(json);
+  if (!parsed.success) {
+    for (const i of parsed.error.issues) problems.push(`  ${name}: entry ${i.path.join('.') || '(the list)'}: ${i.message}`);
+    return [];
+  }
+  return parsed.data;
 }
 
 /** Parses the environment; throws ConfigError naming every wrong variable. */
@@ -199,6 +229,31 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('  KV_MANAGED_REDIS_PORT: the managed Redis cannot listen on the API port (PORT)');
   if (e.KV_MAX_REQUEST_ITEMS < Math.max(e.KV_MAX_BATCH_ITEMS, e.KV_PAGE_MAX, e.KV_DELETE_RANGE_MAX))
     problems.push('  KV_MAX_REQUEST_ITEMS: must be at least KV_MAX_BATCH_ITEMS, KV_PAGE_MAX and KV_DELETE_RANGE_MAX, or one field at its own limit would exceed the budget');
+  const tokens: TokenEntry[] = [];
+  if (e.KV_TOKENS !== undefined) tokens.push(...parseTokens('KV_TOKENS', e.KV_TOKENS, problems));
+  if (e.KV_TOKENS_FILE !== undefined) {
+    let text: string | undefined;
+    try {
+      text = readFileSync(e.KV_TOKENS_FILE, 'utf8');
+    } catch (err) {
+      problems.push(`  KV_TOKENS_FILE: cannot read ${JSON.stringify(e.KV_TOKENS_FILE)}: ${(err as Error).message}`);
+    }
+    if (text !== undefined) tokens.push(...parseTokens('KV_TOKENS_FILE', text, problems));
+  }
+  const ids = new Set<string>();
+  const hashes = new Set<string>();
+  for (const t of tokens) {
+    if (ids.has(t.id)) problems.push(`  KV_TOKENS: token id "${t.id}" appears twice`);
+    if (hashes.has(t.sha256)) problems.push(`  KV_TOKENS: token "${t.id}" has the same sha256 as another`);
+    ids.add(t.id);
+    hashes.add(t.sha256);
+  }
+  // Safe by default: without tokens, anyone who can reach the port may read and write every key,
+  // so that is allowed only where no one else can reach it.
+  if (tokens.length === 0 && e.KV_TOKENS === undefined && e.KV_TOKENS_FILE === undefined && !isLoopback(e.HOST))
+    problems.push(`  HOST: listening on ${JSON.stringify(e.HOST)} (not loopback) requires bearer tokens: set KV_TOKENS or KV_TOKENS_FILE (create one with npm run token), or listen on 127.0.0.1`);
+  if (tokens.length === 0 && (e.KV_TOKENS !== undefined || e.KV_TOKENS_FILE !== undefined) && problems.length === 0)
+    problems.push(`  ${e.KV_TOKENS !== undefined ? 'KV_TOKENS' : 'KV_TOKENS_FILE'}: holds no token; remove it to run without auth (loopback only)`);
   const partitions = e.KV_PARTITIONS ?? (e.REDIS_CLUSTER_NODES !== undefined ? CLUSTER_PARTITIONS : 1);
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`);
   return {
@@ -245,6 +300,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxRequestItems: e.KV_MAX_REQUEST_ITEMS,
     },
     load: { maxInFlight: e.KV_MAX_IN_FLIGHT, requestTimeoutMs: e.KV_REQUEST_TIMEOUT_MS },
+    tokens,
   };
 }
 

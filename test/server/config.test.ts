@@ -51,6 +51,7 @@ describe('loadConfig', () => {
         maxRequestItems: 20_000,
       },
       load: { maxInFlight: 128, requestTimeoutMs: 10_000 },
+      tokens: [],
     });
     expect(defaultLimits()).toEqual(loadConfig({}).limits);
     expect(defaultLoad()).toEqual(loadConfig({}).load);
@@ -122,6 +123,7 @@ describe('loadConfig', () => {
         maxRequestItems: 60,
       },
       load: { maxInFlight: 7, requestTimeoutMs: 2500 },
+      tokens: [],
     });
     expect(typeof c.port).toBe('number');
     expect(typeof c.limits.maxBodyBytes).toBe('number');

@@ -1,0 +1,104 @@
+// Bearer tokens (API keys): their entries as configured (KV_TOKENS, KV_TOKENS_FILE), and the
+// check of a presented `Authorization: Bearer <token>`. Only SHA-256 hashes are configured, so a
+// leaked configuration file holds no usable secret.
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { z } from 'zod';
+
+export const SCOPES = ['read', 'write', 'admin'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+/** A lone surrogate has no UTF-8 form: a prefix holding one could never match a key's bytes. */
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
+export const TokenEntrySchema = z
+  .object({
+    id: z.string().regex(/^[A-Za-z0-9_.:@-]{1,64}$/, 'id: 1-64 characters from A-Z a-z 0-9 _ . : @ -'),
+    sha256: z
+      .string()
+      .regex(/^[0-9a-fA-F]{64}$/, 'sha256: the hex SHA-256 of the token (64 hex digits), never the token itself')
+      .transform((s) => s.toLowerCase()),
+    scopes: z.array(z.enum(SCOPES, `scopes: each one of ${SCOPES.join(', ')}`)).min(1, 'scopes: at least one'),
+    // "" means every key. admin needs none (it grants every key).
+    prefixes: z.array(z.string().refine((s) => !LONE_SURROGATE.test(s), 'prefixes: well-formed Unicode only')).default([]),
+  })
+  .strict()
+  .refine((e) => e.scopes.includes('admin') || e.prefixes.length > 0, 'prefixes: a read or write token needs at least one prefix ("" for every key)');
+
+export type TokenEntry = z.output<typeof TokenEntrySchema>;
+
+export const TokenListSchema = z.array(TokenEntrySchema);
+
+/** Who a request acts for: what it may do, on which keys. */
+export interface Principal {
+  id: string;
+  read: boolean;
+  write: boolean;
+  /** A key is allowed when it starts with one of these; "" allows every key. */
+  prefixes: readonly string[];
+}
+
+/** Auth off (no tokens configured, loopback only): everything, as before tokens existed. */
+export const UNRESTRICTED: Principal = Object.freeze({ id: 'anonymous', read: true, write: true, prefixes: Object.freeze(['']) });
+
+export function principalOf(e: TokenEntry): Principal {
+  const admin = e.scopes.includes('admin');
+  return Object.freeze({
+    id: e.id,
+    read: admin || e.scopes.includes('read'),
+    write: admin || e.scopes.includes('write'),
+    prefixes: Object.freeze(admin ? [''] : [...e.prefixes]),
+  });
+}
+
+export const hashToken = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest();
+
+/** A new token: 32 random bytes as base64url (43 characters), and its configuration entry. */
+export function newToken(id: string, scopes: Scope[], prefixes: string[]): { token: string; entry: TokenEntry } {
+  const token = randomBytes(32).toString('base64url');
+  return { token, entry: { id, sha256: hashToken(token).toString('hex'), scopes, prefixes } };
+}
+
+// RFC 6750's b64token, and exactly one of them: "Bearer", "Basic x", "Bearer a b" are refused.
+const BEARER = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/;
+
+/**
+ * Checks presented credentials against the configured hashes. The lookup is by the token's
+ * SHA-256, so its timing depends on the hash, never on how much of the secret a guess got right;
+ * the found entry is then compared in constant time all the same.
+ */
+export class Authenticator {
+  private readonly byHash = new Map<string, { digest: Buffer; principal: Principal }>();
+
+  constructor(entries: readonly TokenEntry[]) {
+    for (const e of entries) {
+      const hex = e.sha256.toLowerCase();
+      this.byHash.set(hex, { digest: Buffer.from(hex, 'hex'), principal: principalOf(e) });
+    }
+  }
+
+  /** Whether tokens are required at all (none configured: auth is off, loopback only). */
+  get enabled(): boolean {
+    return this.byHash.size > 0;
+  }
+
+  /** The principal of an Authorization header value; null when it is missing, malformed or unknown. */
+  authenticate(authorization: string | null | undefined): Principal | null {
+    if (!this.enabled) return UNRESTRICTED;
+    if (typeof authorization !== 'string') return null;
+    const m = BEARER.exec(authorization);
+    if (!m) return null;
+    const digest = hashToken(m[1]!);
+    const found = this.byHash.get(digest.toString('hex'));
+    if (!found || !timingSafeEqual(found.digest, digest)) return null;
+    return found.principal;
+  }
+}
+
+export const UNAUTHENTICATED = 'UNAUTHENTICATED';
+export const UNAUTHENTICATED_MESSAGE = 'a valid bearer token is required: send "Authorization: Bearer <token>"';
+/** The one body every refused request gets (HTTP and SSE: 401 with WWW-Authenticate: Bearer). */
+export const unauthenticatedBody = JSON.stringify({ errors: [{ message: UNAUTHENTICATED_MESSAGE, extensions: { code: UNAUTHENTICATED } }] });
+export const UNAUTHENTICATED_HEADERS = {
+  'content-type': 'application/json; charset=utf-8',
+  'www-authenticate': 'Bearer realm="kvql"',
+} as const;
