@@ -15,6 +15,8 @@
 //  - error masking and logging by yoga's own masking function, and the result's status, headers
 //    and body by yoga's own result processor (content negotiation as yoga does it);
 //  - the request id, metrics and debug log line (observe.ts).
+// Before either path: authentication (auth/http.ts), once per request to the endpoint; a request
+// without a valid token is refused here with 401 and reaches neither path.
 // Handed to yoga: other paths and methods, other content types, browsers (an Origin header:
 // CORS is yoga's), bodies without a Content-Length or over the limit, anything that does not
 // parse or validate, subscriptions, and Accept headers that would not get JSON.
@@ -23,6 +25,8 @@ import { execute } from '@graphql-tools/executor';
 import { getOperationAST, type DocumentNode, type ExecutionArgs, type ExecutionResult, type GraphQLSchema } from 'graphql';
 import { processRegularResult } from 'graphql-yoga';
 import { executeWithDeadline, overloadedBody as refusalBody, OVERLOADED, RETRY_AFTER_SECONDS, type Admission } from './admission.js';
+import { authenticateNode, writeUnauthenticated, type Principals } from './auth/http.js';
+import { UNAUTHENTICATED, type Authenticator, type Principal } from './auth/tokens.js';
 import type { Limits, LoadConfig } from './config.js';
 import type { Context } from './graphql/builder.js';
 import { BoundedCache } from './graphql/documentCache.js';
@@ -33,7 +37,7 @@ import { workBudgetRefusal } from './operationLimits.js';
 /** What the fast lane needs of the yoga server object. */
 export interface YogaForFastLane {
   (req: IncomingMessage, res: ServerResponse): unknown;
-  fetch(url: string, init: RequestInit): Response | Promise<Response>;
+  fetch(url: string, init: RequestInit, serverContext?: { req: IncomingMessage }): Response | Promise<Response>;
   getEnveloped(initialContext: Record<string, unknown>): {
     parse(source: string): DocumentNode;
     validate(schema: GraphQLSchema, document: DocumentNode): readonly unknown[];
@@ -48,8 +52,12 @@ export interface FastLaneOptions {
   load: LoadConfig;
   limits: Limits;
   observer: RequestObserver;
-  /** A fresh per-request context, as yoga's context factory builds. */
-  context: () => Context;
+  /** Bearer tokens: every request to the endpoint is authenticated here, once, before either path. */
+  auth: Authenticator;
+  /** Where the principal is left for yoga's path (auth/http.ts's plugin and yoga's context read it). */
+  principals: Principals;
+  /** A fresh per-request context for this principal, as yoga's context factory builds. */
+  context: (principal: Principal) => Context;
   /** yoga's masking function: masks an unexpected error and logs the original in full. */
   maskError: (error: unknown) => unknown;
 }
@@ -164,7 +172,8 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
     for (const [name, value] of Object.entries(req.headers)) {
       if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(', ') : value);
     }
-    const response = await yoga.fetch(`http://${req.headers.host ?? 'localhost'}${req.url}`, { method: req.method, headers, body: body as unknown as BodyInit });
+    // With `req` as the server context, as yoga(req, res) has it: the plugin finds its principal.
+    const response = await yoga.fetch(`http://${req.headers.host ?? 'localhost'}${req.url}`, { method: req.method, headers, body: body as unknown as BodyInit }, { req });
     const out: Record<string, string | string[]> = {};
     response.headers.forEach((value, name) => {
       out[name] = value;
@@ -196,7 +205,15 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
     observer.finish(st, 'POST', false);
   };
 
-  const serve = async (req: IncomingMessage, res: ServerResponse, body: Buffer, start: number, deadlineAt: number, accepted: RegularType) => {
+  const unauthenticated = (req: IncomingMessage, res: ServerResponse, start: number) => {
+    const st = observer.begin(header(req, REQUEST_ID_HEADER), true, start);
+    st.outcome = UNAUTHENTICATED;
+    st.status = 401;
+    writeUnauthenticated(res, { [REQUEST_ID_HEADER]: st.id });
+    observer.finish(st, req.method ?? 'POST', false);
+  };
+
+  const serve = async (req: IncomingMessage, res: ServerResponse, body: Buffer, start: number, deadlineAt: number, accepted: RegularType, principal: Principal) => {
     let params: Params | undefined;
     try {
       params = asParams(JSON.parse(body.toString('utf8')));
@@ -224,7 +241,7 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
       if (refusal) result = { errors: [refusal] };
       else {
         try {
-          const args = { schema: ready.schema, document: ready.document, contextValue: opts.context(), variableValues: variables, operationName } as ExecutionArgs;
+          const args = { schema: ready.schema, document: ready.document, contextValue: opts.context(principal), variableValues: variables, operationName } as ExecutionArgs;
           result = (await executeWithDeadline(execute as never, args, deadlineAt, true, requestTimeoutMs)) as ExecutionResult;
         } catch (err) {
           tagError(err, st.id);
@@ -251,6 +268,15 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
     if (req.url !== endpoint && !req.url?.startsWith(`${endpoint}?`)) return void yoga(req, res);
     const start = performance.now();
     const deadlineAt = Date.now() + requestTimeoutMs;
+    // Authentication, once, for whichever path serves the request: nothing past this line runs
+    // for a request without a valid token. A CORS preflight carries no credentials and runs
+    // nothing (yoga answers it).
+    let principal: Principal | null = null;
+    if (req.method !== 'OPTIONS') {
+      principal = authenticateNode(opts.auth, req);
+      if (!principal) return unauthenticated(req, res, start);
+      opts.principals.set(req, principal);
+    }
     // A refusal here costs an HTTP parse and nothing else: no body read, no yoga.
     if (admission.full && req.method !== 'OPTIONS') return refuse(req, res, start);
     const length = req.headers['content-length'];
@@ -270,7 +296,7 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
-      serve(req, res, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), start, deadlineAt, accepted).catch((err: unknown) => {
+      serve(req, res, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), start, deadlineAt, accepted, principal!).catch((err: unknown) => {
         // Only a bug gets here (serve answers every error it expects): never leave the client hanging.
         opts.maskError(err);
         if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json; charset=utf-8' });

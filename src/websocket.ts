@@ -5,7 +5,12 @@ import type { Server } from 'node:http';
 import type { DocumentNode, ExecutionArgs, GraphQLError } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
+import type { Principal } from './auth/tokens.js';
+import { PRINCIPAL } from './auth/http.js';
 import type { KvYoga } from './yoga.js';
+
+/** graphql-ws's close code for a connection that is not authenticated (CloseCode.Unauthorized). */
+export const WS_UNAUTHORIZED = 4401;
 
 interface Enveloped {
   execute: (args: ExecutionArgs) => unknown;
@@ -14,8 +19,24 @@ interface Enveloped {
 
 export function attachWebSocket(server: Server, yoga: KvYoga): WebSocketServer {
   const wss = new WebSocketServer({ server, path: yoga.graphqlEndpoint });
+  // A connection's principal, from its connection_init payload; every operation on it runs as that.
+  const principals = new WeakMap<object, Principal>();
   useServer(
     {
+      // Browsers cannot set headers on a WebSocket, so the token travels in connection_init:
+      // { "authorization": "Bearer <token>" }. Without a valid one the socket closes with 4401
+      // before any operation is accepted.
+      onConnect: (ctx) => {
+        const params = ctx.connectionParams ?? {};
+        const given = params.authorization ?? params.Authorization;
+        const principal = yoga.auth.authenticate(typeof given === 'string' ? given : undefined);
+        if (!principal) {
+          ctx.extra.socket.close(WS_UNAUTHORIZED, 'Unauthorized');
+          return false;
+        }
+        principals.set(ctx, principal);
+        return true;
+      },
       execute: (args) => (args.rootValue as Enveloped).execute(args) as never,
       subscribe: (args) => (args.rootValue as Enveloped).subscribe(args) as never,
       onSubscribe: async (ctx, _id, params) => {
@@ -24,6 +45,7 @@ export function attachWebSocket(server: Server, yoga: KvYoga): WebSocketServer {
           req: ctx.extra.request,
           socket: ctx.extra.socket,
           params,
+          [PRINCIPAL]: principals.get(ctx),
         });
         // A document that does not parse (a syntax error, or over the token limit) fails this
         // operation with its error, as over HTTP; thrown, it would close the whole socket (4500).

@@ -1,8 +1,11 @@
 // The GraphQL server object: schema, context, error masking and HTTP plugins. It does not
 // listen; `yoga.fetch` serves tests and server.ts serves the network.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { GraphQLError } from 'graphql';
 import { createYoga, type YogaServerInstance } from 'graphql-yoga';
 import { Admission, admissionPlugin } from './admission.js';
+import { authPlugin, PRINCIPAL, type Principals } from './auth/http.js';
+import { Authenticator, UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE, type Principal, type TokenEntry } from './auth/tokens.js';
 import { bodyLimitPlugin } from './bodyLimit.js';
 import { defaultLoad, type Limits, type LoadConfig } from './config.js';
 import { createRequestListener, type YogaForFastLane } from './fastLane.js';
@@ -32,6 +35,8 @@ export interface YogaOptions {
   log?: Logger;
   /** Where the request, Redis and feed metrics go (served at /metrics); a new set when absent. */
   metrics?: Metrics;
+  /** Bearer tokens (KV_TOKENS, KV_TOKENS_FILE); none: auth is off (config.ts allows that on loopback only). */
+  tokens?: readonly TokenEntry[];
 }
 
 const ENDPOINT = '/graphql';
@@ -44,6 +49,8 @@ export type KvYoga = YogaServerInstance<Record<string, unknown>, Context> & {
    * and `yoga` itself as a listener remain yoga's full pipeline.
    */
   listener: (req: IncomingMessage, res: ServerResponse) => void;
+  /** The token check, shared by HTTP (both paths) and graphql-ws. */
+  auth: Authenticator;
 };
 
 /** yoga's masking of errors (with the logging of what it masks), which it keeps private. */
@@ -51,13 +58,21 @@ interface YogaMasking {
   maskedErrorsOpts?: { maskError(error: unknown, message: string): unknown; errorMessage: string } | null;
 }
 
-export function createKvYoga({ store, limits, feed, logger, load = defaultLoad(), log, metrics = new Metrics() }: YogaOptions): KvYoga {
+export function createKvYoga({ store, limits, feed, logger, load = defaultLoad(), log, metrics = new Metrics(), tokens = [] }: YogaOptions): KvYoga {
   metrics.observeStore(store);
   metrics.observeFeed(feed);
   const schema = buildSchema(limits);
   const admission = new Admission(load.maxInFlight);
   const observer = new RequestObserver(metrics, log);
-  const context = () => createContext(store, limits, feed);
+  const auth = new Authenticator(tokens);
+  const principals: Principals = new WeakMap();
+  // Every context carries the principal its request was authenticated as; none is a bug in a
+  // path, and fails closed.
+  const context = (initial: Record<string, unknown>) => {
+    const principal = (initial as Record<symbol, unknown>)[PRINCIPAL] as Principal | undefined;
+    if (!principal) throw new GraphQLError(UNAUTHENTICATED_MESSAGE, { extensions: { code: UNAUTHENTICATED, http: { status: 401 } } });
+    return createContext(store, limits, feed, principal);
+  };
   const yoga = createYoga<Record<string, unknown>, Context>({
     schema,
     graphqlEndpoint: ENDPOINT,
@@ -75,6 +90,8 @@ export function createKvYoga({ store, limits, feed, logger, load = defaultLoad()
     plugins: [
       observePlugin({ metrics, log, observer }),
       metricsPlugin(metrics),
+      // Before admission: a request without a valid token takes no slot and reads no body.
+      authPlugin({ endpoint: ENDPOINT, auth, principals }),
       admissionPlugin({ endpoint: ENDPOINT, ...load, admission }),
       bodyLimitPlugin(limits.maxBodyBytes),
       readyPlugin(store),
@@ -90,8 +107,10 @@ export function createKvYoga({ store, limits, feed, logger, load = defaultLoad()
     load,
     limits,
     observer,
-    context,
+    auth,
+    principals,
+    context: (principal) => createContext(store, limits, feed, principal),
     maskError: (error) => masking.maskError(error, masking.errorMessage),
   });
-  return Object.assign(yoga, { listener }) as unknown as KvYoga;
+  return Object.assign(yoga, { listener, auth }) as unknown as KvYoga;
 }

@@ -5,6 +5,7 @@ import ValidationPlugin from '@pothos/plugin-validation';
 import type DataLoader from 'dataloader';
 import { GraphQLError } from 'graphql';
 import type { Limits } from '../config.js';
+import type { Principal } from '../auth/tokens.js';
 import type { FeedHub } from '../feed/hub.js';
 import type { Entry, KvStore } from '../store/store.js';
 
@@ -17,6 +18,8 @@ export interface Context {
   eventualEntries: DataLoader<string, Entry | null>;
   /** The process's change-feed hub (shared by every request). */
   feed: FeedHub;
+  /** Who the request acts for (authenticated before the request got here): checked by access.ts. */
+  principal: Principal;
 }
 
 export interface Types {

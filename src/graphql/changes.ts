@@ -5,6 +5,7 @@ import { CursorExpiredError, SlowConsumerError, type Delivery } from '../feed/hu
 import { StoreError } from '../store/errors.js';
 import type { Position } from '../store/feed.js';
 import type { Entry } from '../store/store.js';
+import { requireRange } from './access.js';
 import type { Builder } from './builder.js';
 import { badInput, rangeArgs, toKeyRange } from './range.js';
 import type { Validators } from './validators.js';
@@ -127,6 +128,7 @@ export function addChanges(builder: Builder, v: Validators): void {
         // any stream is opened.
         subscribe: async (_, args, ctx) => {
           const range = toKeyRange(args);
+          requireRange(ctx.principal, 'read', range);
           let after: Position[] | undefined;
           if (args.after != null) {
             after = decodeFeedCursor(args.after, ctx.feed.partitions);

@@ -2,11 +2,12 @@
 // never outlive one request).
 import DataLoader from 'dataloader';
 import type { Limits } from '../config.js';
+import type { Principal } from '../auth/tokens.js';
 import type { FeedHub } from '../feed/hub.js';
 import type { Consistency, Entry, KvStore } from '../store/store.js';
 import type { Context } from './builder.js';
 
-export function createContext(store: KvStore, limits: Limits, feed: FeedHub): Context {
+export function createContext(store: KvStore, limits: Limits, feed: FeedHub, principal: Principal): Context {
   const loader = (consistency: Consistency) =>
     new DataLoader((keys: readonly string[]) => store.getMany(keys, consistency), { maxBatchSize: limits.maxBatchItems });
   let eventual: DataLoader<string, Entry | null> | undefined;
@@ -14,6 +15,7 @@ export function createContext(store: KvStore, limits: Limits, feed: FeedHub): Co
     store,
     limits,
     feed,
+    principal,
     entries: loader('strong'),
     // Most requests never read with EVENTUAL: build its loader only when one does.
     get eventualEntries() {

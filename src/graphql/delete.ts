@@ -1,5 +1,6 @@
 // Deleting one key, with an optional compare-and-set.
 import type { Entry } from '../store/store.js';
+import { requireKeys } from './access.js';
 import type { Builder } from './builder.js';
 import type { Validators } from './validators.js';
 
@@ -22,7 +23,10 @@ export function addDelete(builder: Builder, v: Validators): void {
           validate: v.version,
         }),
       },
-      resolve: (_, { key, expectedVersion }, ctx) => ctx.store.delete(key, expectedVersion),
+      resolve: (_, { key, expectedVersion }, ctx) => {
+        requireKeys(ctx.principal, 'write', [key]);
+        return ctx.store.delete(key, expectedVersion);
+      },
     }),
   }));
 }

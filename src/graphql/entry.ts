@@ -1,4 +1,5 @@
 // Entry: one key with its value and metadata; the get and getMany queries.
+import { requireKeys } from './access.js';
 import type { Builder, Context } from './builder.js';
 import type { ConsistencyRef } from './consistency.js';
 import type { Validators } from './validators.js';
@@ -28,7 +29,10 @@ export function addEntry(builder: Builder, v: Validators, Consistency: Consisten
         key: t.arg.string({ required: true, validate: v.key }),
         consistency: t.arg({ type: Consistency, required: true, defaultValue: 'strong' }),
       },
-      resolve: (_, { key, consistency }, ctx) => loaderFor(ctx, consistency).load(key),
+      resolve: (_, { key, consistency }, ctx) => {
+        requireKeys(ctx.principal, 'read', [key]);
+        return loaderFor(ctx, consistency).load(key);
+      },
     }),
     getMany: t.field({
       type: ['Entry'],
@@ -39,6 +43,7 @@ export function addEntry(builder: Builder, v: Validators, Consistency: Consisten
         consistency: t.arg({ type: Consistency, required: true, defaultValue: 'strong' }),
       },
       resolve: async (_, { keys, consistency }, ctx) => {
+        requireKeys(ctx.principal, 'read', keys);
         const entries = await loaderFor(ctx, consistency).loadMany(keys);
         const failed = entries.find((e) => e instanceof Error);
         if (failed) throw failed;

@@ -1,4 +1,5 @@
 // Writes: put one entry, or a batch of entries atomically, each with an optional compare-and-set.
+import { requireKeys } from './access.js';
 import type { Builder } from './builder.js';
 import type { Validators } from './validators.js';
 
@@ -27,7 +28,10 @@ export function addPut(builder: Builder, v: Validators): void {
           validate: v.version,
         }),
       },
-      resolve: (_, args, ctx) => ctx.store.put(args),
+      resolve: (_, args, ctx) => {
+        requireKeys(ctx.principal, 'write', [args.key]);
+        return ctx.store.put(args);
+      },
     }),
     batchPut: t.field({
       type: ['Entry'],
@@ -36,7 +40,10 @@ export function addPut(builder: Builder, v: Validators): void {
       args: {
         items: t.arg({ type: [PutInput], required: true, validate: v.batch<{ key: string; value: string }>('a batch') }),
       },
-      resolve: (_, { items }, ctx) => ctx.store.batchPut(items),
+      resolve: (_, { items }, ctx) => {
+        requireKeys(ctx.principal, 'write', items.map((i) => i.key));
+        return ctx.store.batchPut(items);
+      },
     }),
   }));
 }

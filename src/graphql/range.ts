@@ -2,6 +2,7 @@
 // operation shares (start/end or prefix).
 import { GraphQLError } from 'graphql';
 import { prefixRange, UNBOUNDED, type KeyRange } from '../store/order.js';
+import { requireRange } from './access.js';
 import type { Builder } from './builder.js';
 import type { ConsistencyRef } from './consistency.js';
 import type { Validators } from './validators.js';
@@ -99,6 +100,8 @@ export function addRange(builder: Builder, v: Validators, Consistency: Consisten
           if (n != null && (n < 0 || n > pageMax)) throw badInput(`${name} must be between 0 and ${pageMax}`);
         }
         const range = toKeyRange(args);
+        // The range as asked, before cursors: they only narrow it (store.ts: maxLower/minUpper).
+        requireRange(ctx.principal, 'read', range);
         const page = await ctx.store.range({
           range,
           first: args.last == null ? (args.first ?? pageDefault) : undefined,
@@ -139,7 +142,9 @@ export function addRange(builder: Builder, v: Validators, Consistency: Consisten
         const { deleteRangeDefault, deleteRangeMax } = ctx.limits;
         const limit = args.limit ?? deleteRangeDefault;
         if (limit < 1 || limit > deleteRangeMax) throw badInput(`limit must be between 1 and ${deleteRangeMax}`);
-        return ctx.store.deleteRange(toKeyRange(args), limit);
+        const range = toKeyRange(args);
+        requireRange(ctx.principal, 'write', range);
+        return ctx.store.deleteRange(range, limit);
       },
     }),
   }));

@@ -14,6 +14,8 @@ import { DEFAULT_BUCKETS, partitionOf } from '../../src/store/keys.js';
 import { KvStore, type ReplicationOptions } from '../../src/store/store.js';
 import { createKvYoga, type KvYoga } from '../../src/yoga.js';
 import { FeedHub } from '../../src/feed/hub.js';
+import type { TokenEntry } from '../../src/auth/tokens.js';
+import { attachWebSocket } from '../../src/websocket.js';
 import { parseSeedList } from './cluster.js';
 
 export const PARTITIONS = Number(process.env.KV_TEST_PARTITIONS ?? '1');
@@ -101,6 +103,10 @@ export interface TestAppOptions {
   replicaUrl?: string;
   /** Admission control and the request deadline (the defaults for what is absent). */
   load?: Partial<LoadConfig>;
+  /** Bearer tokens (KV_TOKENS): requests then need one (`gql` sends none: tests send their own). */
+  tokens?: TokenEntry[];
+  /** Serve graphql-ws on the same server too, as server.ts does. */
+  websocket?: boolean;
 }
 
 export function uniquePrefix(name: string): string {
@@ -148,8 +154,10 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
     feed,
     load: { ...defaultLoad(), ...opts.load },
     logger: { debug() {}, info() {}, warn() {}, error: (...args: unknown[]) => opts.errors?.push(args[0]) },
+    tokens: opts.tokens,
   });
   const server = createServer(yoga.listener);
+  const wss = opts.websocket ? attachWebSocket(server, yoga) : undefined;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/graphql`;
   return {
@@ -170,6 +178,8 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
       return { status: res.status, ...(body as object) } as GqlResult<any>;
     },
     async close() {
+      for (const client of wss?.clients ?? []) client.terminate();
+      wss?.close();
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
       feed.close();

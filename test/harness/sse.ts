@@ -6,6 +6,8 @@ import { Collector, DEFAULT_TIMEOUT_MS, type SubscriptionStream } from './stream
 export interface SseOptions {
   /** How long to wait for the response headers. */
   connectTimeoutMs?: number;
+  /** Extra request headers (e.g. authorization). */
+  headers?: Record<string, string>;
 }
 
 /** One parsed frame of an event stream: its event name and its data lines joined by "\n". */
@@ -62,7 +64,7 @@ export async function sseSubscribe(
   try {
     res = await fetch(url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...opts.headers },
       body: JSON.stringify({ query, variables }),
       signal: abort.signal,
     });

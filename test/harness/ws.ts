@@ -15,12 +15,13 @@ export interface WsClient {
 }
 
 /** `httpUrl` is the server's http://…/graphql URL; the client speaks ws://…/graphql. */
-export function wsClient(httpUrl: string): WsClient {
+export function wsClient(httpUrl: string, connectionParams?: Record<string, unknown>): WsClient {
   let isConnected = false;
   const onConnected: (() => void)[] = [];
   const client = createClient({
     url: httpUrl.replace(/^http/, 'ws'),
     webSocketImpl: WebSocket,
+    ...(connectionParams ? { connectionParams } : {}),
     // A test wants failures, not silent reconnects.
     retryAttempts: 0,
     shouldRetry: () => false,
