@@ -21,6 +21,11 @@ function int(def: number, min: number, max: number) {
     .transform((v) => Number(v));
 }
 
+/** A yes/no switch from an environment string. */
+function flag() {
+  return z.enum(['true', 'false', '1', '0'], 'expected true or false').transform((v) => v === 'true' || v === '1');
+}
+
 function isHostUrl(s: string): boolean {
   try {
     return new URL(s).hostname !== '';
@@ -87,6 +92,10 @@ const EnvSchema = z.object({
   KV_MAX_REQUEST_ITEMS: int(20_000, 1, 100_000_000),
   // Bearer tokens (README, "Security"): a JSON array of entries inline, and/or a file holding one.
   KV_TOKENS: z.string().optional(),
+  // What the endpoint tells about itself (README, "Security"); defaults depend on NODE_ENV.
+  NODE_ENV: z.string().optional(),
+  KV_GRAPHIQL: flag().optional(),
+  KV_INTROSPECTION: flag().optional(),
   KV_TOKENS_FILE: z.string().optional(),
 });
 
@@ -149,6 +158,10 @@ export interface Config {
   load: LoadConfig;
   /** Bearer tokens (hashes only); empty: auth is off, which only a loopback HOST may be. */
   tokens: TokenEntry[];
+  /** KV_GRAPHIQL: serve GraphiQL to browsers; off by default with NODE_ENV=production. */
+  graphiql: boolean;
+  /** KV_INTROSPECTION: answer __schema and __type; off by default with NODE_ENV=production. */
+  introspection: boolean;
 }
 
 export interface FeedConfig {
@@ -259,6 +272,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return {
     host: e.HOST,
     port: e.PORT,
+    graphiql: e.KV_GRAPHIQL ?? e.NODE_ENV !== 'production',
+    introspection: e.KV_INTROSPECTION ?? e.NODE_ENV !== 'production',
     logLevel: e.LOG_LEVEL as LogLevel,
     redisUrl: e.REDIS_URL,
     sentinel:

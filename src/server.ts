@@ -123,7 +123,7 @@ export async function startServer(
     });
     if (store.cluster) rollForward = startRollForward(store, config.load.requestTimeoutMs, logger);
     feed = new FeedHub(store.feedReader(FEED_BLOCK_MS), { bufferSize: config.feed.bufferSize, blockMs: FEED_BLOCK_MS, batchSize: 500, log: (m) => logger.warn(m) });
-    const yoga = createKvYoga({ store, limits: config.limits, feed, load: config.load, log: logger, tokens: config.tokens });
+    const yoga = createKvYoga({ store, limits: config.limits, feed, load: config.load, log: logger, tokens: config.tokens, graphiql: config.graphiql, introspection: config.introspection });
     server.on('request', yoga.listener);
     wss = attachWebSocket(server, yoga);
     await new Promise<void>((resolve, reject) => {

@@ -1,7 +1,7 @@
 // The GraphQL server object: schema, context, error masking and HTTP plugins. It does not
 // listen; `yoga.fetch` serves tests and server.ts serves the network.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { GraphQLError } from 'graphql';
+import { GraphQLError, NoSchemaIntrospectionCustomRule, type ValidationRule } from 'graphql';
 import { createYoga, type YogaServerInstance } from 'graphql-yoga';
 import { Admission, admissionPlugin } from './admission.js';
 import { authPlugin, PRINCIPAL, type Principals } from './auth/http.js';
@@ -37,6 +37,10 @@ export interface YogaOptions {
   metrics?: Metrics;
   /** Bearer tokens (KV_TOKENS, KV_TOKENS_FILE); none: auth is off (config.ts allows that on loopback only). */
   tokens?: readonly TokenEntry[];
+  /** KV_GRAPHIQL: GraphiQL for browsers (default on). */
+  graphiql?: boolean;
+  /** KV_INTROSPECTION: __schema and __type answered (default on). */
+  introspection?: boolean;
 }
 
 const ENDPOINT = '/graphql';
@@ -58,7 +62,7 @@ interface YogaMasking {
   maskedErrorsOpts?: { maskError(error: unknown, message: string): unknown; errorMessage: string } | null;
 }
 
-export function createKvYoga({ store, limits, feed, logger, load = defaultLoad(), log, metrics = new Metrics(), tokens = [] }: YogaOptions): KvYoga {
+export function createKvYoga({ store, limits, feed, logger, load = defaultLoad(), log, metrics = new Metrics(), tokens = [], graphiql = true, introspection = true }: YogaOptions): KvYoga {
   metrics.observeStore(store);
   metrics.observeFeed(feed);
   const schema = buildSchema(limits);
@@ -77,7 +81,7 @@ export function createKvYoga({ store, limits, feed, logger, load = defaultLoad()
     schema,
     graphqlEndpoint: ENDPOINT,
     landingPage: false,
-    graphiql: { title: 'kvql' },
+    graphiql: graphiql ? { title: 'kvql' } : false,
     maskedErrors: { maskError },
     // kvql's own body limit (bodyLimit.ts) answers with its documented code; yoga's built-in
     // one (25 MB) would refuse batches that kvql's limits allow.
@@ -96,6 +100,8 @@ export function createKvYoga({ store, limits, feed, logger, load = defaultLoad()
       bodyLimitPlugin(limits.maxBodyBytes),
       readyPlugin(store),
       ...operationLimitPlugins(limits),
+      // A validation rule, so the fast lane (which validates with yoga's getEnveloped) has it too.
+      ...(introspection ? [] : [{ onValidate: ({ addValidationRule }: { addValidationRule(rule: ValidationRule): void }) => addValidationRule(NoSchemaIntrospectionCustomRule) }]),
     ],
   });
   const masking = (yoga as unknown as YogaMasking).maskedErrorsOpts;

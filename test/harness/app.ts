@@ -105,6 +105,9 @@ export interface TestAppOptions {
   load?: Partial<LoadConfig>;
   /** Bearer tokens (KV_TOKENS): requests then need one (`gql` sends none: tests send their own). */
   tokens?: TokenEntry[];
+  /** KV_GRAPHIQL and KV_INTROSPECTION (both on when absent, as outside production). */
+  graphiql?: boolean;
+  introspection?: boolean;
   /** Serve graphql-ws on the same server too, as server.ts does. */
   websocket?: boolean;
 }
@@ -155,6 +158,8 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
     load: { ...defaultLoad(), ...opts.load },
     logger: { debug() {}, info() {}, warn() {}, error: (...args: unknown[]) => opts.errors?.push(args[0]) },
     tokens: opts.tokens,
+    graphiql: opts.graphiql,
+    introspection: opts.introspection,
   });
   const server = createServer(yoga.listener);
   const wss = opts.websocket ? attachWebSocket(server, yoga) : undefined;

@@ -52,6 +52,8 @@ describe('loadConfig', () => {
       },
       load: { maxInFlight: 128, requestTimeoutMs: 10_000 },
       tokens: [],
+      graphiql: true,
+      introspection: true,
     });
     expect(defaultLimits()).toEqual(loadConfig({}).limits);
     expect(defaultLoad()).toEqual(loadConfig({}).load);
@@ -124,6 +126,8 @@ describe('loadConfig', () => {
       },
       load: { maxInFlight: 7, requestTimeoutMs: 2500 },
       tokens: [],
+      graphiql: true,
+      introspection: true,
     });
     expect(typeof c.port).toBe('number');
     expect(typeof c.limits.maxBodyBytes).toBe('number');
@@ -194,7 +198,16 @@ describe('loadConfig', () => {
   });
 
   it('ignores variables it does not know', () => {
-    expect(loadConfig({ PATH: '/bin', KV_UNKNOWN: 'x', NODE_ENV: 'production' })).toEqual(loadConfig({}));
+    expect(loadConfig({ PATH: '/bin', KV_UNKNOWN: 'x', NODE_ENV: 'development' })).toEqual(loadConfig({}));
+  });
+
+  it('serves GraphiQL and introspection unless NODE_ENV=production; KV_GRAPHIQL and KV_INTROSPECTION decide either way', () => {
+    expect(loadConfig({})).toMatchObject({ graphiql: true, introspection: true });
+    expect(loadConfig({ NODE_ENV: 'production' })).toMatchObject({ graphiql: false, introspection: false });
+    expect(loadConfig({ NODE_ENV: 'production', KV_GRAPHIQL: 'true', KV_INTROSPECTION: '1' })).toMatchObject({ graphiql: true, introspection: true });
+    expect(loadConfig({ KV_GRAPHIQL: 'false', KV_INTROSPECTION: '0' })).toMatchObject({ graphiql: false, introspection: false });
+    expect(() => loadConfig({ KV_GRAPHIQL: 'yes' })).toThrow(/KV_GRAPHIQL="yes": expected true or false/);
+    expect(() => loadConfig({ KV_INTROSPECTION: 'off' })).toThrow(/KV_INTROSPECTION="off": expected true or false/);
   });
 
   const wrong: [string, string][] = [

@@ -1,0 +1,60 @@
+// KV_INTROSPECTION and KV_GRAPHIQL (README, "Security"): with introspection off, __schema and
+// __type are refused on both request paths (the fast lane validates with yoga's rules) and
+// over WebSocket-free GET alike, while __typename and ordinary queries still work; with GraphiQL
+// off a browser gets no GraphiQL page.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestApp, type TestApp } from '../harness/app.js';
+
+const INTROSPECT = '{ __schema { queryType { name } } }';
+const TYPE = '{ __type(name: "Entry") { name } }';
+
+describe('KV_INTROSPECTION=false, KV_GRAPHIQL=false', () => {
+  let off: TestApp;
+  let on: TestApp;
+  beforeAll(async () => {
+    off = await createTestApp('introspection-off', { introspection: false, graphiql: false });
+    on = await createTestApp('introspection-on');
+  });
+  afterAll(async () => {
+    await off?.close();
+    await on?.close();
+  });
+
+  const lanes = (url: string) => ({
+    // A plain JSON POST: the fast lane. With an Origin header: yoga's own path.
+    fast: (query: string) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' }, body: JSON.stringify({ query }) }),
+    yoga: (query: string) =>
+      fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json', origin: 'http://127.0.0.1' }, body: JSON.stringify({ query }) }),
+    get: (query: string) => fetch(`${url}?query=${encodeURIComponent(query)}`, { headers: { accept: 'application/graphql-response+json' } }),
+  });
+
+  it('refuses __schema and __type on every path, and still answers __typename and queries', async () => {
+    for (const [name, send] of Object.entries(lanes(off.url))) {
+      for (const query of [INTROSPECT, TYPE]) {
+        const res = await send(query);
+        const body = (await res.json()) as { data?: unknown; errors?: { message: string; extensions?: { code?: string } }[] };
+        expect(body.data, `${name} ${query}`).toBeUndefined();
+        expect(body.errors?.[0]?.extensions?.code, `${name} ${query}`).toBe('GRAPHQL_VALIDATION_FAILED');
+        expect(body.errors?.[0]?.message, `${name} ${query}`).toMatch(/introspection/i);
+      }
+      const plain = (await (await send('{ __typename get(key: "nothing") { key } }')).json()) as { data?: unknown };
+      expect(plain.data, name).toEqual({ __typename: 'Query', get: null });
+    }
+  });
+
+  it('answers them where introspection is on (the default outside production)', async () => {
+    for (const [name, send] of Object.entries(lanes(on.url))) {
+      const body = (await (await send(INTROSPECT)).json()) as { data?: unknown };
+      expect(body.data, name).toEqual({ __schema: { queryType: { name: 'Query' } } });
+    }
+  });
+
+  it('serves no GraphiQL page to a browser when off, and serves it when on', async () => {
+    const page = (url: string) => fetch(url, { headers: { accept: 'text/html' } });
+    const offPage = await page(off.url);
+    expect(await offPage.text()).not.toMatch(/graphiql/i);
+    const onPage = await page(on.url);
+    expect(onPage.status).toBe(200);
+    expect(await onPage.text()).toMatch(/graphiql/i);
+  });
+});
