@@ -34,6 +34,17 @@ import { tagError } from './log.js';
 import { REQUEST_ID_HEADER, type RequestObserver } from './observe.js';
 import { workBudgetRefusal } from './operationLimits.js';
 
+/**
+ * Headers that keep a browser from misusing a response: no content sniffing, no framing (no
+ * clickjacking of GraphiQL), no referrer leaking keys in URLs, no cross-origin window access.
+ */
+export const SECURITY_HEADERS: readonly (readonly [string, string])[] = [
+  ['x-content-type-options', 'nosniff'],
+  ['x-frame-options', 'DENY'],
+  ['referrer-policy', 'no-referrer'],
+  ['cross-origin-opener-policy', 'same-origin'],
+];
+
 /** What the fast lane needs of the yoga server object. */
 export interface YogaForFastLane {
   (req: IncomingMessage, res: ServerResponse): unknown;
@@ -265,6 +276,8 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
   };
 
   return (req, res) => {
+    // On every response, whichever path writes it (headers set here merge with writeHead's).
+    for (const [name, value] of SECURITY_HEADERS) res.setHeader(name, value);
     if (req.url !== endpoint && !req.url?.startsWith(`${endpoint}?`)) return void yoga(req, res);
     const start = performance.now();
     const deadlineAt = Date.now() + requestTimeoutMs;

@@ -1,8 +1,9 @@
 // KV_INTROSPECTION and KV_GRAPHIQL (README, "Security"): with introspection off, __schema and
-// __type are refused on both request paths (the fast lane validates with yoga's rules) and
-// over WebSocket-free GET alike, while __typename and ordinary queries still work; with GraphiQL
-// off a browser gets no GraphiQL page.
+// __type are refused on both request paths (the fast lane validates with yoga's rules) and over
+// GET alike, while __typename and ordinary queries still work; with GraphiQL off a browser gets
+// no GraphiQL page. And the security headers every response carries.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SECURITY_HEADERS } from '../../src/fastLane.js';
 import { createTestApp, type TestApp } from '../harness/app.js';
 
 const INTROSPECT = '{ __schema { queryType { name } } }';
@@ -56,5 +57,32 @@ describe('KV_INTROSPECTION=false, KV_GRAPHIQL=false', () => {
     const onPage = await page(on.url);
     expect(onPage.status).toBe(200);
     expect(await onPage.text()).toMatch(/graphiql/i);
+  });
+});
+
+describe('security headers', () => {
+  let app: TestApp;
+  beforeAll(async () => {
+    app = await createTestApp('security-headers');
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it('are on every response: the fast lane, yoga, GET, GraphiQL, refusals and other paths', async () => {
+    const json = { 'content-type': 'application/json', accept: 'application/graphql-response+json' };
+    const body = JSON.stringify({ query: '{ __typename }' });
+    const responses = {
+      fast: await fetch(app.url, { method: 'POST', headers: json, body }),
+      yoga: await fetch(app.url, { method: 'POST', headers: { ...json, origin: 'http://127.0.0.1' }, body }),
+      get: await fetch(`${app.url}?query=${encodeURIComponent('{ __typename }')}`),
+      graphiql: await fetch(app.url, { headers: { accept: 'text/html' } }),
+      badRequest: await fetch(app.url, { method: 'POST', headers: json, body: '{' }),
+      health: await fetch(app.url.replace('/graphql', '/health')),
+    };
+    for (const [name, res] of Object.entries(responses)) {
+      await res.arrayBuffer();
+      for (const [header, value] of SECURITY_HEADERS) expect(res.headers.get(header), `${name} ${header}`).toBe(value);
+    }
   });
 });
