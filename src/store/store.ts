@@ -213,28 +213,23 @@ export class KvStore {
   }
 
   private async getManyFrom(redis: Client, keys: readonly string[]): Promise<(Entry | null)[]> {
-    // partition -> bucket hash -> the indexes of the keys asked for in it
-    const byPartition = new Map<number, Map<string, number[]>>();
+    // bucket hash (its name carries the partition) -> the indexes of the keys asked for in it
+    const byBucket = new Map<string, number[]>();
     keys.forEach((key, i) => {
-      const p = this.keys.partition(key);
-      let buckets = byPartition.get(p);
-      if (!buckets) byPartition.set(p, (buckets = new Map()));
-      const bucket = this.keys.bucket(key, p);
-      let list = buckets.get(bucket);
-      if (!list) buckets.set(bucket, (list = []));
-      list.push(i);
+      const bucket = this.keys.bucket(key);
+      const list = byBucket.get(bucket);
+      if (list) list.push(i);
+      else byBucket.set(bucket, [i]);
     });
     const result: (Entry | null)[] = new Array(keys.length).fill(null);
     try {
       await Promise.all(
-        [...byPartition.values()].flatMap((buckets) =>
-          [...buckets].map(async ([bucket, indexes]) => {
-            const packed = await redis.hmgetBuffer(bucket, ...indexes.map((i) => keys[i]!));
-            indexes.forEach((i, f) => {
-              result[i] = fromPacked(keys[i]!, packed[f] ?? null);
-            });
-          }),
-        ),
+        [...byBucket].map(async ([bucket, indexes]) => {
+          const packed = await redis.hmgetBuffer(bucket, ...indexes.map((i) => keys[i]!));
+          indexes.forEach((i, f) => {
+            result[i] = fromPacked(keys[i]!, packed[f] ?? null);
+          });
+        }),
       );
     } catch (err) {
       throw fromRedisError(err, false);
