@@ -38,15 +38,22 @@ describe('failover through Redis Sentinel', () => {
         if (after === null) await sleep(100);
       }
       expect(after).toBe('OK');
+      // Acknowledged by a replica too: on a starved machine the sentinels may fail over once more.
+      expect(await client.wait(1, 2000)).toBeGreaterThanOrEqual(1);
       expect(await client.get('before')).toBe('1');
 
       // Restarted from its own config it is a primary, until the sentinels demote it.
       await old.restart();
       const rejoin = await dep.waitForRejoin(old, 40_000);
-      expect(rejoin.primaryPort).toBe(port);
+      // It follows the primary the sentinels name now: usually `port`, but with CI's load a
+      // starved new primary can itself be failed over (seen once: a second promotion), and
+      // following that one is the right behaviour too.
+      const now = await dep.currentPrimary();
+      expect(rejoin.primaryPort).toBe(now.port);
+      expect(now.port).not.toBe(old.port);
       expect(rejoin.info.role).toBe('slave');
       expect(rejoin.info.linkUp).toBe(true);
-      expect(rejoin.info.masterReplid).toBe((await dep.replication(port)).masterReplid);
+      expect(rejoin.info.masterReplid).toBe((await dep.replication(now.port)).masterReplid);
       // In the new history: it has the write made while it was dead, and takes no writes.
       await client.wait(2, 2000);
       expect(await dep.direct(old.port, (c) => c.get('after'))).toBe('2');
