@@ -2,7 +2,8 @@
 // start with a message that names the variable.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { TokenListSchema, type TokenEntry } from './auth/tokens.js';
+import { readTokens, type TokenSources } from './auth/tokenSource.js';
+import type { TokenEntry } from './auth/tokens.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 import { DEFAULT_BUCKETS, MAX_BUCKETS, PREFIX_PATTERN } from './store/keys.js';
 import type { ClusterTarget, SentinelTarget } from './store/redis.js';
@@ -158,6 +159,8 @@ export interface Config {
   load: LoadConfig;
   /** Bearer tokens (hashes only); empty: auth is off, which only a loopback HOST may be. */
   tokens: TokenEntry[];
+  /** Where they came from: the server reads them again when KV_TOKENS_FILE changes or on SIGHUP. */
+  tokenSources: TokenSources;
   /** KV_GRAPHIQL: serve GraphiQL to browsers; off by default with NODE_ENV=production. */
   graphiql: boolean;
   /** KV_INTROSPECTION: answer __schema and __type; off by default with NODE_ENV=production. */
@@ -194,23 +197,6 @@ export function isLoopback(host: string): boolean {
   return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h) || /^::ffff:127(\.\d{1,3}){3}$/.test(h);
 }
 
-/** Token entries from one variable's JSON text; a problem line naming the variable otherwise. */
-function parseTokens(name: string, text: string, problems: string[]): TokenEntry[] {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    problems.push(`  ${name}: not JSON (${(err as Error).message}); expected an array of {"id","sha256","scopes","prefixes"}`);
-    return [];
-  }
-  const parsed = TokenListSchema.safeParse(json);
-  if (!parsed.success) {
-    for (const i of parsed.error.issues) problems.push(`  ${name}: entry ${i.path.join('.') || '(the list)'}: ${i.message}`);
-    return [];
-  }
-  return parsed.data;
-}
-
 /** Parses the environment; throws ConfigError naming every wrong variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   // An empty variable counts as unset, as most shells and compose files mean it.
@@ -242,25 +228,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('  KV_MANAGED_REDIS_PORT: the managed Redis cannot listen on the API port (PORT)');
   if (e.KV_MAX_REQUEST_ITEMS < Math.max(e.KV_MAX_BATCH_ITEMS, e.KV_PAGE_MAX, e.KV_DELETE_RANGE_MAX))
     problems.push('  KV_MAX_REQUEST_ITEMS: must be at least KV_MAX_BATCH_ITEMS, KV_PAGE_MAX and KV_DELETE_RANGE_MAX, or one field at its own limit would exceed the budget');
-  const tokens: TokenEntry[] = [];
-  if (e.KV_TOKENS !== undefined) tokens.push(...parseTokens('KV_TOKENS', e.KV_TOKENS, problems));
-  if (e.KV_TOKENS_FILE !== undefined) {
-    let text: string | undefined;
-    try {
-      text = readFileSync(e.KV_TOKENS_FILE, 'utf8');
-    } catch (err) {
-      problems.push(`  KV_TOKENS_FILE: cannot read ${JSON.stringify(e.KV_TOKENS_FILE)}: ${(err as Error).message}`);
-    }
-    if (text !== undefined) tokens.push(...parseTokens('KV_TOKENS_FILE', text, problems));
-  }
-  const ids = new Set<string>();
-  const hashes = new Set<string>();
-  for (const t of tokens) {
-    if (ids.has(t.id)) problems.push(`  KV_TOKENS: token id "${t.id}" appears twice`);
-    if (hashes.has(t.sha256)) problems.push(`  KV_TOKENS: token "${t.id}" has the same sha256 as another`);
-    ids.add(t.id);
-    hashes.add(t.sha256);
-  }
+  const tokenSources = { inline: e.KV_TOKENS, file: e.KV_TOKENS_FILE };
+  const { tokens, problems: tokenProblems } = readTokens(tokenSources);
+  problems.push(...tokenProblems);
   // Safe by default: without tokens, anyone who can reach the port may read and write every key,
   // so that is allowed only where no one else can reach it.
   if (tokens.length === 0 && e.KV_TOKENS === undefined && e.KV_TOKENS_FILE === undefined && !isLoopback(e.HOST))
@@ -316,6 +286,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     load: { maxInFlight: e.KV_MAX_IN_FLIGHT, requestTimeoutMs: e.KV_REQUEST_TIMEOUT_MS },
     tokens,
+    tokenSources,
   };
 }
 

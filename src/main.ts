@@ -31,6 +31,8 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
+  // kill -HUP: read KV_TOKENS_FILE again now (it is also watched); a bad file keeps the old tokens.
+  process.on('SIGHUP', () => void running.reloadTokens('SIGHUP'));
 }
 
 main().catch((err: unknown) => {

@@ -2,6 +2,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { WebSocketServer } from 'ws';
+import { watchTokens, type TokenWatch } from './auth/tokenSource.js';
 import { FeedHub } from './feed/hub.js';
 import type { Config } from './config.js';
 import { createLogger, loggerFromFunction, redactUrl, type Logger } from './log.js';
@@ -19,6 +20,8 @@ export interface RunningServer {
   redis: RedisClient;
   managed?: ManagedRedis;
   feed: FeedHub;
+  /** Reads KV_TOKENS and KV_TOKENS_FILE again (main.ts calls it on SIGHUP); false when the new list was refused. */
+  reloadTokens(reason: string): boolean;
   close(): Promise<void>;
 }
 
@@ -97,6 +100,7 @@ export async function startServer(
   let store: KvStore | undefined;
   let feed: FeedHub | undefined;
   let wss: WebSocketServer | undefined;
+  let tokenWatch: TokenWatch | undefined;
   const server: Server = createServer();
   try {
     redis = await connect(target, config.redisTimeoutMs, logger);
@@ -124,6 +128,16 @@ export async function startServer(
     if (store.cluster) rollForward = startRollForward(store, config.load.requestTimeoutMs, logger);
     feed = new FeedHub(store.feedReader(FEED_BLOCK_MS), { bufferSize: config.feed.bufferSize, blockMs: FEED_BLOCK_MS, batchSize: 500, log: (m) => logger.warn(m) });
     const yoga = createKvYoga({ store, limits: config.limits, feed, load: config.load, log: logger, tokens: config.tokens, graphiql: config.graphiql, introspection: config.introspection });
+    // A token removed or changed in KV_TOKENS_FILE is refused from the next request on, and its
+    // open subscriptions end (auth/tokens.ts, update).
+    tokenWatch = watchTokens(
+      config.tokenSources,
+      (tokens) => {
+        const revoked = yoga.auth.update(tokens);
+        if (revoked.length > 0) logger.warn(`tokens revoked or changed: ${revoked.join(', ')}; their open subscriptions end`);
+      },
+      logger,
+    );
     server.on('request', yoga.listener);
     wss = attachWebSocket(server, yoga);
     await new Promise<void>((resolve, reject) => {
@@ -134,6 +148,7 @@ export async function startServer(
     // A start that fails half-way (port taken, keyspace refused) leaves nothing running: not
     // the connection, and not the redis-server it started, which would outlive the process.
     clearInterval(rollForward);
+    tokenWatch?.stop();
     feed?.close();
     wss?.close();
     store?.close();
@@ -149,10 +164,12 @@ export async function startServer(
     redis,
     managed,
     feed: feed!,
+    reloadTokens: (reason) => tokenWatch!.reload(reason),
     async close() {
       // End the subscriptions (their clients resume from their last cursor elsewhere), stop
       // taking requests, let those in flight finish (for at most a few seconds), close Redis.
       clearInterval(rollForward);
+      tokenWatch!.stop();
       feed!.close();
       for (const client of wss!.clients) client.close(1001, 'server shutting down');
       wss!.close();

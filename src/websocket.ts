@@ -35,6 +35,12 @@ export function attachWebSocket(server: Server, yoga: KvYoga): WebSocketServer {
           return false;
         }
         principals.set(ctx, principal);
+        // Revoked (KV_TOKENS_FILE changed): the socket closes, ending every operation on it.
+        const socket = ctx.extra.socket;
+        const revoked = yoga.auth.signalFor(principal);
+        const onRevoke = () => socket.close(WS_UNAUTHORIZED, 'Token revoked');
+        revoked.addEventListener('abort', onRevoke, { once: true });
+        socket.once('close', () => revoked.removeEventListener('abort', onRevoke));
         return true;
       },
       execute: (args) => (args.rootValue as Enveloped).execute(args) as never,

@@ -75,7 +75,7 @@ export function createKvYoga({ store, limits, feed, logger, load = defaultLoad()
   const context = (initial: Record<string, unknown>) => {
     const principal = (initial as Record<symbol, unknown>)[PRINCIPAL] as Principal | undefined;
     if (!principal) throw new GraphQLError(UNAUTHENTICATED_MESSAGE, { extensions: { code: UNAUTHENTICATED, http: { status: 401 } } });
-    return createContext(store, limits, feed, principal);
+    return createContext(store, limits, feed, principal, auth.signalFor(principal));
   };
   const yoga = createYoga<Record<string, unknown>, Context>({
     schema,

@@ -10,6 +10,21 @@ export type Scope = (typeof SCOPES)[number];
 /** A lone surrogate has no UTF-8 form: a prefix holding one could never match a key's bytes. */
 const LONE_SURROGATE = /\p{Surrogate}/u;
 
+/**
+ * A token's rate limits: sustained requests and request-body bytes per second, each allowed to
+ * burst to `burstSeconds` worth at once. Unset: that dimension is unlimited.
+ */
+export const RateLimitSchema = z
+  .object({
+    requestsPerSecond: z.number().positive('rateLimit.requestsPerSecond: above 0').max(1e6).optional(),
+    bytesPerSecond: z.number().int().positive('rateLimit.bytesPerSecond: a whole number above 0').max(1e12).optional(),
+    burstSeconds: z.number().min(0.001, 'rateLimit.burstSeconds: at least 0.001').max(3600).default(1),
+  })
+  .strict()
+  .refine((r) => r.requestsPerSecond !== undefined || r.bytesPerSecond !== undefined, 'rateLimit: set requestsPerSecond, bytesPerSecond or both');
+
+export type RateLimit = z.output<typeof RateLimitSchema>;
+
 export const TokenEntrySchema = z
   .object({
     id: z.string().regex(/^[A-Za-z0-9_.:@-]{1,64}$/, 'id: 1-64 characters from A-Z a-z 0-9 _ . : @ -'),
@@ -20,6 +35,8 @@ export const TokenEntrySchema = z
     scopes: z.array(z.enum(SCOPES, `scopes: each one of ${SCOPES.join(', ')}`)).min(1, 'scopes: at least one'),
     // "" means every key. admin needs none (it grants every key).
     prefixes: z.array(z.string().refine((s) => !LONE_SURROGATE.test(s), 'prefixes: well-formed Unicode only')).default([]),
+    // Optional, per token, shared by every API process through Redis (auth/rateLimit.ts).
+    rateLimit: RateLimitSchema.optional(),
   })
   .strict()
   .refine((e) => e.scopes.includes('admin') || e.prefixes.length > 0, 'prefixes: a read or write token needs at least one prefix ("" for every key)');
@@ -35,6 +52,8 @@ export interface Principal {
   write: boolean;
   /** A key is allowed when it starts with one of these; "" allows every key. */
   prefixes: readonly string[];
+  /** Its rate limits, when it has any. */
+  rateLimit?: RateLimit;
 }
 
 /** Auth off (no tokens configured, loopback only): everything, as before tokens existed. */
@@ -47,6 +66,7 @@ export function principalOf(e: TokenEntry): Principal {
     read: admin || e.scopes.includes('read'),
     write: admin || e.scopes.includes('write'),
     prefixes: Object.freeze(admin ? [''] : [...e.prefixes]),
+    ...(e.rateLimit ? { rateLimit: Object.freeze({ ...e.rateLimit }) } : {}),
   });
 }
 
@@ -67,18 +87,59 @@ const BEARER = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/;
  * the found entry is then compared in constant time all the same.
  */
 export class Authenticator {
-  private readonly byHash = new Map<string, { digest: Buffer; principal: Principal }>();
+  private byHash = new Map<string, { digest: Buffer; principal: Principal; entry: string }>();
+  /** Aborted when its principal stops being current: open subscriptions end on it. */
+  private readonly revocations = new WeakMap<Principal, AbortController>();
 
   constructor(entries: readonly TokenEntry[]) {
+    this.update(entries);
+  }
+
+  /**
+   * Puts a new token list in force (KV_TOKENS_FILE reloaded). A token whose entry is unchanged
+   * keeps its principal; one removed, or changed in any way (scopes, prefixes, limits), is
+   * revoked: its principal's signal aborts, which ends its open subscriptions and WebSockets,
+   * and the changed token authenticates as a new principal from its next request on.
+   * Returns the ids revoked.
+   */
+  update(entries: readonly TokenEntry[]): string[] {
+    const next = new Map<string, { digest: Buffer; principal: Principal; entry: string }>();
     for (const e of entries) {
       const hex = e.sha256.toLowerCase();
-      this.byHash.set(hex, { digest: Buffer.from(hex, 'hex'), principal: principalOf(e) });
+      const entry = JSON.stringify({ id: e.id, scopes: [...e.scopes].sort(), prefixes: e.prefixes, rateLimit: e.rateLimit ?? null });
+      const old = this.byHash.get(hex);
+      next.set(hex, old && old.entry === entry ? old : { digest: Buffer.from(hex, 'hex'), principal: principalOf(e), entry });
     }
+    const revoked: string[] = [];
+    for (const [hex, old] of this.byHash) {
+      if (next.get(hex) === old) continue;
+      revoked.push(old.principal.id);
+      this.revocations.get(old.principal)?.abort();
+    }
+    this.byHash = next;
+    return revoked;
   }
 
   /** Whether tokens are required at all (none configured: auth is off, loopback only). */
   get enabled(): boolean {
     return this.byHash.size > 0;
+  }
+
+  /** Whether a principal authenticated earlier still is one (its token not revoked or changed since). */
+  isCurrent(principal: Principal): boolean {
+    return principal === UNRESTRICTED ? !this.enabled : this.signalFor(principal).aborted === false;
+  }
+
+  /** A signal that aborts when `principal`'s token is revoked or changed (never, for auth off). */
+  signalFor(principal: Principal): AbortSignal {
+    let c = this.revocations.get(principal);
+    if (!c) {
+      c = new AbortController();
+      // A principal no longer in force (revoked between its authentication and now) starts aborted.
+      if (principal !== UNRESTRICTED && ![...this.byHash.values()].some((v) => v.principal === principal)) c.abort();
+      this.revocations.set(principal, c);
+    }
+    return c.signal;
   }
 
   /** The principal of an Authorization header value; null when it is missing, malformed or unknown. */
@@ -93,6 +154,9 @@ export class Authenticator {
     return found.principal;
   }
 }
+
+/** The error that ends a subscription (or refuses an operation) whose token was revoked. */
+export const REVOKED_MESSAGE = 'the token this request was authenticated with has been revoked or changed: authenticate again';
 
 export const UNAUTHENTICATED = 'UNAUTHENTICATED';
 export const UNAUTHENTICATED_MESSAGE = 'a valid bearer token is required: send "Authorization: Bearer <token>"';

@@ -20,6 +20,8 @@ export interface Context {
   feed: FeedHub;
   /** Who the request acts for (authenticated before the request got here): checked by access.ts. */
   principal: Principal;
+  /** Aborts when the principal's token is revoked: an open subscription ends on it (changes.ts). */
+  revoked?: AbortSignal;
 }
 
 export interface Types {

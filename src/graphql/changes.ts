@@ -1,6 +1,7 @@
 // The change feed as a GraphQL subscription: every put and delete, in commit order per key,
 // resumable from any cursor it handed out while the feed still retains what follows it.
 import { GraphQLError } from 'graphql';
+import { REVOKED_MESSAGE, UNAUTHENTICATED } from '../auth/tokens.js';
 import { CursorExpiredError, SlowConsumerError, type Delivery } from '../feed/hub.js';
 import { StoreError } from '../store/errors.js';
 import type { Position } from '../store/feed.js';
@@ -53,10 +54,14 @@ function shape(d: Delivery): ChangeEventShape {
   };
 }
 
-/** The hub's deliveries as GraphQL payloads; a slow consumer gets a last, error payload. */
-async function* payloads(deliveries: AsyncGenerator<Delivery>): AsyncGenerator<Payload> {
+/**
+ * The hub's deliveries as GraphQL payloads; a slow consumer gets a last, error payload, and so
+ * does a subscriber whose token was revoked (the hub ends its deliveries on `revoked`).
+ */
+async function* payloads(deliveries: AsyncGenerator<Delivery>, revoked: AbortSignal | undefined): AsyncGenerator<Payload> {
   try {
     for await (const d of deliveries) yield shape(d);
+    if (revoked?.aborted) yield { error: new GraphQLError(REVOKED_MESSAGE, { extensions: { code: UNAUTHENTICATED } }) };
   } catch (err) {
     if (err instanceof CursorExpiredError) {
       yield { error: new GraphQLError(err.message, { extensions: { code: err.code, oldestCursor: encodeFeedCursor(err.oldest) } }) };
@@ -141,7 +146,8 @@ export function addChanges(builder: Builder, v: Validators): void {
             }
           }
           const leave = new AbortController();
-          return endingOnReturn(payloads(ctx.feed.subscribe({ range, after, signal: leave.signal })), leave);
+          const signal = ctx.revoked ? AbortSignal.any([leave.signal, ctx.revoked]) : leave.signal;
+          return endingOnReturn(payloads(ctx.feed.subscribe({ range, after, signal }), ctx.revoked), leave);
         },
         resolve: (payload: Payload) => {
           if ('error' in payload) throw payload.error;

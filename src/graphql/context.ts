@@ -7,7 +7,7 @@ import type { FeedHub } from '../feed/hub.js';
 import type { Consistency, Entry, KvStore } from '../store/store.js';
 import type { Context } from './builder.js';
 
-export function createContext(store: KvStore, limits: Limits, feed: FeedHub, principal: Principal): Context {
+export function createContext(store: KvStore, limits: Limits, feed: FeedHub, principal: Principal, revoked?: AbortSignal): Context {
   const loader = (consistency: Consistency) =>
     new DataLoader((keys: readonly string[]) => store.getMany(keys, consistency), { maxBatchSize: limits.maxBatchItems });
   let eventual: DataLoader<string, Entry | null> | undefined;
@@ -16,6 +16,7 @@ export function createContext(store: KvStore, limits: Limits, feed: FeedHub, pri
     limits,
     feed,
     principal,
+    ...(revoked ? { revoked } : {}),
     entries: loader('strong'),
     // Most requests never read with EVENTUAL: build its loader only when one does.
     get eventualEntries() {
