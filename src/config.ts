@@ -1,12 +1,14 @@
 // Configuration: environment variables, parsed once by one zod schema. A wrong value stops the
 // start with a message that names the variable.
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { readTokens, type TokenSources } from './auth/tokenSource.js';
 import type { TokenEntry } from './auth/tokens.js';
+import { readTrustedDocuments, type TrustedDocuments } from './auth/trustedDocuments.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 import { DEFAULT_BUCKETS, MAX_BUCKETS, PREFIX_PATTERN } from './store/keys.js';
-import type { ClusterTarget, SentinelTarget } from './store/redis.js';
+import type { ClusterTarget, RedisTls, SentinelTarget } from './store/redis.js';
 import type { ReplicationOptions } from './store/store.js';
 
 const MiB = 1024 * 1024;
@@ -61,6 +63,10 @@ const EnvSchema = z.object({
   REDIS_MASTER_NAME: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected the name the sentinels monitor, e.g. kvql').default('kvql'),
   REDIS_PASSWORD: z.string().optional(),
   REDIS_SENTINEL_PASSWORD: z.string().optional(),
+  // TLS to a rediss:// REDIS_URL (README, "The path to Redis"): PEM files, read at start.
+  KV_REDIS_TLS_CA: z.string().optional(),
+  KV_REDIS_TLS_CERT: z.string().optional(),
+  KV_REDIS_TLS_KEY: z.string().optional(),
   KV_MIN_REPLICAS: int(0, 0, 64),
   KV_REPLICATION_TIMEOUT_MS: int(1000, 1, 600_000),
   KV_DATA_DIR: z.string().default('./data'),
@@ -97,6 +103,15 @@ const EnvSchema = z.object({
   NODE_ENV: z.string().optional(),
   KV_GRAPHIQL: flag().optional(),
   KV_INTROSPECTION: flag().optional(),
+  // Browsers (README, "Security"): the origins allowed to call from another site, and CSRF prevention.
+  KV_CORS_ORIGINS: z
+    .string()
+    .transform((s) => s.split(',').map((o) => o.trim()).filter(Boolean))
+    .refine((list) => list.every((o) => o === '*' || isOrigin(o)), 'a comma-separated list of origins like https://app.example.com (scheme, host and port only), or *')
+    .optional(),
+  KV_CSRF_PREVENTION: flag().default(true),
+  // Trusted documents: the path of a JSON file of persisted operations; set, only they are accepted.
+  KV_TRUSTED_DOCUMENTS: z.string().optional(),
   KV_TOKENS_FILE: z.string().optional(),
 });
 
@@ -145,6 +160,8 @@ export interface Config {
   sentinel: SentinelTarget | undefined;
   /** REDIS_CLUSTER_NODES: a Redis Cluster; every partition lives in one slot. */
   cluster: ClusterTarget | undefined;
+  /** KV_REDIS_TLS_*: whom to trust and who we are over a rediss:// REDIS_URL (unset: Node's default CAs). */
+  redisTls: RedisTls | undefined;
   /** KV_MIN_REPLICAS and KV_REPLICATION_TIMEOUT_MS. */
   replication: ReplicationOptions;
   dataDir: string;
@@ -165,6 +182,12 @@ export interface Config {
   graphiql: boolean;
   /** KV_INTROSPECTION: answer __schema and __type; off by default with NODE_ENV=production. */
   introspection: boolean;
+  /** KV_CORS_ORIGINS: other sites' origins allowed to call from a browser ("*": any); none by default. */
+  corsOrigins: string[];
+  /** KV_CSRF_PREVENTION: requests a browser would send without a preflight need a CSRF header (default on). */
+  csrfPrevention: boolean;
+  /** KV_TRUSTED_DOCUMENTS: only these persisted operations (by SHA-256), when set. */
+  trustedDocuments?: TrustedDocuments;
 }
 
 export interface FeedConfig {
@@ -191,10 +214,68 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/** An origin as browsers send it: scheme://host[:port], nothing more. */
+function isOrigin(text: string): boolean {
+  try {
+    const u = new URL(text);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.origin === text;
+  } catch {
+    return false;
+  }
+}
+
 /** Hosts that only this machine can reach: the only ones kvql may serve without tokens. */
 export function isLoopback(host: string): boolean {
   const h = host.toLowerCase().replace(/^\[|\]$/g, '');
   return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h) || /^::ffff:127(\.\d{1,3}){3}$/.test(h);
+}
+
+/** The PEM file `name` names, checked by `check`; a problem line naming the variable otherwise. */
+function readPem(name: string, path: string, check: (pem: Buffer) => void, problems: string[]): Buffer | undefined {
+  let pem: Buffer;
+  try {
+    pem = readFileSync(path);
+  } catch (err) {
+    problems.push(`  ${name}: cannot read ${JSON.stringify(path)}: ${(err as Error).message}`);
+    return undefined;
+  }
+  try {
+    check(pem);
+  } catch (err) {
+    problems.push(`  ${name}: ${JSON.stringify(path)} is not a PEM ${name.endsWith('KEY') ? 'private key' : 'certificate'} (${(err as Error).message})`);
+    return undefined;
+  }
+  return pem;
+}
+
+/** KV_REDIS_TLS_CA, _CERT and _KEY: read and checked now, for a rediss:// REDIS_URL only. */
+function readRedisTls(
+  e: { REDIS_URL?: string; REDIS_SENTINELS?: string; REDIS_CLUSTER_NODES?: string; KV_REDIS_TLS_CA?: string; KV_REDIS_TLS_CERT?: string; KV_REDIS_TLS_KEY?: string },
+  problems: string[],
+): RedisTls | undefined {
+  const given = (['KV_REDIS_TLS_CA', 'KV_REDIS_TLS_CERT', 'KV_REDIS_TLS_KEY'] as const).filter((n) => e[n] !== undefined);
+  if (given.length === 0) return undefined;
+  if (e.REDIS_URL === undefined || !/^rediss:/i.test(e.REDIS_URL)) {
+    const why =
+      e.REDIS_SENTINELS !== undefined || e.REDIS_CLUSTER_NODES !== undefined
+        ? 'TLS to Sentinel or a cluster is not supported yet'
+        : e.REDIS_URL === undefined
+          ? 'REDIS_URL is unset (the managed Redis listens on loopback, without TLS)'
+          : 'REDIS_URL is redis:// (plain TCP): use rediss://';
+    problems.push(`  ${given[0]}: applies only to a rediss:// REDIS_URL; ${why}`);
+    return undefined;
+  }
+  if ((e.KV_REDIS_TLS_CERT === undefined) !== (e.KV_REDIS_TLS_KEY === undefined)) {
+    problems.push(`  ${e.KV_REDIS_TLS_CERT === undefined ? 'KV_REDIS_TLS_KEY' : 'KV_REDIS_TLS_CERT'}: a client certificate needs both KV_REDIS_TLS_CERT and KV_REDIS_TLS_KEY`);
+  }
+  const tls: RedisTls = {};
+  if (e.KV_REDIS_TLS_CA !== undefined) tls.ca = readPem('KV_REDIS_TLS_CA', e.KV_REDIS_TLS_CA, (pem) => new X509Certificate(pem), problems);
+  if (e.KV_REDIS_TLS_CERT !== undefined) tls.cert = readPem('KV_REDIS_TLS_CERT', e.KV_REDIS_TLS_CERT, (pem) => new X509Certificate(pem), problems);
+  if (e.KV_REDIS_TLS_KEY !== undefined) tls.key = readPem('KV_REDIS_TLS_KEY', e.KV_REDIS_TLS_KEY, (pem) => createPrivateKey(pem), problems);
+  if (tls.cert && tls.key && !new X509Certificate(tls.cert).checkPrivateKey(createPrivateKey(tls.key))) {
+    problems.push(`  KV_REDIS_TLS_KEY: is not the private key of the certificate in KV_REDIS_TLS_CERT`);
+  }
+  return tls;
 }
 
 /** Parses the environment; throws ConfigError naming every wrong variable. */
@@ -237,6 +318,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push(`  HOST: listening on ${JSON.stringify(e.HOST)} (not loopback) requires bearer tokens: set KV_TOKENS or KV_TOKENS_FILE (create one with npm run token), or listen on 127.0.0.1`);
   if (tokens.length === 0 && (e.KV_TOKENS !== undefined || e.KV_TOKENS_FILE !== undefined) && problems.length === 0)
     problems.push(`  ${e.KV_TOKENS !== undefined ? 'KV_TOKENS' : 'KV_TOKENS_FILE'}: holds no token; remove it to run without auth (loopback only)`);
+  let trustedDocuments: TrustedDocuments | undefined;
+  if (e.KV_TRUSTED_DOCUMENTS !== undefined) {
+    try {
+      trustedDocuments = readTrustedDocuments(e.KV_TRUSTED_DOCUMENTS);
+    } catch (err) {
+      problems.push(`  KV_TRUSTED_DOCUMENTS: ${(err as Error).message}`);
+    }
+  }
+  const redisTls = readRedisTls(e, problems);
   const partitions = e.KV_PARTITIONS ?? (e.REDIS_CLUSTER_NODES !== undefined ? CLUSTER_PARTITIONS : 1);
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`);
   return {
@@ -244,6 +334,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     port: e.PORT,
     graphiql: e.KV_GRAPHIQL ?? e.NODE_ENV !== 'production',
     introspection: e.KV_INTROSPECTION ?? e.NODE_ENV !== 'production',
+    corsOrigins: e.KV_CORS_ORIGINS ?? [],
+    csrfPrevention: e.KV_CSRF_PREVENTION,
+    ...(trustedDocuments ? { trustedDocuments } : {}),
     logLevel: e.LOG_LEVEL as LogLevel,
     redisUrl: e.REDIS_URL,
     sentinel:
@@ -259,6 +352,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       e.REDIS_CLUSTER_NODES === undefined
         ? undefined
         : { clusterNodes: hostPorts(e.REDIS_CLUSTER_NODES), ...(e.REDIS_PASSWORD ? { password: e.REDIS_PASSWORD } : {}) },
+    redisTls,
     replication: { minReplicas: e.KV_MIN_REPLICAS, timeoutMs: e.KV_REPLICATION_TIMEOUT_MS },
     dataDir: e.KV_DATA_DIR,
     managedRedisPort: e.KV_MANAGED_REDIS_PORT,

@@ -25,8 +25,10 @@ import { execute } from '@graphql-tools/executor';
 import { getOperationAST, type DocumentNode, type ExecutionArgs, type ExecutionResult, type GraphQLSchema } from 'graphql';
 import { processRegularResult } from 'graphql-yoga';
 import { executeWithDeadline, overloadedBody as refusalBody, OVERLOADED, RETRY_AFTER_SECONDS, type Admission } from './admission.js';
+import { HOST_REFUSAL, loopbackHost, writeRefusal } from './auth/browser.js';
 import { authenticateNode, writeUnauthenticated, type Principals } from './auth/http.js';
 import { UNAUTHENTICATED, type Authenticator, type Principal } from './auth/tokens.js';
+import { resolveTrusted, type TrustedDocuments } from './auth/trustedDocuments.js';
 import type { Limits, LoadConfig } from './config.js';
 import type { Context } from './graphql/builder.js';
 import { BoundedCache } from './graphql/documentCache.js';
@@ -71,6 +73,8 @@ export interface FastLaneOptions {
   context: (principal: Principal) => Context;
   /** yoga's masking function: masks an unexpected error and logs the original in full. */
   maskError: (error: unknown) => unknown;
+  /** KV_TRUSTED_DOCUMENTS: only requests naming one of these are served here; yoga refuses the rest. */
+  trustedDocuments?: TrustedDocuments;
 }
 
 interface Params {
@@ -151,7 +155,7 @@ class CapturedResponse {
 const capture = { Response: CapturedResponse } as unknown as typeof globalThis;
 
 export function createRequestListener(opts: FastLaneOptions): NodeListener {
-  const { yoga, endpoint, admission, limits, observer } = opts;
+  const { yoga, endpoint, admission, limits, observer, trustedDocuments: trusted } = opts;
   const { requestTimeoutMs, maxInFlight } = opts.load;
   const prepared = new BoundedCache<Prepared | null>();
   const overloadedBody = refusalBody(maxInFlight);
@@ -227,7 +231,7 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
   const serve = async (req: IncomingMessage, res: ServerResponse, body: Buffer, start: number, deadlineAt: number, accepted: RegularType, principal: Principal) => {
     let params: Params | undefined;
     try {
-      params = asParams(JSON.parse(body.toString('utf8')));
+      params = asParams(trusted ? withTrustedText(trusted, JSON.parse(body.toString('utf8'))) : JSON.parse(body.toString('utf8')));
     } catch {
       params = undefined;
     }
@@ -278,6 +282,8 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
   return (req, res) => {
     // On every response, whichever path writes it (headers set here merge with writeHead's).
     for (const [name, value] of SECURITY_HEADERS) res.setHeader(name, value);
+    // Without tokens (loopback only), only a loopback Host: no DNS rebinding (auth/browser.ts).
+    if (!opts.auth.enabled && !loopbackHost(req)) return writeRefusal(res, HOST_REFUSAL);
     if (req.url !== endpoint && !req.url?.startsWith(`${endpoint}?`)) return void yoga(req, res);
     const start = performance.now();
     const deadlineAt = Date.now() + requestTimeoutMs;
@@ -317,6 +323,19 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
       });
     });
   };
+}
+
+/**
+ * A request body in trusted-documents mode, with the text of the document it names as its query;
+ * undefined (so yoga answers, with its refusal) when it sends text of its own or names no
+ * trusted document.
+ */
+function withTrustedText(docs: TrustedDocuments, body: unknown): unknown {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return undefined;
+  const text = resolveTrusted(docs, body);
+  if (typeof text !== 'string') return undefined;
+  const { documentId: _, ...rest } = body as Record<string, unknown>;
+  return { ...rest, query: text };
 }
 
 function header(req: IncomingMessage, name: string): string | null {

@@ -1,26 +1,61 @@
 // The managed Redis: with no REDIS_URL, kvql runs its own redis-server from the repo's
 // redis.conf, with its data in KV_DATA_DIR. It finds a Redis it started before (after a crash
 // of the API) through the pid file, restarts Redis if Redis dies, and stops it with the API.
+// kvql connects to it as the ACL user `kvql` (users.acl), with a random password kept in the data
+// directory; its `default` user has a random password of its own (README, "The path to Redis").
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { repairTornAofTail } from './aofTail.js';
+import { KVQL_USER, loadOrCreateSecret, usersAclFile, writePrivateFile } from './redisAcl.js';
 
 export const REDIS_CONF = fileURLToPath(new URL('../redis.conf', import.meta.url));
 
 export interface ManagedRedisOptions {
   dataDir: string;
   port: number;
+  /** KV_PREFIX: the keyspace whose keys user kvql may reach (default "kv"). */
+  prefix?: string;
   /** Where its messages go; `level` is 'warn' for trouble (Redis died, slow to stop). */
   log?: (message: string, level?: 'info' | 'warn') => void;
 }
 
 export interface ManagedRedis {
+  /**
+   * As the `default` user, with its password: every command and key. For operators' tools and
+   * tests; kvql itself uses kvqlUrl.
+   */
   url: string;
+  /** As user kvql, with least privilege (users.acl): what the API connects with. */
+  kvqlUrl: string;
   pid(): number | undefined;
   stop(): Promise<void>;
+}
+
+/** Files in the data directory: kvql's password, the `default` user's, the ACL file Redis loads. */
+export const KVQL_PASSWORD_FILE = 'redis-kvql.password';
+export const ADMIN_PASSWORD_FILE = 'redis-admin.password';
+export const ACL_FILE = 'users.acl';
+
+/** Credentials for one connection: a user (absent: `default`) and its password. */
+export interface RedisAuth {
+  username?: string;
+  password: string;
+}
+
+/**
+ * redis://kvql:<password>@127.0.0.1:<port> for the managed Redis of `dataDir`, from the password
+ * a start left there; undefined when there is none (no start yet, or no access to the file).
+ */
+export function managedKvqlUrl(dataDir: string, port: number): string | undefined {
+  try {
+    const pw = readFileSync(resolve(dataDir, KVQL_PASSWORD_FILE), 'utf8').trim();
+    return pw ? `redis://${KVQL_USER}:${pw}@127.0.0.1:${port}` : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function redisServerOnPath(): boolean {
@@ -65,10 +100,11 @@ function logTail(file: string, lines = 5): string {
  * answers within `ms` (connecting included: something that accepts connections but never
  * answers, not Redis, must not hang the caller).
  */
-export async function askRedis<T>(port: number, ask: (client: Redis) => Promise<T>, ms: number): Promise<T> {
+export async function askRedis<T>(port: number, ask: (client: Redis) => Promise<T>, ms: number, auth?: RedisAuth): Promise<T> {
   const client = new Redis({
     port,
     host: '127.0.0.1',
+    ...(auth ? { password: auth.password, ...(auth.username ? { username: auth.username } : {}) } : {}),
     lazyConnect: true,
     enableReadyCheck: false,
     enableOfflineQueue: false,
@@ -77,13 +113,19 @@ export async function askRedis<T>(port: number, ask: (client: Redis) => Promise<
     connectTimeout: ms,
     commandTimeout: ms,
   });
-  client.on('error', () => {});
+  // A refused AUTH closes the connection: what the command then fails with ("Stream isn't
+  // writeable") hides why, so the error the client emitted is kept to tell it.
+  let emitted: Error | undefined;
+  client.on('error', (err: Error) => (emitted ??= err));
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([
       client.connect().then(() => ask(client)),
       new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer from port ${port} within ${ms} ms`)), ms))),
     ]);
+  } catch (err) {
+    if (emitted && emitted !== err && /^(WRONGPASS|NOAUTH|NOPERM)/.test(emitted.message)) throw emitted;
+    throw err;
   } finally {
     clearTimeout(timer);
     client.disconnect();
@@ -91,29 +133,44 @@ export async function askRedis<T>(port: number, ask: (client: Redis) => Promise<
 }
 
 /** askRedis, or undefined when nothing answers: the start must go on either way. */
-function probe<T>(port: number, ask: (client: Redis) => Promise<T>, ms = 1500): Promise<T | undefined> {
-  return askRedis(port, ask, ms).catch(() => undefined);
+function probe<T>(port: number, ask: (client: Redis) => Promise<T>, ms = 1500, auth?: RedisAuth): Promise<T | undefined> {
+  return askRedis(port, ask, ms, auth).catch(() => undefined);
 }
 
-/** The process id of the Redis answering on `port`, or undefined if none answers. */
-async function answeringPid(port: number): Promise<number | undefined> {
-  return probe(port, async (client) => {
-    const pid = Number(/process_id:(\d+)/.exec(await client.info('server'))?.[1]);
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  });
+async function pidOf(client: Redis): Promise<number | undefined> {
+  const pid = Number(/process_id:(\d+)/.exec(await client.info('server'))?.[1]);
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+}
+
+/**
+ * Who answers on `port`: its pid, and which credentials it took: kvql's, none (a Redis without
+ * a password, e.g. one started by a kvql before it had an ACL user, or not kvql's), or the
+ * `default` user's (tried last: ioredis warns on stderr when a password is given to a Redis
+ * that needs none). Only a refusal of the credentials moves on to the next; silence does not.
+ */
+async function identify(port: number, auths: Record<'kvql' | 'admin', RedisAuth>): Promise<{ pid: number; as: 'kvql' | 'admin' | 'none' } | undefined> {
+  for (const as of ['kvql', 'none', 'admin'] as const) {
+    try {
+      const pid = await askRedis(port, pidOf, 1500, as === 'none' ? undefined : auths[as]);
+      return pid === undefined ? undefined : { pid, as };
+    } catch (err) {
+      if (!/WRONGPASS|NOAUTH|NOPERM/.test((err as Error).message)) return undefined;
+    }
+  }
+  return undefined;
 }
 
 /**
  * Waits until Redis on `port` accepts commands (past loading its AOF); gives up after `ms`, or
  * as soon as `failed()` says why it never will.
  */
-export async function waitReady(port: number, ms: number, failed: () => string | undefined = () => undefined): Promise<void> {
+export async function waitReady(port: number, ms: number, failed: () => string | undefined = () => undefined, auth?: RedisAuth): Promise<void> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     const why = failed();
     if (why !== undefined) throw new Error(why);
     // PING answers LOADING (an error) until the AOF is loaded.
-    if ((await probe(port, (c) => c.ping(), 500)) === 'PONG') return;
+    if ((await probe(port, (c) => c.ping(), 500, auth)) === 'PONG') return;
     await sleep(100);
   }
   const why = failed();
@@ -125,7 +182,16 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
   const dir = resolve(opts.dataDir);
   mkdirSync(dir, { recursive: true });
   const pidFile = resolve(dir, 'redis.pid');
-  const url = `redis://127.0.0.1:${opts.port}`;
+  // Random passwords made at the first start and kept (0600) in the data directory: kvql's, and
+  // the `default` user's (for the operator). The ACL file is built from users.acl at every start.
+  const loose = (m: string) => log(`managed Redis: ${m}`, 'warn');
+  const kvqlPassword = loadOrCreateSecret(resolve(dir, KVQL_PASSWORD_FILE), loose);
+  const adminPassword = loadOrCreateSecret(resolve(dir, ADMIN_PASSWORD_FILE), loose);
+  const aclFile = resolve(dir, ACL_FILE);
+  const aclChanged = writePrivateFile(aclFile, usersAclFile({ prefix: opts.prefix ?? 'kv', password: kvqlPassword, adminPassword }));
+  const auths = { kvql: { username: KVQL_USER, password: kvqlPassword }, admin: { password: adminPassword } };
+  const url = `redis://:${adminPassword}@127.0.0.1:${opts.port}`;
+  const kvqlUrl = `redis://${KVQL_USER}:${kvqlPassword}@127.0.0.1:${opts.port}`;
   let child: ChildProcess | undefined;
   let adopted: number | undefined;
   let stopping = false;
@@ -133,13 +199,28 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
   // A Redis we started earlier is still running (the API crashed): use it, do not start a second.
   if (existsSync(pidFile)) {
     const pid = Number(readFileSync(pidFile, 'utf8').trim());
-    if (pid > 0 && alive(pid) && (await answeringPid(opts.port)) === pid) {
+    const who = pid > 0 && alive(pid) ? await identify(opts.port, auths) : undefined;
+    if (who?.pid === pid && who.as !== 'none') {
       log(`managed Redis: found running redis-server pid ${pid} on port ${opts.port}, data in ${dir}`);
       adopted = pid;
+      // Its users are those of the ACL file it loaded: reload it if this start changed it
+      // (another KV_PREFIX, a new template). ACL LOAD disconnects the users' other connections.
+      if (aclChanged || who.as !== 'kvql') {
+        await askRedis(opts.port, (c) => c.call('ACL', 'LOAD'), 5000, auths.admin).then(
+          () => log(`managed Redis: reloaded its users from ${aclFile}`),
+          (err: Error) => log(`managed Redis: could not reload its users from ${aclFile}: ${err.message}`, 'warn'),
+        );
+      }
+    } else if (who?.pid === pid) {
+      // Ours, but started without the ACL (by a kvql before it had one): restart it with it.
+      log(`managed Redis: redis-server pid ${pid} runs without kvql's ACL user; restarting it with ${aclFile}`, 'warn');
+      process.kill(pid, 'SIGTERM');
+      for (let i = 0; i < 600 && alive(pid); i++) await sleep(50);
+      if (alive(pid)) throw new Error(`the managed Redis (pid ${pid}) did not stop within 30 s after SIGTERM`);
     }
   }
   if (adopted === undefined) {
-    const other = await answeringPid(opts.port);
+    const other = (await identify(opts.port, auths))?.pid;
     if (other !== undefined) {
       throw new Error(
         `port ${opts.port} is taken by a Redis (pid ${other}) that is not kvql's managed Redis for ${dir}; ` +
@@ -175,7 +256,7 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
     repairAof();
     const c = spawn(
       'redis-server',
-      [REDIS_CONF, '--port', String(opts.port), '--dir', dir, '--pidfile', pidFile, '--logfile', logFile],
+      [REDIS_CONF, '--port', String(opts.port), '--dir', dir, '--pidfile', pidFile, '--logfile', logFile, '--aclfile', aclFile],
       // Its own process group: a Ctrl+C meant for the API does not reach Redis first; the API
       // stops Redis itself, after its last request.
       { detached: true, stdio: 'ignore' },
@@ -224,9 +305,9 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
           `the managed Redis (redis-server on port ${opts.port}) exited (${first.signalCode ?? first.exitCode}) ` +
           `before it was ready. The end of ${logFile}:\n${logTail(logFile)}`
         );
-      });
+      }, auths.kvql);
       // Whatever answered must be the Redis we started, not one that took the port meanwhile.
-      const answering = await answeringPid(opts.port);
+      const answering = (await identify(opts.port, auths))?.pid;
       if (answering !== first.pid) {
         throw new Error(
           `port ${opts.port} is answered by another process (pid ${answering ?? 'unknown'}) than the managed Redis ` +
@@ -245,6 +326,7 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
 
   return {
     url,
+    kvqlUrl,
     pid: () => adopted ?? child?.pid,
     async stop() {
       stopping = true;

@@ -7,7 +7,7 @@ import { FeedHub } from './feed/hub.js';
 import type { Config } from './config.js';
 import { createLogger, loggerFromFunction, redactUrl, type Logger } from './log.js';
 import { startManagedRedis, type ManagedRedis } from './managedRedis.js';
-import { createRedis, type RedisClient, type RedisTarget } from './store/redis.js';
+import { createRedis, type RedisClient, type RedisTarget, type RedisTls } from './store/redis.js';
 import { KvStore } from './store/store.js';
 import { attachWebSocket } from './websocket.js';
 import { createKvYoga } from './yoga.js';
@@ -57,8 +57,8 @@ function startRollForward(store: KvStore, requestTimeoutMs: number, log: Logger)
 }
 
 /** Connects, retrying while Redis is starting or loading its data. */
-async function connect(target: RedisTarget, timeoutMs: number, log: Logger): Promise<RedisClient> {
-  const redis = createRedis(target, { commandTimeoutMs: timeoutMs });
+async function connect(target: RedisTarget, timeoutMs: number, log: Logger, tls?: RedisTls): Promise<RedisClient> {
+  const redis = createRedis(target, { commandTimeoutMs: timeoutMs, ...(tls ? { tls } : {}) });
   // Never the URL as given: it may carry a password.
   const where =
     typeof target === 'string'
@@ -92,8 +92,9 @@ export async function startServer(
   const managed =
     config.redisUrl || config.sentinel || config.cluster
       ? undefined
-      : await startManagedRedis({ dataDir: config.dataDir, port: config.managedRedisPort, log: (m, level = 'info') => logger[level](m) });
-  const target: RedisTarget = config.sentinel ?? config.cluster ?? config.redisUrl ?? managed!.url;
+      : await startManagedRedis({ dataDir: config.dataDir, port: config.managedRedisPort, prefix: config.prefix, log: (m, level = 'info') => logger[level](m) });
+  // The managed Redis: as its least-privileged ACL user kvql (users.acl).
+  const target: RedisTarget = config.sentinel ?? config.cluster ?? config.redisUrl ?? managed!.kvqlUrl;
   let redis: RedisClient | undefined;
   let replica: RedisClient | undefined;
   let rollForward: NodeJS.Timeout | undefined;
@@ -103,7 +104,7 @@ export async function startServer(
   let tokenWatch: TokenWatch | undefined;
   const server: Server = createServer();
   try {
-    redis = await connect(target, config.redisTimeoutMs, logger);
+    redis = await connect(target, config.redisTimeoutMs, logger, config.redisTls);
     if (config.sentinel) {
       // Reads asked with consistency EVENTUAL go to a replica the sentinels name (or, while
       // none answers, to the primary). Not waited for: a deployment may run without replicas.
@@ -127,7 +128,18 @@ export async function startServer(
     });
     if (store.cluster) rollForward = startRollForward(store, config.load.requestTimeoutMs, logger);
     feed = new FeedHub(store.feedReader(FEED_BLOCK_MS), { bufferSize: config.feed.bufferSize, blockMs: FEED_BLOCK_MS, batchSize: 500, log: (m) => logger.warn(m) });
-    const yoga = createKvYoga({ store, limits: config.limits, feed, load: config.load, log: logger, tokens: config.tokens, graphiql: config.graphiql, introspection: config.introspection });
+    const yoga = createKvYoga({
+      store,
+      limits: config.limits,
+      feed,
+      load: config.load,
+      log: logger,
+      tokens: config.tokens,
+      graphiql: config.graphiql,
+      introspection: config.introspection,
+      browser: { corsOrigins: config.corsOrigins, csrfPrevention: config.csrfPrevention },
+      trustedDocuments: config.trustedDocuments,
+    });
     // A token removed or changed in KV_TOKENS_FILE is refused from the next request on, and its
     // open subscriptions end (auth/tokens.ts, update).
     tokenWatch = watchTokens(

@@ -4,6 +4,7 @@
 // Exit status: 0 no problems, 1 problems found, 2 it could not check (configuration, no Redis).
 import { Cluster, Redis } from 'ioredis';
 import { ConfigError, loadConfig } from './config.js';
+import { managedKvqlUrl } from './managedRedis.js';
 import { formatReport, verifyKeyspace } from './store/verify.js';
 
 /** Never print a password that a URL may carry. */
@@ -29,7 +30,8 @@ async function main(): Promise<number> {
   }
   if (config.cluster) return verifyCluster(config.cluster.clusterNodes, config.cluster.password, config);
   const managed = `redis://127.0.0.1:${config.managedRedisPort}`;
-  const url = config.redisUrl ?? managed;
+  // The managed Redis: as user kvql, with the password its start left in KV_DATA_DIR.
+  const url = config.redisUrl ?? managedKvqlUrl(config.dataDir, config.managedRedisPort) ?? managed;
   if (!config.redisUrl) console.log(`kvql verify: no REDIS_URL; checking the managed Redis of \`npm start\` at ${managed}`);
   const redis = new Redis(url, {
     lazyConnect: true,
@@ -38,6 +40,7 @@ async function main(): Promise<number> {
     connectTimeout: 5000,
     commandTimeout: 60_000,
     enableOfflineQueue: false,
+    ...(config.redisTls && /^rediss:/i.test(url) ? { tls: { ...config.redisTls } } : {}),
   });
   redis.on('error', () => {}); // reported by the connect or the command that fails
   try {

@@ -1,11 +1,13 @@
 // GraphQL over WebSocket (the graphql-ws protocol that Apollo Client's GraphQLWsLink and urql's
 // subscriptionExchange speak), on the same path as HTTP and SSE, running every operation
 // through the same yoga pipeline: schema, context, plugins and error masking.
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import type { DocumentNode, ExecutionArgs, GraphQLError } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
+import { loopbackHost, originAllowed } from './auth/browser.js';
 import type { Principal } from './auth/tokens.js';
+import { resolveTrusted } from './auth/trustedDocuments.js';
 import { PRINCIPAL } from './auth/http.js';
 import type { KvYoga } from './yoga.js';
 
@@ -18,7 +20,14 @@ interface Enveloped {
 }
 
 export function attachWebSocket(server: Server, yoga: KvYoga): WebSocketServer {
-  const wss = new WebSocketServer({ server, path: yoga.graphqlEndpoint });
+  const wss = new WebSocketServer({
+    server,
+    path: yoga.graphqlEndpoint,
+    // Browsers open WebSockets to any site without CORS: the same Origin allow-list as HTTP, and
+    // without tokens a loopback Host only (auth/browser.ts). Refused with 403 before the upgrade.
+    verifyClient: ({ origin, req }: { origin?: string; req: IncomingMessage }) =>
+      originAllowed(origin, req.headers.host, yoga.browser.corsOrigins) && (yoga.auth.enabled || loopbackHost(req)),
+  });
   // A connection's principal, from its connection_init payload; every operation on it runs as that.
   const principals = new WeakMap<object, Principal>();
   useServer(
@@ -53,11 +62,18 @@ export function attachWebSocket(server: Server, yoga: KvYoga): WebSocketServer {
           params,
           [PRINCIPAL]: principals.get(ctx),
         });
+        // Trusted documents: send `query: ""` and name the document in extensions.
+        let text = params.query;
+        if (yoga.trustedDocuments) {
+          const trusted = resolveTrusted(yoga.trustedDocuments, params);
+          if (typeof trusted !== 'string') return [trusted];
+          text = trusted;
+        }
         // A document that does not parse (a syntax error, or over the token limit) fails this
         // operation with its error, as over HTTP; thrown, it would close the whole socket (4500).
         let document: DocumentNode;
         try {
-          document = parse(params.query);
+          document = parse(text);
         } catch (err) {
           // Duck-typed, as in graphql/errors.ts: instanceof fails across two graphql copies.
           if (err instanceof Error && err.name === 'GraphQLError') return [err as GraphQLError];

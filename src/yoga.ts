@@ -2,10 +2,12 @@
 // listen; `yoga.fetch` serves tests and server.ts serves the network.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { GraphQLError, NoSchemaIntrospectionCustomRule, type ValidationRule } from 'graphql';
-import { createYoga, type YogaServerInstance } from 'graphql-yoga';
+import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { Admission, admissionPlugin } from './admission.js';
+import { browserPlugins, corsOptions, type BrowserPolicy } from './auth/browser.js';
 import { authPlugin, PRINCIPAL, type Principals } from './auth/http.js';
 import { Authenticator, UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE, type Principal, type TokenEntry } from './auth/tokens.js';
+import { resolveTrusted, type TrustedDocuments } from './auth/trustedDocuments.js';
 import { bodyLimitPlugin } from './bodyLimit.js';
 import { defaultLoad, type Limits, type LoadConfig } from './config.js';
 import { createRequestListener, type YogaForFastLane } from './fastLane.js';
@@ -41,6 +43,10 @@ export interface YogaOptions {
   graphiql?: boolean;
   /** KV_INTROSPECTION: __schema and __type answered (default on). */
   introspection?: boolean;
+  /** KV_CORS_ORIGINS and KV_CSRF_PREVENTION (auth/browser.ts): no other origin, CSRF prevention on, when absent. */
+  browser?: BrowserPolicy;
+  /** KV_TRUSTED_DOCUMENTS: when set, only these operations run. */
+  trustedDocuments?: TrustedDocuments;
 }
 
 const ENDPOINT = '/graphql';
@@ -55,6 +61,9 @@ export type KvYoga = YogaServerInstance<Record<string, unknown>, Context> & {
   listener: (req: IncomingMessage, res: ServerResponse) => void;
   /** The token check, shared by HTTP (both paths) and graphql-ws. */
   auth: Authenticator;
+  /** KV_TRUSTED_DOCUMENTS and the browser policy, for graphql-ws. */
+  trustedDocuments?: TrustedDocuments;
+  browser: BrowserPolicy;
 };
 
 /** yoga's masking of errors (with the logging of what it masks), which it keeps private. */
@@ -62,7 +71,20 @@ interface YogaMasking {
   maskedErrorsOpts?: { maskError(error: unknown, message: string): unknown; errorMessage: string } | null;
 }
 
-export function createKvYoga({ store, limits, feed, logger, load = defaultLoad(), log, metrics = new Metrics(), tokens = [], graphiql = true, introspection = true }: YogaOptions): KvYoga {
+export function createKvYoga({
+  store,
+  limits,
+  feed,
+  logger,
+  load = defaultLoad(),
+  log,
+  metrics = new Metrics(),
+  tokens = [],
+  graphiql = true,
+  introspection = true,
+  browser = { corsOrigins: [], csrfPrevention: true },
+  trustedDocuments,
+}: YogaOptions): KvYoga {
   metrics.observeStore(store);
   metrics.observeFeed(feed);
   const schema = buildSchema(limits);
@@ -82,6 +104,7 @@ export function createKvYoga({ store, limits, feed, logger, load = defaultLoad()
     graphqlEndpoint: ENDPOINT,
     landingPage: false,
     graphiql: graphiql ? { title: 'kvql' } : false,
+    cors: corsOptions(browser),
     maskedErrors: { maskError },
     // kvql's own body limit (bodyLimit.ts) answers with its documented code; yoga's built-in
     // one (25 MB) would refuse batches that kvql's limits allow.
@@ -94,8 +117,11 @@ export function createKvYoga({ store, limits, feed, logger, load = defaultLoad()
     plugins: [
       observePlugin({ metrics, log, observer }),
       metricsPlugin(metrics),
+      // A request from a site that may not call is refused before anything else looks at it.
+      ...browserPlugins(ENDPOINT, browser),
       // Before admission: a request without a valid token takes no slot and reads no body.
       authPlugin({ endpoint: ENDPOINT, auth, principals }),
+      ...(trustedDocuments ? [trustedDocumentsPlugin(trustedDocuments)] : []),
       admissionPlugin({ endpoint: ENDPOINT, ...load, admission }),
       bodyLimitPlugin(limits.maxBodyBytes),
       readyPlugin(store),
@@ -115,8 +141,22 @@ export function createKvYoga({ store, limits, feed, logger, load = defaultLoad()
     observer,
     auth,
     principals,
+    trustedDocuments,
     context: (principal) => createContext(store, limits, feed, principal),
     maskError: (error) => masking.maskError(error, masking.errorMessage),
   });
-  return Object.assign(yoga, { listener, auth }) as unknown as KvYoga;
+  return Object.assign(yoga, { listener, auth, trustedDocuments, browser }) as unknown as KvYoga;
+}
+
+/** Trusted documents on yoga's path: the named document's text replaces the request's (none). */
+function trustedDocumentsPlugin(docs: TrustedDocuments): Plugin {
+  return {
+    onParams({ params, setParams, request }) {
+      // yoga's GET parser keeps only the four standard parameters: documentId is read here.
+      const documentId = (params as { documentId?: unknown }).documentId ?? (request.method === 'GET' ? new URL(request.url).searchParams.get('documentId') ?? undefined : undefined);
+      const text = resolveTrusted(docs, { ...params, documentId });
+      if (typeof text !== 'string') throw text;
+      setParams({ query: text, variables: params.variables, operationName: params.operationName, extensions: params.extensions });
+    },
+  };
 }

@@ -4,6 +4,21 @@ import { Cluster, Redis } from 'ioredis';
 export interface RedisOptions {
   /** Upper bound on any single command; past it the client gets STORE_UNAVAILABLE. */
   commandTimeoutMs: number;
+  /**
+   * TLS to a rediss:// URL target (KV_REDIS_TLS_CA, KV_REDIS_TLS_CERT, KV_REDIS_TLS_KEY): the CA
+   * that signed the server's certificate (instead of Node's default trust store), and a client
+   * certificate for servers with tls-auth-clients. Not used for Sentinel or cluster targets
+   * (config.ts refuses them there). A rediss:// URL without it still verifies the server
+   * against the default trust store: never unverified.
+   */
+  tls?: RedisTls;
+}
+
+/** PEM contents, as read from the files the configuration names. */
+export interface RedisTls {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
 }
 
 /** A deployment watched by Redis Sentinel: the sentinels to ask, and the name they watch. */
@@ -73,7 +88,11 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
     // in one write.
     enableAutoPipelining: true,
   };
-  if (typeof target === 'string') return new Redis(target, common);
+  if (typeof target === 'string') {
+    // ioredis turns on TLS for a rediss:// URL; these options only say whom to trust and who we are.
+    const tls = opts.tls && /^rediss:/i.test(target) ? { tls: { ...opts.tls } } : {};
+    return new Redis(target, { ...common, ...tls });
+  }
   if ('clusterNodes' in target) {
     const { enableAutoPipelining: _pipelining, lazyConnect, enableOfflineQueue: _queue, ...node } = common;
     return new Cluster(target.clusterNodes, {

@@ -22,11 +22,12 @@ describe('KV_INTROSPECTION=false, KV_GRAPHIQL=false', () => {
   });
 
   const lanes = (url: string) => ({
-    // A plain JSON POST: the fast lane. With an Origin header: yoga's own path.
+    // A plain JSON POST: the fast lane. With an Origin header (its own: same-origin): yoga's own
+    // path. A GET carries a CSRF header, as KV_CSRF_PREVENTION asks of it.
     fast: (query: string) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' }, body: JSON.stringify({ query }) }),
     yoga: (query: string) =>
-      fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json', origin: 'http://127.0.0.1' }, body: JSON.stringify({ query }) }),
-    get: (query: string) => fetch(`${url}?query=${encodeURIComponent(query)}`, { headers: { accept: 'application/graphql-response+json' } }),
+      fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json', origin: new URL(url).origin }, body: JSON.stringify({ query }) }),
+    get: (query: string) => fetch(`${url}?query=${encodeURIComponent(query)}`, { headers: { accept: 'application/graphql-response+json', 'x-graphql-yoga-csrf': '1' } }),
   });
 
   it('refuses __schema and __type on every path, and still answers __typename and queries', async () => {
@@ -74,8 +75,8 @@ describe('security headers', () => {
     const body = JSON.stringify({ query: '{ __typename }' });
     const responses = {
       fast: await fetch(app.url, { method: 'POST', headers: json, body }),
-      yoga: await fetch(app.url, { method: 'POST', headers: { ...json, origin: 'http://127.0.0.1' }, body }),
-      get: await fetch(`${app.url}?query=${encodeURIComponent('{ __typename }')}`),
+      yoga: await fetch(app.url, { method: 'POST', headers: { ...json, origin: new URL(app.url).origin }, body }),
+      get: await fetch(`${app.url}?query=${encodeURIComponent('{ __typename }')}`, { headers: { 'x-graphql-yoga-csrf': '1' } }),
       graphiql: await fetch(app.url, { headers: { accept: 'text/html' } }),
       badRequest: await fetch(app.url, { method: 'POST', headers: json, body: '{' }),
       health: await fetch(app.url.replace('/graphql', '/health')),

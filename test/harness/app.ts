@@ -12,6 +12,8 @@ import { defaultLimits, defaultLoad, type Limits, type LoadConfig } from '../../
 import { createRedis, isCluster, type ClusterTarget, type RedisClient } from '../../src/store/redis.js';
 import { DEFAULT_BUCKETS, partitionOf } from '../../src/store/keys.js';
 import { KvStore, type ReplicationOptions } from '../../src/store/store.js';
+import type { BrowserPolicy } from '../../src/auth/browser.js';
+import type { TrustedDocuments } from '../../src/auth/trustedDocuments.js';
 import { createKvYoga, type KvYoga } from '../../src/yoga.js';
 import { FeedHub } from '../../src/feed/hub.js';
 import type { TokenEntry } from '../../src/auth/tokens.js';
@@ -110,6 +112,10 @@ export interface TestAppOptions {
   introspection?: boolean;
   /** Serve graphql-ws on the same server too, as server.ts does. */
   websocket?: boolean;
+  /** KV_CORS_ORIGINS and KV_CSRF_PREVENTION (none and on when absent, as by default). */
+  browser?: BrowserPolicy;
+  /** KV_TRUSTED_DOCUMENTS. */
+  trustedDocuments?: TrustedDocuments;
 }
 
 export function uniquePrefix(name: string): string {
@@ -160,6 +166,8 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
     tokens: opts.tokens,
     graphiql: opts.graphiql,
     introspection: opts.introspection,
+    browser: opts.browser,
+    trustedDocuments: opts.trustedDocuments,
   });
   const server = createServer(yoga.listener);
   const wss = opts.websocket ? attachWebSocket(server, yoga) : undefined;

@@ -8,6 +8,8 @@ export interface SseOptions {
   connectTimeoutMs?: number;
   /** Extra request headers (e.g. authorization). */
   headers?: Record<string, string>;
+  /** The request's `extensions` (e.g. a trusted document's persistedQuery); `query` is then sent only when not empty. */
+  extensions?: Record<string, unknown>;
 }
 
 /** One parsed frame of an event stream: its event name and its data lines joined by "\n". */
@@ -65,7 +67,7 @@ export async function sseSubscribe(
     res = await fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...opts.headers },
-      body: JSON.stringify({ query, variables }),
+      body: JSON.stringify(opts.extensions ? { ...(query ? { query } : {}), variables, extensions: opts.extensions } : { query, variables }),
       signal: abort.signal,
     });
   } finally {

@@ -2,7 +2,10 @@
 // message naming the variable.
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { ConfigError, defaultLimits, defaultLoad, loadConfig } from '../../src/config.js';
+import { makePki, opensslOnPath } from '../harness/secureRedis.js';
 
 const MiB = 1024 * 1024;
 
@@ -52,8 +55,11 @@ describe('loadConfig', () => {
       },
       load: { maxInFlight: 128, requestTimeoutMs: 10_000 },
       tokens: [],
+      tokenSources: { inline: undefined, file: undefined },
       graphiql: true,
       introspection: true,
+      corsOrigins: [],
+      csrfPrevention: true,
     });
     expect(defaultLimits()).toEqual(loadConfig({}).limits);
     expect(defaultLoad()).toEqual(loadConfig({}).load);
@@ -126,8 +132,11 @@ describe('loadConfig', () => {
       },
       load: { maxInFlight: 7, requestTimeoutMs: 2500 },
       tokens: [],
+      tokenSources: { inline: undefined, file: undefined },
       graphiql: true,
       introspection: true,
+      corsOrigins: [],
+      csrfPrevention: true,
     });
     expect(typeof c.port).toBe('number');
     expect(typeof c.limits.maxBodyBytes).toBe('number');
@@ -331,6 +340,36 @@ describe('loadConfig', () => {
     expect(err.message).toContain('KV_MANAGED_REDIS_PORT');
     // With REDIS_URL there is no managed Redis, so no clash.
     expect(loadConfig({ PORT: '7000', KV_MANAGED_REDIS_PORT: '7000', REDIS_URL: 'redis://h:1' }).port).toBe(7000);
+  });
+
+  it.runIf(opensslOnPath())('reads KV_REDIS_TLS_CA, _CERT and _KEY for a rediss:// REDIS_URL, and refuses what cannot work, naming the variable', () => {
+    const pki = makePki();
+    try {
+      const url = 'rediss://kvql:pw@redis.example:6380';
+      expect(loadConfig({ REDIS_URL: url }).redisTls).toBeUndefined();
+      const c = loadConfig({ REDIS_URL: url, KV_REDIS_TLS_CA: pki.ca, KV_REDIS_TLS_CERT: pki.clientCert, KV_REDIS_TLS_KEY: pki.clientKey });
+      expect(c.redisTls).toEqual({ ca: readFileSync(pki.ca), cert: readFileSync(pki.clientCert), key: readFileSync(pki.clientKey) });
+      expect(loadConfig({ REDIS_URL: url, KV_REDIS_TLS_CA: pki.ca }).redisTls).toEqual({ ca: readFileSync(pki.ca) });
+      // Only with rediss://: never a CA that silently does nothing.
+      expect(configError({ REDIS_URL: 'redis://h:1', KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: applies only to a rediss:\/\/ REDIS_URL; REDIS_URL is redis:\/\//);
+      expect(configError({ KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: .*REDIS_URL is unset/);
+      expect(configError({ REDIS_SENTINELS: 'h:26379', KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: .*Sentinel or a cluster is not supported/);
+      expect(configError({ REDIS_CLUSTER_NODES: 'h:7000', KV_REDIS_TLS_CERT: pki.clientCert }).message).toMatch(/KV_REDIS_TLS_CERT: .*not supported/);
+      // Files that are missing, not PEM, half a pair, or a key of another certificate.
+      expect(configError({ REDIS_URL: url, KV_REDIS_TLS_CA: join(pki.dir, 'missing.crt') }).message).toMatch(/KV_REDIS_TLS_CA: cannot read ".*missing\.crt"/);
+      writeFileSync(join(pki.dir, 'junk.pem'), 'not a certificate');
+      expect(configError({ REDIS_URL: url, KV_REDIS_TLS_CA: join(pki.dir, 'junk.pem') }).message).toMatch(/KV_REDIS_TLS_CA: ".*junk\.pem" is not a PEM certificate/);
+      expect(configError({ REDIS_URL: url, KV_REDIS_TLS_CA: pki.clientKey }).message).toMatch(/KV_REDIS_TLS_CA: .* is not a PEM certificate/);
+      expect(configError({ REDIS_URL: url, KV_REDIS_TLS_CERT: pki.clientCert, KV_REDIS_TLS_KEY: pki.clientCert }).message).toMatch(/KV_REDIS_TLS_KEY: .* is not a PEM private key/);
+      expect(configError({ REDIS_URL: url, KV_REDIS_TLS_CERT: pki.clientCert }).message).toMatch(/KV_REDIS_TLS_CERT: a client certificate needs both/);
+      expect(configError({ REDIS_URL: url, KV_REDIS_TLS_KEY: pki.clientKey }).message).toMatch(/KV_REDIS_TLS_KEY: a client certificate needs both/);
+      const wrongPair = configError({ REDIS_URL: url, KV_REDIS_TLS_CERT: pki.clientCert, KV_REDIS_TLS_KEY: pki.serverKey }).message;
+      expect(wrongPair).toMatch(/KV_REDIS_TLS_KEY: is not the private key of the certificate in KV_REDIS_TLS_CERT/);
+      // No message shows a key's contents.
+      expect(wrongPair).not.toContain('PRIVATE KEY');
+    } finally {
+      pki.cleanup();
+    }
   });
 
   it('reads process.env by default', () => {

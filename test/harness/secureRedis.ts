@@ -1,0 +1,180 @@
+// Real redis-server processes for the tests of the path to Redis: one whose `default` user is
+// off and whose users come from an ACL file built from users.acl (redisAcl.test.ts), and one
+// that speaks TLS only (redisTls.test.ts). Each from a copy of the repo's redis.conf, in its own
+// temp directory, on a free 127.0.0.1 port; stop() kills it (only it) and removes the directory.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis, type RedisOptions } from 'ioredis';
+import { REDIS_CONF } from '../../src/managedRedis.js';
+import { sha256Hex, usersAclFile } from '../../src/redisAcl.js';
+import { freePort } from './redisServer.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface SpawnedRedis {
+  port: number;
+  dir: string;
+  child: ChildProcess;
+  /** The end of its log, for failure messages. */
+  log(): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts redis-server from a copy of redis.conf with `args`, and waits until `ready` (a PING with
+ * the right credentials or TLS options) says it answers.
+ */
+export async function spawnRedis(name: string, args: (dir: string, port: number) => string[], ready: (port: number) => Promise<boolean>): Promise<SpawnedRedis> {
+  const dir = mkdtempSync(join(tmpdir(), `kvql-${name}-`));
+  const conf = join(dir, 'redis.conf');
+  copyFileSync(REDIS_CONF, conf);
+  const port = await freePort();
+  const logFile = join(dir, 'redis.log');
+  const child = spawn('redis-server', [conf, '--dir', dir, '--logfile', logFile, ...args(dir, port)], { stdio: 'ignore' });
+  const log = () => {
+    try {
+      return readFileSync(logFile, 'utf8').split('\n').slice(-8).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  };
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null) {
+      const why = log();
+      await stop();
+      throw new Error(`redis-server exited with ${child.exitCode}:\n${why}`);
+    }
+    if (await ready(port).catch(() => false)) break;
+    if (Date.now() > deadline) {
+      const why = log();
+      await stop();
+      throw new Error(`redis-server on port ${port} not ready within 20 s:\n${why}`);
+    }
+    await sleep(100);
+  }
+  return { port, dir, child, log, stop };
+}
+
+/** One command on a short-lived connection; rejects with Redis's error. */
+export async function once<T>(opts: RedisOptions, run: (r: Redis) => Promise<T>): Promise<T> {
+  const r = new Redis({ host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false, connectTimeout: 3000, ...opts });
+  let emitted: Error | undefined;
+  r.on('error', (err: Error) => (emitted ??= err));
+  try {
+    await r.connect();
+    return await run(r);
+  } catch (err) {
+    // A refused AUTH closes the connection; the emitted error says why.
+    throw emitted && /^(WRONGPASS|NOAUTH)/.test(emitted.message) ? emitted : err;
+  } finally {
+    r.disconnect();
+  }
+}
+
+export interface AclRedis extends SpawnedRedis {
+  /** redis://kvql:<password>@127.0.0.1:<port> */
+  kvqlUrl: string;
+  kvqlPassword: string;
+  /** An ACL user `admin` with every permission, for the test's own checks. */
+  admin: RedisOptions;
+}
+
+/**
+ * A Redis whose users are kvql (users.acl, for `prefix`), `admin` (everything) and a `default`
+ * user that is off: a connection without credentials can do nothing.
+ */
+export async function startAclRedis(prefix: string, kvqlPassword: string, adminPassword: string, extra: string[] = []): Promise<AclRedis> {
+  const admin = { username: 'admin', password: adminPassword };
+  const server = await spawnRedis(
+    'acl',
+    (dir, port) => {
+      const file = join(dir, 'users.acl');
+      writeFileSync(file, `${usersAclFile({ prefix, password: kvqlPassword })}user admin on #${sha256Hex(adminPassword)} ~* &* +@all\n`, { mode: 0o600 });
+      return ['--port', String(port), '--aclfile', file, ...extra];
+    },
+    async (port) => (await once({ port, ...admin }, (r) => r.ping())) === 'PONG',
+  );
+  return { ...server, kvqlUrl: `redis://kvql:${kvqlPassword}@127.0.0.1:${server.port}`, kvqlPassword, admin: { port: server.port, ...admin } };
+}
+
+export function opensslOnPath(): boolean {
+  return spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
+}
+
+/** Runs openssl; throws with its output when it fails. */
+export function openssl(args: string[], cwd: string): void {
+  const r = spawnSync('openssl', args, { cwd, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')} failed:\n${r.stderr}`);
+}
+
+export interface Pki {
+  dir: string;
+  /** The CA that signed the server's and the client's certificates. */
+  ca: string;
+  serverCert: string;
+  serverKey: string;
+  clientCert: string;
+  clientKey: string;
+  /** Another CA, which signed nothing here. */
+  otherCa: string;
+  cleanup(): void;
+}
+
+/** A throwaway CA, a server certificate for 127.0.0.1/localhost and a client certificate, by the openssl CLI. */
+export function makePki(): Pki {
+  const dir = mkdtempSync(join(tmpdir(), 'kvql-pki-'));
+  const ca = (name: string) => {
+    openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=kvql test ${name}`, '-keyout', `${name}.key`, '-out', `${name}.crt`], dir);
+  };
+  const leaf = (name: string, ext: string) => {
+    openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`], dir);
+    writeFileSync(join(dir, `${name}.ext`), ext);
+    openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', `${name}.ext`, '-out', `${name}.crt`], dir);
+  };
+  ca('ca');
+  ca('other-ca');
+  leaf('server', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  leaf('client', 'extendedKeyUsage=clientAuth\n');
+  const f = (n: string) => join(dir, n);
+  return {
+    dir,
+    ca: f('ca.crt'),
+    serverCert: f('server.crt'),
+    serverKey: f('server.key'),
+    clientCert: f('client.crt'),
+    clientKey: f('client.key'),
+    otherCa: f('other-ca.crt'),
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** A Redis that speaks TLS only (port 0), on tls-port; `authClients`: it asks for a client certificate. */
+export async function startTlsRedis(pki: Pki, authClients: boolean): Promise<SpawnedRedis> {
+  return spawnRedis(
+    'tls',
+    (_dir, port) => [
+      '--port', '0',
+      '--tls-port', String(port),
+      '--tls-cert-file', pki.serverCert,
+      '--tls-key-file', pki.serverKey,
+      '--tls-ca-cert-file', pki.ca,
+      '--tls-auth-clients', authClients ? 'yes' : 'no',
+    ],
+    async (port) =>
+      (await once(
+        { port, tls: { ca: readFileSync(pki.ca), ...(authClients ? { cert: readFileSync(pki.clientCert), key: readFileSync(pki.clientKey) } : {}) } },
+        (r) => r.ping(),
+      )) === 'PONG',
+  );
+}
