@@ -27,6 +27,7 @@ import { processRegularResult } from 'graphql-yoga';
 import { executeWithDeadline, overloadedBody as refusalBody, OVERLOADED, RETRY_AFTER_SECONDS, type Admission } from './admission.js';
 import { HOST_REFUSAL, loopbackHost, writeRefusal } from './auth/browser.js';
 import { authenticateNode, writeUnauthenticated, type Principals } from './auth/http.js';
+import { rateLimitRefusal, type RateLimiter, type RateVerdict } from './auth/rateLimit.js';
 import { UNAUTHENTICATED, type Authenticator, type Principal } from './auth/tokens.js';
 import { resolveTrusted, type TrustedDocuments } from './auth/trustedDocuments.js';
 import type { Limits, LoadConfig } from './config.js';
@@ -73,6 +74,8 @@ export interface FastLaneOptions {
   context: (principal: Principal) => Context;
   /** yoga's masking function: masks an unexpected error and logs the original in full. */
   maskError: (error: unknown) => unknown;
+  /** Per-token rate limits, checked once per request before either path (tokens without limits cost nothing). */
+  rateLimiter: RateLimiter;
   /** KV_TRUSTED_DOCUMENTS: only requests naming one of these are served here; yoga refuses the rest. */
   trustedDocuments?: TrustedDocuments;
 }
@@ -91,6 +94,7 @@ interface Prepared {
 }
 
 type NodeListener = (req: IncomingMessage, res: ServerResponse) => void;
+type RateRefusal = Exclude<RateVerdict, { ok: true }>;
 
 const JSON_TYPE = /^application\/json\s*(;\s*charset=utf-8\s*)?$/i;
 const PARAM_KEYS = new Set(['query', 'variables', 'operationName', 'extensions']);
@@ -279,23 +283,9 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
     }
   };
 
-  return (req, res) => {
-    // On every response, whichever path writes it (headers set here merge with writeHead's).
-    for (const [name, value] of SECURITY_HEADERS) res.setHeader(name, value);
-    // Without tokens (loopback only), only a loopback Host: no DNS rebinding (auth/browser.ts).
-    if (!opts.auth.enabled && !loopbackHost(req)) return writeRefusal(res, HOST_REFUSAL);
-    if (req.url !== endpoint && !req.url?.startsWith(`${endpoint}?`)) return void yoga(req, res);
-    const start = performance.now();
-    const deadlineAt = Date.now() + requestTimeoutMs;
-    // Authentication, once, for whichever path serves the request: nothing past this line runs
-    // for a request without a valid token. A CORS preflight carries no credentials and runs
-    // nothing (yoga answers it).
-    let principal: Principal | null = null;
-    if (req.method !== 'OPTIONS') {
-      principal = authenticateNode(opts.auth, req);
-      if (!principal) return unauthenticated(req, res, start);
-      opts.principals.set(req, principal);
-    }
+
+  /** After authentication and rate limits: admission, then the fast lane or yoga. */
+  const route = (req: IncomingMessage, res: ServerResponse, start: number, deadlineAt: number, principal: Principal | null) => {
     // A refusal here costs an HTTP parse and nothing else: no body read, no yoga.
     if (admission.full && req.method !== 'OPTIONS') return refuse(req, res, start);
     const length = req.headers['content-length'];
@@ -315,13 +305,64 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
-      serve(req, res, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), start, deadlineAt, accepted, principal!).catch((err: unknown) => {
-        // Only a bug gets here (serve answers every error it expects): never leave the client hanging.
-        opts.maskError(err);
-        if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json; charset=utf-8' });
-        res.end(JSON.stringify({ errors: [{ message: 'Unexpected error.', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] }));
-      });
+      serve(req, res, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), start, deadlineAt, accepted, principal!).catch((err: unknown) => fail(res, err));
     });
+  };
+
+  /** Only a bug gets here (every expected error is answered): masked, logged, and never a hanging client. */
+  const fail = (res: ServerResponse, err: unknown) => {
+    opts.maskError(err);
+    if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json; charset=utf-8' });
+    res.end(JSON.stringify({ errors: [{ message: 'Unexpected error.', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] }));
+  };
+
+  const rateRefuse = (req: IncomingMessage, res: ServerResponse, start: number, verdict: RateRefusal) => {
+    const st = observer.begin(header(req, REQUEST_ID_HEADER), true, start);
+    const refusal = rateLimitRefusal(verdict);
+    st.outcome = verdict.code;
+    st.status = refusal.status;
+    res.writeHead(refusal.status, { ...refusal.headers, 'content-length': Buffer.byteLength(refusal.body), [REQUEST_ID_HEADER]: st.id });
+    res.end(refusal.body);
+    observer.finish(st, req.method ?? 'POST', false);
+  };
+
+  const lengthRequired = (req: IncomingMessage, res: ServerResponse, start: number) => {
+    const st = observer.begin(header(req, REQUEST_ID_HEADER), true, start);
+    st.outcome = LENGTH_REQUIRED;
+    st.status = 411;
+    res.writeHead(411, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(lengthRequiredBody), [REQUEST_ID_HEADER]: st.id });
+    res.end(lengthRequiredBody);
+    observer.finish(st, req.method ?? 'POST', false);
+  };
+
+  return (req, res) => {
+    // On every response, whichever path writes it (headers set here merge with writeHead's).
+    for (const [name, value] of SECURITY_HEADERS) res.setHeader(name, value);
+    // Without tokens (loopback only), only a loopback Host: no DNS rebinding (auth/browser.ts).
+    if (!opts.auth.enabled && !loopbackHost(req)) return writeRefusal(res, HOST_REFUSAL);
+    if (req.url !== endpoint && !req.url?.startsWith(`${endpoint}?`)) return void yoga(req, res);
+    const start = performance.now();
+    const deadlineAt = Date.now() + requestTimeoutMs;
+    // Authentication, once, for whichever path serves the request: nothing past this line runs
+    // for a request without a valid token. A CORS preflight carries no credentials and runs
+    // nothing (yoga answers it).
+    let principal: Principal | null = null;
+    if (req.method !== 'OPTIONS') {
+      principal = authenticateNode(opts.auth, req);
+      if (!principal) return unauthenticated(req, res, start);
+      opts.principals.set(req, principal);
+    }
+    // Rate limits (auth/rateLimit.ts), for tokens that have them: one Redis check, then on.
+    if (principal?.rateLimit) {
+      const bytes = requestBytes(req, principal);
+      if (bytes === null) return lengthRequired(req, res, start);
+      opts.rateLimiter.check(principal, bytes).then(
+        (verdict) => (verdict.ok ? route(req, res, start, deadlineAt, principal!) : rateRefuse(req, res, start, verdict)),
+        (err: unknown) => fail(res, err),
+      );
+      return;
+    }
+    route(req, res, start, deadlineAt, principal);
   };
 }
 
@@ -336,6 +377,24 @@ function withTrustedText(docs: TrustedDocuments, body: unknown): unknown {
   if (typeof text !== 'string') return undefined;
   const { documentId: _, ...rest } = body as Record<string, unknown>;
   return { ...rest, query: text };
+}
+
+export const LENGTH_REQUIRED = 'LENGTH_REQUIRED';
+const lengthRequiredBody = JSON.stringify({
+  errors: [{ message: 'this token has a byte rate limit: send the body with a Content-Length', extensions: { code: LENGTH_REQUIRED } }],
+});
+
+/**
+ * What a request counts against its token's byte rate: its body (by Content-Length, before it is
+ * read) and its URL (a GET carries its operation there). null: a body of unknown length
+ * (chunked) from a token with a byte limit, which must not slip past it.
+ */
+function requestBytes(req: IncomingMessage, principal: Principal): number | null {
+  const url = Buffer.byteLength(req.url ?? '');
+  const length = req.headers['content-length'];
+  if (length !== undefined) return /^\d{1,15}$/.test(length) ? url + Number(length) : null;
+  if (req.headers['transfer-encoding'] !== undefined && principal.rateLimit?.bytesPerSecond !== undefined) return null;
+  return url;
 }
 
 function header(req: IncomingMessage, name: string): string | null {

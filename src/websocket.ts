@@ -6,6 +6,7 @@ import type { DocumentNode, ExecutionArgs, GraphQLError } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
 import { loopbackHost, originAllowed } from './auth/browser.js';
+import { rateLimitError } from './auth/rateLimit.js';
 import type { Principal } from './auth/tokens.js';
 import { resolveTrusted } from './auth/trustedDocuments.js';
 import { PRINCIPAL } from './auth/http.js';
@@ -62,6 +63,12 @@ export function attachWebSocket(server: Server, yoga: KvYoga): WebSocketServer {
           params,
           [PRINCIPAL]: principals.get(ctx),
         });
+        // Each operation counts against its token's rate limits, its message's size as its bytes.
+        const principal = principals.get(ctx);
+        if (principal?.rateLimit) {
+          const verdict = await yoga.rateLimiter.check(principal, Buffer.byteLength(JSON.stringify(params)));
+          if (!verdict.ok) return [rateLimitError(verdict)];
+        }
         // Trusted documents: send `query: ""` and name the document in extensions.
         let text = params.query;
         if (yoga.trustedDocuments) {

@@ -6,6 +6,7 @@ import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { Admission, admissionPlugin } from './admission.js';
 import { browserPlugins, corsOptions, type BrowserPolicy } from './auth/browser.js';
 import { authPlugin, PRINCIPAL, type Principals } from './auth/http.js';
+import { RateLimiter } from './auth/rateLimit.js';
 import { Authenticator, UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE, type Principal, type TokenEntry } from './auth/tokens.js';
 import { resolveTrusted, type TrustedDocuments } from './auth/trustedDocuments.js';
 import { bodyLimitPlugin } from './bodyLimit.js';
@@ -61,6 +62,8 @@ export type KvYoga = YogaServerInstance<Record<string, unknown>, Context> & {
   listener: (req: IncomingMessage, res: ServerResponse) => void;
   /** The token check, shared by HTTP (both paths) and graphql-ws. */
   auth: Authenticator;
+  /** Per-token rate limits, shared by HTTP (both paths) and graphql-ws. */
+  rateLimiter: RateLimiter;
   /** KV_TRUSTED_DOCUMENTS and the browser policy, for graphql-ws. */
   trustedDocuments?: TrustedDocuments;
   browser: BrowserPolicy;
@@ -91,6 +94,7 @@ export function createKvYoga({
   const admission = new Admission(load.maxInFlight);
   const observer = new RequestObserver(metrics, log);
   const auth = new Authenticator(tokens);
+  const rateLimiter = new RateLimiter(store, log ? { logger: log } : {});
   const principals: Principals = new WeakMap();
   // Every context carries the principal its request was authenticated as; none is a bug in a
   // path, and fails closed.
@@ -120,7 +124,7 @@ export function createKvYoga({
       // A request from a site that may not call is refused before anything else looks at it.
       ...browserPlugins(ENDPOINT, browser),
       // Before admission: a request without a valid token takes no slot and reads no body.
-      authPlugin({ endpoint: ENDPOINT, auth, principals }),
+      authPlugin({ endpoint: ENDPOINT, auth, principals, rateLimiter }),
       ...(trustedDocuments ? [trustedDocumentsPlugin(trustedDocuments)] : []),
       admissionPlugin({ endpoint: ENDPOINT, ...load, admission }),
       bodyLimitPlugin(limits.maxBodyBytes),
@@ -141,11 +145,12 @@ export function createKvYoga({
     observer,
     auth,
     principals,
+    rateLimiter,
     trustedDocuments,
     context: (principal) => createContext(store, limits, feed, principal),
     maskError: (error) => masking.maskError(error, masking.errorMessage),
   });
-  return Object.assign(yoga, { listener, auth, trustedDocuments, browser }) as unknown as KvYoga;
+  return Object.assign(yoga, { listener, auth, rateLimiter, trustedDocuments, browser }) as unknown as KvYoga;
 }
 
 /** Trusted documents on yoga's path: the named document's text replaces the request's (none). */

@@ -3,6 +3,7 @@
 // yoga without that listener (yoga.fetch). Both refuse with the same 401 answer.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Plugin } from 'graphql-yoga';
+import { rateLimitRefusal, type RateLimiter } from './rateLimit.js';
 import { UNAUTHENTICATED_HEADERS, unauthenticatedBody, type Authenticator, type Principal } from './tokens.js';
 
 /** Principals the listener authenticated, by their IncomingMessage, for yoga's path to pick up. */
@@ -39,18 +40,28 @@ export function unauthenticatedResponse(fetchAPI: { Response: typeof Response })
 }
 
 /**
- * For yoga's own pipeline: takes the principal the listener found, or (a request that did not come
- * through the listener) authenticates it itself; refuses before anything reads the body.
- * CORS preflights (OPTIONS) carry no credentials and run nothing: they pass.
+ * For yoga's own pipeline: takes the principal the listener found (and rate-checked), or (a
+ * request that did not come through the listener) authenticates and rate-checks it itself;
+ * refuses before anything reads the body. CORS preflights (OPTIONS) carry no credentials and run
+ * nothing: they pass.
  */
-export function authPlugin(opts: { endpoint: string; auth: Authenticator; principals: Principals }): Plugin {
-  const { endpoint, auth, principals } = opts;
+export function authPlugin(opts: { endpoint: string; auth: Authenticator; principals: Principals; rateLimiter: RateLimiter }): Plugin {
+  const { endpoint, auth, principals, rateLimiter } = opts;
   return {
-    onRequest({ request, serverContext, url, endResponse, fetchAPI }) {
+    async onRequest({ request, serverContext, url, endResponse, fetchAPI }) {
       if (url.pathname !== endpoint || request.method === 'OPTIONS') return;
       const req = (serverContext as { req?: object } | undefined)?.req;
-      const principal = (req && principals.get(req)) ?? auth.authenticate(request.headers.get('authorization'));
+      const fromListener = req && principals.get(req);
+      const principal = fromListener ?? auth.authenticate(request.headers.get('authorization'));
       if (!principal) return endResponse(unauthenticatedResponse(fetchAPI));
+      if (!fromListener && principal.rateLimit) {
+        const length = Number(request.headers.get('content-length') ?? 0);
+        const verdict = await rateLimiter.check(principal, Buffer.byteLength(request.url) + (Number.isSafeInteger(length) && length > 0 ? length : 0));
+        if (!verdict.ok) {
+          const refusal = rateLimitRefusal(verdict);
+          return endResponse(new fetchAPI.Response(refusal.body, { status: refusal.status, headers: refusal.headers }));
+        }
+      }
       (serverContext as Record<symbol, unknown>)[PRINCIPAL] = principal;
     },
   };

@@ -3,6 +3,7 @@
 // leaked configuration file holds no usable secret.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
+import { TOKEN_ID_PATTERN } from '../store/keys.js';
 
 export const SCOPES = ['read', 'write', 'admin'] as const;
 export type Scope = (typeof SCOPES)[number];
@@ -27,7 +28,8 @@ export type RateLimit = z.output<typeof RateLimitSchema>;
 
 export const TokenEntrySchema = z
   .object({
-    id: z.string().regex(/^[A-Za-z0-9_.:@-]{1,64}$/, 'id: 1-64 characters from A-Z a-z 0-9 _ . : @ -'),
+    // Part of its rate-limit key's name: the pattern lives with the key (store/keys.ts).
+    id: z.string().regex(TOKEN_ID_PATTERN, 'id: 1-64 characters from A-Z a-z 0-9 _ . : @ -'),
     sha256: z
       .string()
       .regex(/^[0-9a-fA-F]{64}$/, 'sha256: the hex SHA-256 of the token (64 hex digits), never the token itself')

@@ -11,6 +11,8 @@
 //                                    spans partitions (lua/batchPrepare.lua)
 //   {<prefix>:<p>}:xq         zset   on a Redis Cluster only: the committed multi-partition batches
 //                                    partition p coordinates, by commit time (ms)
+//   {<prefix>:rl/<tokenId>}   hash   a token's rate-limit state { t, r, b } (lua/rateLimit.lua);
+//                                    expires once the token is idle (see rateLimitKey)
 //
 // All keys of one partition share the hash tag {<prefix>:<p>}, so a script that touches one
 // partition touches one Redis Cluster slot.
@@ -163,4 +165,23 @@ export function packEntry(version: number, createdAt: number, updatedAt: number,
   header.writeUIntLE(createdAt, 6, 6);
   header.writeUIntLE(updatedAt, 12, 6);
   return Buffer.concat([header, typeof value === 'string' ? Buffer.from(value, 'utf8') : value]);
+}
+
+/** A token id as the token configuration allows it (auth/tokens.ts TokenEntrySchema). */
+export const TOKEN_ID_PATTERN = /^[A-Za-z0-9_.:@-]{1,64}$/;
+
+/**
+ * The rate-limit state of token `tokenId` in keyspace `prefix` (lua/rateLimit.lua):
+ *   {<prefix>:rl/<tokenId>}   hash   { t, r, b }   expires once the token is idle
+ * The whole name is its own hash tag, so each token's state sits in a slot of its own on a
+ * Redis Cluster (no hot slot for all tokens) and one script reaches it. The "/" appears in
+ * neither a prefix (PREFIX_PATTERN) nor a token id, and neither holds "{" or "}": so the tag can
+ * never equal a partition's tag {<prefix>:<number>} of any keyspace (whose text has no "/"), and
+ * (prefix, token id) pairs map to distinct keys (the first "/" splits them). verify.ts skips it
+ * (it is not of the {<prefix>:<p>} form).
+ */
+export function rateLimitKey(prefix: string, tokenId: string): string {
+  if (!PREFIX_PATTERN.test(prefix)) throw new Error(`invalid key prefix ${JSON.stringify(prefix)}`);
+  if (!TOKEN_ID_PATTERN.test(tokenId)) throw new Error(`invalid token id ${JSON.stringify(tokenId)}`);
+  return `{${prefix}:rl/${tokenId}}`;
 }

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import type { RedisClient } from './redis.js';
 
-const SCRIPTS = ['put', 'delete', 'range', 'batchPrepare', 'batchApply', 'batchForget'] as const;
+const SCRIPTS = ['put', 'delete', 'range', 'batchPrepare', 'batchApply', 'batchForget', 'rateLimit'] as const;
 export type ScriptName = (typeof SCRIPTS)[number];
 
 function source(name: ScriptName): string {
@@ -18,6 +18,8 @@ export interface ScriptCommands {
   kvBatchPrepare(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   kvBatchApply(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   kvBatchForget(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
+  /** rateLimit.lua answers one integer: 0 allowed, n > 0 wait n ms, -1 never (too large). */
+  kvRateLimit(numKeys: number, ...args: (string | Buffer | number)[]): Promise<number>;
 }
 
 const COMMAND: Record<ScriptName, keyof ScriptCommands> = {
@@ -27,6 +29,7 @@ const COMMAND: Record<ScriptName, keyof ScriptCommands> = {
   batchPrepare: 'kvBatchPrepare',
   batchApply: 'kvBatchApply',
   batchForget: 'kvBatchForget',
+  rateLimit: 'kvRateLimit',
 };
 
 export function registerScripts<T extends RedisClient>(redis: T): T & ScriptCommands {

@@ -4,7 +4,7 @@ import type { Cluster } from 'ioredis';
 import { ClusterBatches, scriptKeys, type RollForwardReport } from './clusterBatch.js';
 import { checkScriptReply, fromRedisError, redisRead, StoreError } from './errors.js';
 import { FeedReader } from './feed.js';
-import { DEFAULT_BUCKETS, Keyspace, LAYOUT_VERSION, unpackEntry } from './keys.js';
+import { DEFAULT_BUCKETS, Keyspace, LAYOUT_VERSION, rateLimitKey, unpackEntry } from './keys.js';
 import { compareKeys, lexArg, maxLower, minUpper, type Bound, type KeyRange } from './order.js';
 import { commandTimeoutOf, duplicateClient, isCluster, type RedisClient } from './redis.js';
 import { registerScripts, type ScriptCommands } from './scripts.js';
@@ -78,6 +78,26 @@ export interface ReplicationOptions {
 }
 
 export const DEFAULT_FEED_RETENTION = 100_000;
+
+/**
+ * A token's rate limits (structurally auth/tokens.ts RateLimit): sustained requests and bytes
+ * per second, each allowed to run ahead by `burstSeconds`. An absent rate is not limited.
+ */
+export interface RateLimitSpec {
+  requestsPerSecond?: number;
+  bytesPerSecond?: number;
+  burstSeconds: number;
+}
+
+/**
+ * The answer of one rate-limit check (lua/rateLimit.lua): allowed (both dimensions consumed);
+ * refused for now, nothing consumed, allowed again after `retryAfterMs`; or refused for good:
+ * its byte cost alone exceeds the byte burst `maxBytes` (bytesPerSecond × burstSeconds).
+ */
+export type RateLimitOutcome =
+  | { ok: true }
+  | { ok: false; retryAfterMs: number }
+  | { ok: false; tooLarge: true; maxBytes: number };
 
 /**
  * How often a write that waits for replicas on a cluster follows a redirection, 100 ms apart
@@ -182,6 +202,35 @@ export class KvStore {
 
   async ping(): Promise<void> {
     await this.redis.ping();
+  }
+
+  /**
+   * Counts one request of `bytes` bytes against the limits of token `tokenId`, in one script on
+   * the key rateLimitKey(prefix, tokenId) (one slot: the same on one Redis, Sentinel and a
+   * cluster), on the Redis clock, so every API process sharing the Redis shares the limits.
+   * Without any rate set it answers ok without asking Redis. Sent on the main connection, never
+   * waiting for replicas (WAIT): the state is a few milliseconds of pacing, and a failover that
+   * loses some of it only lets a token run ahead once. Redis failures throw as StoreErrors
+   * (STORE_UNAVAILABLE); the caller decides what a failed check means (auth/rateLimit.ts).
+   */
+  async rateLimit(tokenId: string, limit: RateLimitSpec, bytes: number): Promise<RateLimitOutcome> {
+    const rps = limit.requestsPerSecond ?? 0;
+    const bps = limit.bytesPerSecond ?? 0;
+    if (rps === 0 && bps === 0) return { ok: true };
+    if (!(rps >= 0 && Number.isFinite(rps)) || !(bps >= 0 && Number.isFinite(bps))) throw new Error(`invalid rate limit ${JSON.stringify(limit)}`);
+    if (!(limit.burstSeconds > 0 && Number.isFinite(limit.burstSeconds))) throw new Error(`invalid burstSeconds ${limit.burstSeconds}`);
+    if (!Number.isSafeInteger(bytes) || bytes < 0) throw new Error(`invalid byte count ${bytes}`);
+    const key = rateLimitKey(this.keys.prefix, tokenId);
+    let reply: number;
+    try {
+      reply = Number(await this.redis.kvRateLimit(1, key, String(rps), String(bps), String(limit.burstSeconds), String(bytes)));
+    } catch (err) {
+      throw fromRedisError(err, true);
+    }
+    if (reply === 0) return { ok: true };
+    if (reply === -1) return { ok: false, tooLarge: true, maxBytes: Math.floor(bps * limit.burstSeconds) };
+    if (reply > 0) return { ok: false, retryAfterMs: reply };
+    throw new Error(`unexpected rate-limit reply ${JSON.stringify(reply)}`);
   }
 
   async get(key: string, consistency: Consistency = 'strong'): Promise<Entry | null> {
