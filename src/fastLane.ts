@@ -26,7 +26,7 @@ import { getOperationAST, type DocumentNode, type ExecutionArgs, type ExecutionR
 import { processRegularResult } from 'graphql-yoga';
 import { executeWithDeadline, overloadedBody as refusalBody, OVERLOADED, RETRY_AFTER_SECONDS, type Admission } from './admission.js';
 import { HOST_REFUSAL, loopbackHost, writeRefusal } from './auth/browser.js';
-import { authenticateNode, writeUnauthenticated, type Principals } from './auth/http.js';
+import { authenticateNode, isGraphiQLPage, writeUnauthenticated, type Principals } from './auth/http.js';
 import { rateLimitRefusal, type RateLimiter, type RateVerdict } from './auth/rateLimit.js';
 import { UNAUTHENTICATED, type Authenticator, type Principal } from './auth/tokens.js';
 import { resolveTrusted, type TrustedDocuments } from './auth/trustedDocuments.js';
@@ -76,6 +76,8 @@ export interface FastLaneOptions {
   maskError: (error: unknown) => unknown;
   /** Per-token rate limits, checked once per request before either path (tokens without limits cost nothing). */
   rateLimiter: RateLimiter;
+  /** KV_GRAPHIQL: the GraphiQL page loads without a token (it runs nothing; auth/http.ts). */
+  graphiql: boolean;
   /** KV_TRUSTED_DOCUMENTS: only requests naming one of these are served here; yoga refuses the rest. */
   trustedDocuments?: TrustedDocuments;
 }
@@ -347,6 +349,7 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
     // for a request without a valid token. A CORS preflight carries no credentials and runs
     // nothing (yoga answers it).
     let principal: Principal | null = null;
+    if (opts.graphiql && isGraphiQLPage(req.method, req.headers.accept)) return void yoga(req, res);
     if (req.method !== 'OPTIONS') {
       principal = authenticateNode(opts.auth, req);
       if (!principal) return unauthenticated(req, res, start);

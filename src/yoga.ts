@@ -124,7 +124,7 @@ export function createKvYoga({
       // A request from a site that may not call is refused before anything else looks at it.
       ...browserPlugins(ENDPOINT, browser),
       // Before admission: a request without a valid token takes no slot and reads no body.
-      authPlugin({ endpoint: ENDPOINT, auth, principals, rateLimiter }),
+      authPlugin({ endpoint: ENDPOINT, auth, principals, rateLimiter, graphiql }),
       ...(trustedDocuments ? [trustedDocumentsPlugin(trustedDocuments)] : []),
       admissionPlugin({ endpoint: ENDPOINT, ...load, admission }),
       bodyLimitPlugin(limits.maxBodyBytes),
@@ -146,6 +146,7 @@ export function createKvYoga({
     auth,
     principals,
     rateLimiter,
+    graphiql,
     trustedDocuments,
     context: (principal) => createContext(store, limits, feed, principal),
     maskError: (error) => masking.maskError(error, masking.errorMessage),

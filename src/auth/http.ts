@@ -29,6 +29,15 @@ export function authenticateNode(auth: Authenticator, req: IncomingMessage): Pri
   return auth.authenticate(req.headers.authorization);
 }
 
+/**
+ * Whether yoga answers this request with the GraphiQL page (graphql-yoga's own test: a GET that
+ * accepts text/html), which runs no operation and holds no data: it loads without a token, and
+ * the token goes in GraphiQL's Headers tab ({"Authorization": "Bearer ..."}) for each operation.
+ */
+export function isGraphiQLPage(method: string | undefined, accept: string | null | undefined): boolean {
+  return method === 'GET' && !!accept?.includes('text/html');
+}
+
 /** The one refusal of a request without a valid token: 401, WWW-Authenticate: Bearer, UNAUTHENTICATED. */
 export function writeUnauthenticated(res: ServerResponse, extraHeaders: Record<string, string> = {}): void {
   res.writeHead(401, { ...UNAUTHENTICATED_HEADERS, 'content-length': Buffer.byteLength(unauthenticatedBody), ...extraHeaders });
@@ -45,11 +54,12 @@ export function unauthenticatedResponse(fetchAPI: { Response: typeof Response })
  * refuses before anything reads the body. CORS preflights (OPTIONS) carry no credentials and run
  * nothing: they pass.
  */
-export function authPlugin(opts: { endpoint: string; auth: Authenticator; principals: Principals; rateLimiter: RateLimiter }): Plugin {
-  const { endpoint, auth, principals, rateLimiter } = opts;
+export function authPlugin(opts: { endpoint: string; auth: Authenticator; principals: Principals; rateLimiter: RateLimiter; graphiql: boolean }): Plugin {
+  const { endpoint, auth, principals, rateLimiter, graphiql } = opts;
   return {
     async onRequest({ request, serverContext, url, endResponse, fetchAPI }) {
       if (url.pathname !== endpoint || request.method === 'OPTIONS') return;
+      if (graphiql && isGraphiQLPage(request.method, request.headers.get('accept'))) return;
       const req = (serverContext as { req?: object } | undefined)?.req;
       const fromListener = req && principals.get(req);
       const principal = fromListener ?? auth.authenticate(request.headers.get('authorization'));

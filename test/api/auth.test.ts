@@ -331,6 +331,18 @@ describe('authentication', () => {
     expect(status).toBe(401);
   });
 
+  it('GraphiQL: the page loads without a token and runs nothing; operations from it need one', async () => {
+    const page = await fetch(app.url, { headers: { accept: 'text/html' } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toMatch(/graphiql/i);
+    // A page request carrying an operation still only renders the page.
+    const sneaky = await fetch(`${app.url}?query=${encodeURIComponent('{ get(key:"tenantB:y"){ value } }')}`, { headers: { accept: 'text/html, application/json', 'x-graphql-yoga-csrf': '1' } });
+    expect(sneaky.status).toBe(200);
+    expect(await sneaky.text()).not.toContain('v-tenantB:y');
+    const fromPage = await fetch(app.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json', origin: new URL(app.url).origin }, body: JSON.stringify({ query: '{ __typename }' }) });
+    expect(fromPage.status).toBe(401);
+  });
+
   it('SSE without a valid token: 401 before any stream', async () => {
     for (const headers of [{}, { authorization: "Bearer nope" }] as Record<string, string>[]) {
       const res = await fetch(app.url, {
