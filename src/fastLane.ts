@@ -340,6 +340,9 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
   return (req, res) => {
     // On every response, whichever path writes it (headers set here merge with writeHead's).
     for (const [name, value] of SECURITY_HEADERS) res.setHeader(name, value);
+    // A target yoga could not make a URL of (a Host like "a b", a request target "*") would
+    // become a 500 with a stack trace from deep inside yoga: refuse it here, plainly.
+    if (req.url?.charCodeAt(0) !== 47 || !hostUsable(req.headers.host)) return writeBadTarget(res);
     // Without tokens (loopback only), only a loopback Host: no DNS rebinding (auth/browser.ts).
     if (!opts.auth.enabled && !loopbackHost(req)) return writeRefusal(res, HOST_REFUSAL);
     if (req.url !== endpoint && !req.url?.startsWith(`${endpoint}?`)) return void yoga(req, res);
@@ -380,6 +383,27 @@ function withTrustedText(docs: TrustedDocuments, body: unknown): unknown {
   if (typeof text !== 'string') return undefined;
   const { documentId: _, ...rest } = body as Record<string, unknown>;
   return { ...rest, query: text };
+}
+
+// Clients send the same Host with every request: judge each once (bounded, like negotiated).
+const usableHosts = new Map<string, boolean>();
+
+/** Whether yoga can build a URL from this Host header (absent: yoga uses localhost). */
+function hostUsable(host: string | undefined): boolean {
+  if (host === undefined) return true;
+  let ok = usableHosts.get(host);
+  if (ok === undefined) {
+    ok = URL.canParse(`http://${host}/`);
+    if (usableHosts.size < MAX_NEGOTIATED) usableHosts.set(host, ok);
+  }
+  return ok;
+}
+
+const badTargetBody = JSON.stringify({ errors: [{ message: 'the Host header or the request target is not a valid URL part', extensions: { code: 'BAD_REQUEST' } }] });
+
+function writeBadTarget(res: ServerResponse): void {
+  res.writeHead(400, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(badTargetBody) });
+  res.end(badTargetBody);
 }
 
 export const LENGTH_REQUIRED = 'LENGTH_REQUIRED';

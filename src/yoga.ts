@@ -17,6 +17,7 @@ import type { Context } from './graphql/builder.js';
 import { createContext } from './graphql/context.js';
 import { BoundedCache } from './graphql/documentCache.js';
 import { maskError } from './graphql/errors.js';
+import { NoSkipOnSubscriptionRootRule, requestParseErrorPlugin, validationThrowPlugin } from './graphql/requestErrors.js';
 import { buildSchema } from './graphql/schema.js';
 import { yogaLogger, type Logger } from './log.js';
 import { Metrics, metricsPlugin } from './metrics.js';
@@ -130,8 +131,10 @@ export function createKvYoga({
       bodyLimitPlugin(limits.maxBodyBytes),
       readyPlugin(store),
       ...operationLimitPlugins(limits),
-      // A validation rule, so the fast lane (which validates with yoga's getEnveloped) has it too.
-      ...(introspection ? [] : [{ onValidate: ({ addValidationRule }: { addValidationRule(rule: ValidationRule): void }) => addValidationRule(NoSchemaIntrospectionCustomRule) }]),
+      requestParseErrorPlugin(),
+      validationThrowPlugin(),
+      // Validation rules, so the fast lane and graphql-ws (which validate with yoga's getEnveloped) have them too.
+      validationRules([NoSkipOnSubscriptionRootRule, ...(introspection ? [] : [NoSchemaIntrospectionCustomRule])]),
     ],
   });
   const masking = (yoga as unknown as YogaMasking).maskedErrorsOpts;
@@ -152,6 +155,14 @@ export function createKvYoga({
     maskError: (error) => masking.maskError(error, masking.errorMessage),
   });
   return Object.assign(yoga, { listener, auth, rateLimiter, trustedDocuments, browser }) as unknown as KvYoga;
+}
+
+function validationRules(rules: ValidationRule[]): Plugin {
+  return {
+    onValidate({ addValidationRule }) {
+      for (const rule of rules) addValidationRule(rule);
+    },
+  };
 }
 
 /** Trusted documents on yoga's path: the named document's text replaces the request's (none). */

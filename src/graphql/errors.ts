@@ -3,13 +3,15 @@
 // the located error. Anything else is masked as INTERNAL_SERVER_ERROR, and graphql-yoga logs
 // every error it masks, in full.
 import { maskError as yogaMaskError } from 'graphql-yoga';
+import { withRequestErrorCode } from './requestErrors.js';
 
 function hasCode(err: unknown): boolean {
   const ext = (err as { extensions?: { code?: unknown } } | null)?.extensions;
   return typeof ext?.code === 'string';
 }
 
-export function maskError(error: unknown, message: string, isDev?: boolean): Error {
+export function maskError(raw: unknown, message: string, isDev?: boolean): Error {
+  const error = withRequestErrorCode(raw);
   // Duck-typed on purpose: an instanceof test breaks when graphql is loaded twice (ESM + CJS).
   const original = (error as { originalError?: unknown }).originalError;
   if (original !== undefined && hasCode(original) && hasCode(error)) return error as Error;
