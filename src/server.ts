@@ -151,7 +151,7 @@ export async function startServer(
       logger,
     );
     server.on('request', yoga.listener);
-    wss = attachWebSocket(server, yoga);
+    wss = attachWebSocket(server, yoga, (m) => logger.error(m));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.port, config.host, resolve);

@@ -2,6 +2,7 @@
 // check of a presented `Authorization: Bearer <token>`. Only SHA-256 hashes are configured, so a
 // leaked configuration file holds no usable secret.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { z } from 'zod';
 import { TOKEN_ID_PATTERN } from '../store/keys.js';
 
@@ -137,6 +138,8 @@ export class Authenticator {
     let c = this.revocations.get(principal);
     if (!c) {
       c = new AbortController();
+      // One listener per open subscription and WebSocket of the token: no leak warning at 10.
+      setMaxListeners(0, c.signal);
       // A principal no longer in force (revoked between its authentication and now) starts aborted.
       if (principal !== UNRESTRICTED && ![...this.byHash.values()].some((v) => v.principal === principal)) c.abort();
       this.revocations.set(principal, c);

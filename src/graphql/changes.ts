@@ -58,7 +58,7 @@ function shape(d: Delivery): ChangeEventShape {
  * The hub's deliveries as GraphQL payloads; a slow consumer gets a last, error payload, and so
  * does a subscriber whose token was revoked (the hub ends its deliveries on `revoked`).
  */
-async function* payloads(deliveries: AsyncGenerator<Delivery>, revoked: AbortSignal | undefined): AsyncGenerator<Payload> {
+async function* payloads(deliveries: AsyncGenerator<Delivery>, revoked: AbortSignal | undefined, done: () => void): AsyncGenerator<Payload> {
   try {
     for await (const d of deliveries) yield shape(d);
     if (revoked?.aborted) yield { error: new GraphQLError(REVOKED_MESSAGE, { extensions: { code: UNAUTHENTICATED } }) };
@@ -73,6 +73,8 @@ async function* payloads(deliveries: AsyncGenerator<Delivery>, revoked: AbortSig
         extensions: { code: err.code, cursor: encodeFeedCursor(err.position) },
       }),
     };
+  } finally {
+    done();
   }
 }
 
@@ -146,8 +148,13 @@ export function addChanges(builder: Builder, v: Validators): void {
             }
           }
           const leave = new AbortController();
-          const signal = ctx.revoked ? AbortSignal.any([leave.signal, ctx.revoked]) : leave.signal;
-          return endingOnReturn(payloads(ctx.feed.subscribe({ range, after, signal }), ctx.revoked), leave);
+          // Revocation ends the subscription like a client leaving; the listener goes with it.
+          const revoked = ctx.revoked;
+          const onRevoke = () => leave.abort();
+          revoked?.addEventListener('abort', onRevoke, { once: true });
+          const stop = () => revoked?.removeEventListener('abort', onRevoke);
+          leave.signal.addEventListener('abort', stop, { once: true });
+          return endingOnReturn(payloads(ctx.feed.subscribe({ range, after, signal: leave.signal }), revoked, stop), leave);
         },
         resolve: (payload: Payload) => {
           if ('error' in payload) throw payload.error;
