@@ -18,19 +18,9 @@ import { createKvYoga, type KvYoga } from '../../src/yoga.js';
 import { uniquePrefix } from '../harness/app.js';
 import { freePort } from '../harness/redisServer.js';
 import { parseSseFrames, sseSubscribe } from '../harness/sse.js';
+import { until } from '../harness/until.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Polls until `check` returns a value (not undefined), or fails after `ms`. */
-async function until<T>(ms: number, what: string, check: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await sleep(20);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The exposition format, parsed

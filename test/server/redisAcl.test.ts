@@ -21,19 +21,10 @@ import { uniquePrefix } from '../harness/app.js';
 import { freePort } from '../harness/redisServer.js';
 import { once, startAclRedis, type AclRedis } from '../harness/secureRedis.js';
 import { sseSubscribe } from '../harness/sse.js';
+import { until } from '../harness/until.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until<T>(ms: number, what: string, check: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await sleep(100);
-  }
-}
 
 /** A pino logger whose every written line (after redaction: what really goes out) is kept. */
 function capturingLogger() {

@@ -10,6 +10,7 @@ import { newToken } from '../../src/auth/tokens.js';
 import { loadConfig } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { uniquePrefix } from '../harness/app.js';
+import { until } from '../harness/until.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvql-reload-'));
 const file = join(dir, 'tokens.json');
@@ -38,19 +39,12 @@ const status = async (token: string) =>
     })
   ).status;
 
-async function until(what: string, probe: () => Promise<boolean>, ms = 8000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; log:\n${lines.join('\n')}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('KV_TOKENS_FILE while running', () => {
   it('takes a changed file within seconds: a removed token gets 401, a kept one goes on', async () => {
     expect([await status(a.token), await status(b.token)]).toEqual([200, 200]);
     writeFileSync(file, JSON.stringify([a.entry]));
-    await until('b to be refused', async () => (await status(b.token)) === 401);
+    await until(8000, 'b to be refused', async () => ((await status(b.token)) === 401 ? true : undefined));
     expect(await status(a.token)).toBe(200);
     expect(lines.some((l) => /tokens revoked or changed: b\b/.test(l))).toBe(true);
   });
@@ -62,7 +56,7 @@ describe('KV_TOKENS_FILE while running', () => {
     ] as const) {
       const before = lines.length;
       writeFileSync(file, text);
-      await until('the refusal to be logged', async () => lines.slice(before).some((l) => why.test(l)));
+      await until(8000, 'the refusal to be logged', () => (lines.slice(before).some((l) => why.test(l)) ? true : undefined));
       expect(lines.slice(before).some((l) => /previous tokens stay in force/.test(l))).toBe(true);
       expect(await status(a.token)).toBe(200);
     }
