@@ -48,10 +48,19 @@ function hostname(host: string): string {
   return (m?.[1] ?? m?.[2] ?? '').toLowerCase();
 }
 
+// Clients send the same Host with every request: judge each once (bounded).
+const loopbackHosts = new Map<string, boolean>();
+
 /** For auth off: whether the request names a loopback host (see the top of this file). */
 export function loopbackHost(req: IncomingMessage): boolean {
   const host = req.headers.host;
-  return host !== undefined && isLoopback(hostname(host));
+  if (host === undefined) return false;
+  let loopback = loopbackHosts.get(host);
+  if (loopback === undefined) {
+    loopback = isLoopback(hostname(host));
+    if (loopbackHosts.size < 64) loopbackHosts.set(host, loopback);
+  }
+  return loopback;
 }
 
 const refusalBody = (code: string, message: string) => JSON.stringify({ errors: [{ message, extensions: { code } }] });
