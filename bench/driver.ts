@@ -34,6 +34,8 @@ export interface Job {
   loadedKeys: number;
   /** The API's /graphql URL, the baseline's or etcd's base URL, or the Redis URL. */
   target: string;
+  /** kvql only: an Authorization header to send (`Bearer <token>`), for an API with tokens. */
+  authorization?: string;
 }
 
 export interface Figure {
@@ -78,7 +80,7 @@ function expect(ok: boolean, what: string, answer: unknown): void {
  * A keep-alive node:http client for JSON POSTs: `post` rejects unless the answer is 200, `send`
  * resolves with any status (the load experiment counts refusals). Cheaper per request than fetch.
  */
-export function httpClient(base: string, sockets: number) {
+export function httpClient(base: string, sockets: number, extraHeaders: Record<string, string> = {}) {
   const agent = new Agent({ keepAlive: true, maxSockets: sockets });
   const url = new URL(base);
   const send = (path: string, body: string) =>
@@ -90,7 +92,7 @@ export function httpClient(base: string, sockets: number) {
           path,
           method: 'POST',
           agent,
-          headers: { 'content-type': 'application/json', accept: 'application/json', 'content-length': Buffer.byteLength(body) },
+          headers: { 'content-type': 'application/json', accept: 'application/json', 'content-length': Buffer.byteLength(body), ...extraHeaders },
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -136,7 +138,7 @@ type Json = Record<string, any>;
 const isValue = (v: unknown) => v === VALUE;
 
 function kvqlTarget(job: Job): Target {
-  const http = httpClient(job.target, job.concurrency);
+  const http = httpClient(job.target, job.concurrency, job.authorization ? { authorization: job.authorization } : {});
   const a = args(job);
   const path = new URL(job.target).pathname;
   const variables: Record<Op, () => object> = {
