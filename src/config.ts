@@ -63,7 +63,9 @@ const EnvSchema = z.object({
   REDIS_MASTER_NAME: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected the name the sentinels monitor, e.g. kvql').default('kvql'),
   REDIS_PASSWORD: z.string().optional(),
   REDIS_SENTINEL_PASSWORD: z.string().optional(),
-  // TLS to a rediss:// REDIS_URL (README, "The path to Redis"): PEM files, read at start.
+  // TLS to Redis (README, "The path to Redis"): on for a rediss:// REDIS_URL, or with KV_REDIS_TLS
+  // for a cluster (no URL to say it); the CA, client certificate and key are PEM files, read at start.
+  KV_REDIS_TLS: flag().optional(),
   KV_REDIS_TLS_CA: z.string().optional(),
   KV_REDIS_TLS_CERT: z.string().optional(),
   KV_REDIS_TLS_KEY: z.string().optional(),
@@ -160,7 +162,10 @@ export interface Config {
   sentinel: SentinelTarget | undefined;
   /** REDIS_CLUSTER_NODES: a Redis Cluster; every partition lives in one slot. */
   cluster: ClusterTarget | undefined;
-  /** KV_REDIS_TLS_*: whom to trust and who we are over a rediss:// REDIS_URL (unset: Node's default CAs). */
+  /**
+   * KV_REDIS_TLS_*: set when kvql speaks TLS to Redis (a rediss:// REDIS_URL, or KV_REDIS_TLS=true
+   * with REDIS_CLUSTER_NODES), to every connection: whom to trust (no CA: Node's default CAs) and who we are.
+   */
   redisTls: RedisTls | undefined;
   /** KV_MIN_REPLICAS and KV_REPLICATION_TIMEOUT_MS. */
   replication: ReplicationOptions;
@@ -248,21 +253,57 @@ function readPem(name: string, path: string, check: (pem: Buffer) => void, probl
   return pem;
 }
 
-/** KV_REDIS_TLS_CA, _CERT and _KEY: read and checked now, for a rediss:// REDIS_URL only. */
+/**
+ * Whether kvql speaks TLS to Redis, and KV_REDIS_TLS_CA, _CERT and _KEY, read and checked now.
+ * TLS is on for a rediss:// REDIS_URL, or with KV_REDIS_TLS=true for REDIS_CLUSTER_NODES (which
+ * have no URL scheme to say it). Set, the result is defined (its files may all be absent: Node's
+ * default CAs, no client certificate); off, undefined.
+ */
 function readRedisTls(
-  e: { REDIS_URL?: string; REDIS_SENTINELS?: string; REDIS_CLUSTER_NODES?: string; KV_REDIS_TLS_CA?: string; KV_REDIS_TLS_CERT?: string; KV_REDIS_TLS_KEY?: string },
+  e: {
+    REDIS_URL?: string;
+    REDIS_SENTINELS?: string;
+    REDIS_CLUSTER_NODES?: string;
+    KV_REDIS_TLS?: boolean;
+    KV_REDIS_TLS_CA?: string;
+    KV_REDIS_TLS_CERT?: string;
+    KV_REDIS_TLS_KEY?: string;
+  },
   problems: string[],
 ): RedisTls | undefined {
   const given = (['KV_REDIS_TLS_CA', 'KV_REDIS_TLS_CERT', 'KV_REDIS_TLS_KEY'] as const).filter((n) => e[n] !== undefined);
-  if (given.length === 0) return undefined;
-  if (e.REDIS_URL === undefined || !/^rediss:/i.test(e.REDIS_URL)) {
+  const urlTls = e.REDIS_URL === undefined ? undefined : /^rediss:/i.test(e.REDIS_URL);
+  if (e.KV_REDIS_TLS !== undefined) {
+    // Said twice, it must agree; and only where kvql can do it.
     const why =
-      e.REDIS_SENTINELS !== undefined || e.REDIS_CLUSTER_NODES !== undefined
-        ? 'TLS to Sentinel or a cluster is not supported yet'
-        : e.REDIS_URL === undefined
-          ? 'REDIS_URL is unset (the managed Redis listens on loopback, without TLS)'
-          : 'REDIS_URL is redis:// (plain TCP): use rediss://';
-    problems.push(`  ${given[0]}: applies only to a rediss:// REDIS_URL; ${why}`);
+      urlTls !== undefined
+        ? urlTls === e.KV_REDIS_TLS
+          ? undefined
+          : `contradicts REDIS_URL, which is ${urlTls ? 'rediss:// (TLS)' : 'redis:// (plain TCP)'}: the URL's scheme says it (remove KV_REDIS_TLS)`
+        : !e.KV_REDIS_TLS
+          ? undefined
+          : e.REDIS_SENTINELS !== undefined
+            ? 'TLS to Sentinel is not supported yet'
+            : e.REDIS_CLUSTER_NODES === undefined
+              ? 'REDIS_URL, REDIS_SENTINELS and REDIS_CLUSTER_NODES are unset (the managed Redis listens on loopback, without TLS)'
+              : undefined;
+    if (why !== undefined) {
+      problems.push(`  KV_REDIS_TLS: ${why}`);
+      return undefined;
+    }
+  }
+  const on = urlTls ?? (e.KV_REDIS_TLS === true && e.REDIS_CLUSTER_NODES !== undefined);
+  if (!on) {
+    if (given.length === 0) return undefined;
+    const why =
+      e.REDIS_SENTINELS !== undefined
+        ? 'TLS to Sentinel is not supported yet'
+        : e.REDIS_CLUSTER_NODES !== undefined
+          ? 'with REDIS_CLUSTER_NODES, set KV_REDIS_TLS=true'
+          : e.REDIS_URL === undefined
+            ? 'REDIS_URL is unset (the managed Redis listens on loopback, without TLS)'
+            : 'REDIS_URL is redis:// (plain TCP): use rediss://';
+    problems.push(`  ${given[0]}: applies only with TLS to Redis (a rediss:// REDIS_URL, or KV_REDIS_TLS=true); ${why}`);
     return undefined;
   }
   if ((e.KV_REDIS_TLS_CERT === undefined) !== (e.KV_REDIS_TLS_KEY === undefined)) {

@@ -7,7 +7,7 @@ import { FeedHub } from './feed/hub.js';
 import type { Config } from './config.js';
 import { createLogger, loggerFromFunction, redactUrl, type Logger } from './log.js';
 import { startManagedRedis, type ManagedRedis } from './managedRedis.js';
-import { createRedis, type RedisClient, type RedisTarget, type RedisTls } from './store/redis.js';
+import { clusterSeedProblem, createRedis, type RedisClient, type RedisTarget, type RedisTls } from './store/redis.js';
 import { KvStore } from './store/store.js';
 import { attachWebSocket } from './websocket.js';
 import { createKvYoga } from './yoga.js';
@@ -68,7 +68,15 @@ async function connect(target: RedisTarget, timeoutMs: number, log: Logger, tls?
         : `the primary "${target.masterName}" of sentinels ${target.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}`;
   let lastError = '';
   redis.on('error', (err: Error) => {
-    if (err.message !== lastError) log.warn(`redis: ${err.message}`);
+    if (err.message !== lastError) {
+      log.warn(`redis: ${err.message}`);
+      // A cluster that cannot be reached does not say why: ask a seed (once per new message).
+      if (typeof target !== 'string' && 'clusterNodes' in target && redis.status !== 'ready') {
+        void clusterSeedProblem(target, { commandTimeoutMs: timeoutMs, ...(tls ? { tls } : {}) }).then((why) => {
+          if (why !== undefined) log.warn(`redis: cluster seed ${why}`);
+        });
+      }
+    }
     lastError = err.message;
   });
   await redis.connect().catch(() => {});
@@ -108,13 +116,13 @@ export async function startServer(
     if (config.sentinel) {
       // Reads asked with consistency EVENTUAL go to a replica the sentinels name (or, while
       // none answers, to the primary). Not waited for: a deployment may run without replicas.
-      replica = createRedis({ ...config.sentinel, role: 'slave' }, { commandTimeoutMs: config.redisTimeoutMs });
+      replica = createRedis({ ...config.sentinel, role: 'slave' }, { commandTimeoutMs: config.redisTimeoutMs, ...(config.redisTls ? { tls: config.redisTls } : {}) });
       replica.on('error', () => {});
       void replica.connect().catch(() => {});
     }
     if (config.cluster) {
       // On a cluster, EVENTUAL reads go to each slot's replica (a master where it has none).
-      replica = createRedis({ ...config.cluster, reads: 'slave' }, { commandTimeoutMs: config.redisTimeoutMs });
+      replica = createRedis({ ...config.cluster, reads: 'slave' }, { commandTimeoutMs: config.redisTimeoutMs, ...(config.redisTls ? { tls: config.redisTls } : {}) });
       replica.on('error', () => {});
       void replica.connect().catch(() => {});
     }

@@ -1,10 +1,11 @@
 // `npm run verify`: checks a keyspace's invariants (src/store/verify.ts) and prints a report.
-// Reads REDIS_URL (or REDIS_CLUSTER_NODES), KV_PREFIX, KV_PARTITIONS and KV_BUCKETS like the server. Without either it checks the
+// Reads REDIS_URL (or REDIS_CLUSTER_NODES, with KV_REDIS_TLS*), KV_PREFIX, KV_PARTITIONS and KV_BUCKETS like the server. Without either it checks the
 // managed Redis that `npm start` runs (redis://127.0.0.1:$KV_MANAGED_REDIS_PORT), if it answers.
 // Exit status: 0 no problems, 1 problems found, 2 it could not check (configuration, no Redis).
 import { Cluster, Redis } from 'ioredis';
 import { ConfigError, loadConfig } from './config.js';
 import { managedKvqlUrl } from './managedRedis.js';
+import { clusterSeedProblem } from './store/redis.js';
 import { formatReport, verifyKeyspace } from './store/verify.js';
 
 /** Never print a password that a URL may carry. */
@@ -71,14 +72,18 @@ async function verifyCluster(nodes: { host: string; port: number }[], password: 
   const redis = new Cluster(nodes, {
     lazyConnect: true,
     clusterRetryStrategy: () => null,
-    redisOptions: { maxRetriesPerRequest: 0, connectTimeout: 5000, commandTimeout: 60_000, ...(password ? { password } : {}) },
+    redisOptions: { maxRetriesPerRequest: 0, connectTimeout: 5000, commandTimeout: 60_000, ...(password ? { password } : {}), ...(config.redisTls ? { tls: { ...config.redisTls } } : {}) },
+    // With TLS (KV_REDIS_TLS=true), a seed's certificate is checked against its name as given.
+    ...(config.redisTls ? { dnsLookup: (address: string, callback: (err: Error | null, address: string) => void) => callback(null, address) } : {}),
   });
   redis.on('error', () => {});
   try {
     try {
       await redis.connect();
     } catch (err) {
-      console.error(`kvql verify: cannot connect to the cluster of ${where}: ${err instanceof Error ? err.message : String(err)}`);
+      // The cluster does not say why no seed answered; the first seed does.
+      const why = await clusterSeedProblem({ clusterNodes: nodes, ...(password ? { password } : {}) }, { commandTimeoutMs: 5000, ...(config.redisTls ? { tls: config.redisTls } : {}) });
+      console.error(`kvql verify: cannot connect to the cluster of ${where}: ${err instanceof Error ? err.message : String(err)}${why ? ` (${why})` : ''}`);
       return 2;
     }
     console.log(`kvql verify: the cluster of ${where}, prefix "${config.prefix}", ${config.partitions} partition(s), ${config.buckets} buckets per partition`);

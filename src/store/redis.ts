@@ -5,11 +5,12 @@ export interface RedisOptions {
   /** Upper bound on any single command; past it the client gets STORE_UNAVAILABLE. */
   commandTimeoutMs: number;
   /**
-   * TLS to a rediss:// URL target (KV_REDIS_TLS_CA, KV_REDIS_TLS_CERT, KV_REDIS_TLS_KEY): the CA
-   * that signed the server's certificate (instead of Node's default trust store), and a client
-   * certificate for servers with tls-auth-clients. Not used for Sentinel or cluster targets
-   * (config.ts refuses them there). A rediss:// URL without it still verifies the server
-   * against the default trust store: never unverified.
+   * TLS (KV_REDIS_TLS_CA, KV_REDIS_TLS_CERT, KV_REDIS_TLS_KEY): the CA that signed the servers'
+   * certificates (instead of Node's default trust store), and a client certificate for servers
+   * with tls-auth-clients. For a URL target the scheme turns TLS on (rediss://) and these only
+   * say whom to trust; for a cluster target, given (even empty), every node connection is TLS.
+   * Not used for Sentinel targets (config.ts refuses them). Never unverified: the server's
+   * certificate and its name (the address connected to: an IP SAN for an IP) are always checked.
    */
   tls?: RedisTls;
 }
@@ -109,7 +110,12 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
       // (the cluster experiment's reshard phase caught getMany answering null for them). Each
       // command on its own follows its own MOVED or ASK.
       enableAutoPipelining: false,
-      redisOptions: { ...node, ...(target.password ? { password: target.password } : {}) },
+      // TLS applies to every node ioredis connects to: the seeds and those CLUSTER SLOTS names
+      // (by the address each node announces, so its certificate must name that address).
+      redisOptions: { ...node, ...(target.password ? { password: target.password } : {}), ...(opts.tls ? { tls: { ...opts.tls } } : {}) },
+      // With TLS, connect to a seed by the name given, so that its certificate is checked against
+      // that name rather than the address the name resolves to.
+      ...(opts.tls ? { dnsLookup: (address: string, callback: (err: Error | null, address: string) => void) => callback(null, address) } : {}),
       scaleReads: target.reads ?? 'master',
       // MOVED, ASK, TRYAGAIN and CLUSTERDOWN say the command did not run: ioredis follows or
       // retries them (slot migration, a failover in progress), up to maxRedirections times.
@@ -142,4 +148,39 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
     // reconnect (through the sentinels) at once, without resending the refused command.
     reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 1 : false),
   });
+}
+
+/**
+ * Why the first of a cluster's seeds refuses a connection made with the nodes' own options (TLS,
+ * password), as "host:port: reason"; undefined when it answers. ioredis's Cluster reports only
+ * "Failed to refresh slots cache." when no seed answers, not why (a certificate that does not
+ * verify, a refused password): this says it, for the log.
+ */
+export async function clusterSeedProblem(target: ClusterTarget, opts: RedisOptions): Promise<string | undefined> {
+  const seed = target.clusterNodes[0];
+  if (!seed) return undefined;
+  const ms = Math.max(opts.commandTimeoutMs, 1000);
+  const probe = new Redis({
+    host: seed.host,
+    port: seed.port,
+    ...(target.password ? { password: target.password } : {}),
+    ...(opts.tls ? { tls: { ...opts.tls } } : {}),
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: ms,
+    commandTimeout: ms,
+  });
+  let emitted: Error | undefined;
+  probe.on('error', (err: Error) => (emitted ??= err));
+  try {
+    await probe.connect();
+    await probe.ping();
+    return undefined;
+  } catch (err) {
+    return `${seed.host}:${seed.port}: ${(emitted ?? (err as Error)).message}`;
+  } finally {
+    probe.disconnect();
+  }
 }

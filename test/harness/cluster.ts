@@ -7,14 +7,15 @@
 //
 // Nodes can be crashed (kill -9), stopped and restarted from the same config and data directory
 // (and so the same nodes.conf: a restarted node rejoins as the node it was). Every wait is
-// bounded; every probe is a short-lived connection (askRedis).
+// bounded; every probe is a short-lived connection (askRedis). With `tls`, the nodes speak TLS
+// only (port 0, tls-port; TLS on the cluster bus and for replication), and so do the probes and redis-cli.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Redis } from 'ioredis';
+import { Redis as IORedis, type Redis } from 'ioredis';
 import { askRedis, REDIS_CONF, waitReady } from '../../src/managedRedis.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -35,6 +36,30 @@ export interface TestClusterOptions {
   extra?: string[];
   /** How long creating the cluster and its first settling may take; 60 s by default. */
   readyTimeoutMs?: number;
+  /**
+   * TLS only: every node listens with `port 0` and `tls-port`, and speaks TLS on its cluster bus
+   * and for replication; redis-cli and the harness's own probes connect with TLS too. Unset: plain TCP.
+   */
+  tls?: TestClusterTls;
+}
+
+/** PEM files (paths) for a TLS cluster, e.g. from makePki() (test/harness/secureRedis.ts). */
+export interface TestClusterTls {
+  /** The CA the nodes trust (tls-ca-cert-file), and that clients verify the nodes against. */
+  ca: string;
+  /** Every node's server certificate and key (tls-cert-file, tls-key-file): it must name 127.0.0.1 (IP SAN). */
+  cert: string;
+  key: string;
+  /**
+   * A client certificate and key (clientAuth): the nodes present it to each other (cluster bus,
+   * replication) and the harness's redis-cli and probes present it. Required: a node asks every
+   * peer on the cluster bus for a certificate whatever tls-auth-clients says, and a certificate
+   * made for serverAuth only is refused there (redis-cli --cluster create then waits forever).
+   */
+  clientCert: string;
+  clientKey: string;
+  /** tls-auth-clients: 'no' by default. */
+  authClients?: 'yes' | 'no' | 'optional';
 }
 
 export interface TestClusterNode {
@@ -149,6 +174,72 @@ export function parseSeedList(list: string): { host: string; port: number }[] {
     });
 }
 
+/** askRedis, over TLS when `tls` is set (managedRedis.ts's probes are plain TCP). */
+async function askNode<T>(port: number, ask: (client: Redis) => Promise<T>, ms: number, tls?: TestClusterTls): Promise<T> {
+  if (!tls) return askRedis(port, ask, ms);
+  const client = new IORedis({
+    port,
+    host: '127.0.0.1',
+    tls: {
+      ca: readFileSync(tls.ca),
+      ...(tls.clientCert && tls.clientKey ? { cert: readFileSync(tls.clientCert), key: readFileSync(tls.clientKey) } : {}),
+    },
+    lazyConnect: true,
+    enableReadyCheck: false,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: ms,
+    commandTimeout: ms,
+  });
+  client.on('error', () => {}); // the connect or the command that fails says why
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      client.connect().then(() => ask(client)),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer from port ${port} within ${ms} ms`)), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    client.disconnect();
+  }
+}
+
+/** waitReady, over TLS when `tls` is set. */
+async function waitNodeReady(port: number, ms: number, failed: () => string | undefined, tls?: TestClusterTls): Promise<void> {
+  if (!tls) return waitReady(port, ms, failed);
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const why = failed();
+    if (why !== undefined) throw new Error(why);
+    // PING answers LOADING (an error) until the AOF is loaded.
+    if ((await askNode(port, (c) => c.ping(), 500, tls).catch(() => undefined)) === 'PONG') return;
+    await sleep(100);
+  }
+  throw new Error(failed() ?? `redis-server on TLS port ${port} did not become ready within ${ms} ms`);
+}
+
+/** redis-server's options for a TLS node listening on `port` (tls-port; no plain port). */
+function tlsServerArgs(port: number, tls: TestClusterTls): string[] {
+  return [
+    '--port', '0',
+    '--tls-port', String(port),
+    '--tls-cluster', 'yes',
+    '--tls-replication', 'yes',
+    '--tls-cert-file', tls.cert,
+    '--tls-key-file', tls.key,
+    '--tls-ca-cert-file', tls.ca,
+    '--tls-auth-clients', tls.authClients ?? 'no',
+    ...(tls.clientCert && tls.clientKey ? ['--tls-client-cert-file', tls.clientCert, '--tls-client-key-file', tls.clientKey] : []),
+  ];
+}
+
+/** redis-cli's options to reach TLS nodes; none for plain TCP. */
+function cliTlsArgs(tls: TestClusterTls | undefined): string[] {
+  if (!tls) return [];
+  return ['--tls', '--cacert', tls.ca, ...(tls.clientCert && tls.clientKey ? ['--cert', tls.clientCert, '--key', tls.clientKey] : [])];
+}
+
 const failedFlag = (flags: string[]) => flags.some((f) => f === 'fail' || f === 'fail?' || f === 'noaddr' || f === 'handshake');
 
 // --- Ports -------------------------------------------------------------------------------------
@@ -244,7 +335,7 @@ function track(c: ChildProcess) {
   }
 }
 
-async function startNode(extra: string[]): Promise<TestClusterNode> {
+async function startNode(extra: string[], tls?: TestClusterTls): Promise<TestClusterNode> {
   const dir = mkdtempSync(join(tmpdir(), 'kvql-cluster-'));
   const conf = join(dir, 'redis.conf');
   const clusterConf = join(dir, 'cluster.conf');
@@ -257,7 +348,7 @@ async function startNode(extra: string[]): Promise<TestClusterNode> {
   const launch = async () => {
     const c = spawn(
       'redis-server',
-      [conf, '--include', clusterConf, '--port', String(port), '--dir', dir, '--bind', '127.0.0.1', '--logfile', logFile, ...extra],
+      [conf, '--include', clusterConf, ...(tls ? tlsServerArgs(port, tls) : ['--port', String(port)]), '--dir', dir, '--bind', '127.0.0.1', '--logfile', logFile, ...extra],
       { cwd: dir, stdio: 'ignore' },
     );
     child = c;
@@ -270,9 +361,9 @@ async function startNode(extra: string[]): Promise<TestClusterNode> {
         : c.exitCode !== null || c.signalCode !== null
           ? `redis-server on port ${port} exited (${c.signalCode ?? c.exitCode}) before it was ready; ${logFile}:\n${logTail(logFile)}`
           : undefined;
-    await waitReady(port, 60_000, failed);
+    await waitNodeReady(port, 60_000, failed, tls);
     // Whatever answers must be our process, not another that took the port meanwhile.
-    const answering = Number(/process_id:(\d+)/.exec(await askRedis(port, (r) => r.info('server'), 2000))?.[1]);
+    const answering = Number(/process_id:(\d+)/.exec(await askNode(port, (r) => r.info('server'), 2000, tls))?.[1]);
     if (answering !== c.pid) {
       c.kill('SIGKILL');
       await exited(c);
@@ -341,6 +432,8 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
   const replicas = opts.replicas ?? 1;
   const extra = opts.extra ?? [];
   const readyTimeoutMs = opts.readyTimeoutMs ?? 60_000;
+  const tls = opts.tls;
+  const cliTls = cliTlsArgs(tls);
   if (masterCount < 3) throw new Error('redis-cli --cluster create needs at least 3 masters');
 
   const nodes: TestClusterNode[] = [];
@@ -354,7 +447,7 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
     );
   };
 
-  const started = await Promise.allSettled(Array.from({ length: masterCount * (1 + replicas) }, () => startNode(extra)));
+  const started = await Promise.allSettled(Array.from({ length: masterCount * (1 + replicas) }, () => startNode(extra, tls)));
   for (const s of started) if (s.status === 'fulfilled') nodes.push(s.value);
   const failedStart = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
   if (failedStart) {
@@ -364,7 +457,7 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
 
   const live = () => nodes.filter((n) => n.running());
   const byPort = (port: number) => nodes.find((n) => n.port === port);
-  const direct = <T>(port: number, ask: (client: Redis) => Promise<T>, ms = 3000) => askRedis(port, ask, ms);
+  const direct = <T>(port: number, ask: (client: Redis) => Promise<T>, ms = 3000) => askNode(port, ask, ms, tls);
   const clusterNodes = async (port: number) => parseClusterNodes(String(await direct(port, (c) => c.call('CLUSTER', 'NODES'))));
   const clusterInfo = async (port: number) => parseInfo(String(await direct(port, (c) => c.call('CLUSTER', 'INFO'))));
 
@@ -466,7 +559,7 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
 
   try {
     const deadline = Date.now() + readyTimeoutMs;
-    await run('redis-cli', ['--cluster', 'create', ...nodes.map(addr), '--cluster-replicas', String(replicas), '--cluster-yes'], readyTimeoutMs);
+    await run('redis-cli', ['--cluster', 'create', ...nodes.map(addr), '--cluster-replicas', String(replicas), '--cluster-yes', ...cliTls], readyTimeoutMs);
     await waitHealthy(Math.max(deadline - Date.now(), 1000));
   } catch (err) {
     const tails = nodes.map((n) => `--- node ${n.port} (${n.logFile}):\n${logTail(n.logFile, 4)}`).join('\n');
@@ -487,10 +580,10 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
     replicasOf,
     async addMaster() {
       const existing = await liveMaster();
-      const n = await startNode(extra);
+      const n = await startNode(extra, tls);
       nodes.push(n);
       seeds.push({ host: '127.0.0.1', port: n.port });
-      await run('redis-cli', ['--cluster', 'add-node', addr(n), `127.0.0.1:${existing}`], 60_000);
+      await run('redis-cli', ['--cluster', 'add-node', addr(n), `127.0.0.1:${existing}`, ...cliTls], 60_000);
       const id = String(await direct(n.port, (c) => c.call('CLUSTER', 'MYID')));
       await waitFor(`every node knows new master ${n.port}`, 30_000, async () => {
         for (const m of live()) {
@@ -508,7 +601,7 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
     },
     async rebalance(timeoutMs = 120_000) {
       const deadline = Date.now() + timeoutMs;
-      await run('redis-cli', ['--cluster', 'rebalance', `127.0.0.1:${await liveMaster()}`, '--cluster-use-empty-masters'], timeoutMs);
+      await run('redis-cli', ['--cluster', 'rebalance', `127.0.0.1:${await liveMaster()}`, '--cluster-use-empty-masters', ...cliTls], timeoutMs);
       await waitHealthy(Math.max(deadline - Date.now(), 10_000));
     },
     waitHealthy,

@@ -104,6 +104,8 @@ describe('loadConfig', () => {
       port: 8080,
       logLevel: 'debug',
       redisUrl: 'rediss://user:pw@redis.example:6380/2',
+      // rediss://: TLS, with Node's default CAs (no KV_REDIS_TLS_CA).
+      redisTls: {},
       sentinel: undefined,
       replication: { minReplicas: 2, timeoutMs: 250 },
       dataDir: '/var/lib/kvql',
@@ -346,15 +348,18 @@ describe('loadConfig', () => {
     const pki = makePki();
     try {
       const url = 'rediss://kvql:pw@redis.example:6380';
-      expect(loadConfig({ REDIS_URL: url }).redisTls).toBeUndefined();
+      // Defined whenever kvql speaks TLS to Redis: a rediss:// URL without files trusts Node's default CAs.
+      expect(loadConfig({ REDIS_URL: url }).redisTls).toEqual({});
+      expect(loadConfig({ REDIS_URL: 'redis://h:1' }).redisTls).toBeUndefined();
       const c = loadConfig({ REDIS_URL: url, KV_REDIS_TLS_CA: pki.ca, KV_REDIS_TLS_CERT: pki.clientCert, KV_REDIS_TLS_KEY: pki.clientKey });
       expect(c.redisTls).toEqual({ ca: readFileSync(pki.ca), cert: readFileSync(pki.clientCert), key: readFileSync(pki.clientKey) });
       expect(loadConfig({ REDIS_URL: url, KV_REDIS_TLS_CA: pki.ca }).redisTls).toEqual({ ca: readFileSync(pki.ca) });
-      // Only with rediss://: never a CA that silently does nothing.
-      expect(configError({ REDIS_URL: 'redis://h:1', KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: applies only to a rediss:\/\/ REDIS_URL; REDIS_URL is redis:\/\//);
+      // Only with TLS on: never a CA that silently does nothing.
+      expect(configError({ REDIS_URL: 'redis://h:1', KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: applies only with TLS to Redis .*; REDIS_URL is redis:\/\/ \(plain TCP\): use rediss:\/\//);
       expect(configError({ KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: .*REDIS_URL is unset/);
-      expect(configError({ REDIS_SENTINELS: 'h:26379', KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: .*Sentinel or a cluster is not supported/);
-      expect(configError({ REDIS_CLUSTER_NODES: 'h:7000', KV_REDIS_TLS_CERT: pki.clientCert }).message).toMatch(/KV_REDIS_TLS_CERT: .*not supported/);
+      expect(configError({ REDIS_SENTINELS: 'h:26379', KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: .*TLS to Sentinel is not supported yet/);
+      expect(configError({ REDIS_CLUSTER_NODES: 'h:7000', KV_REDIS_TLS_CERT: pki.clientCert }).message).toMatch(/KV_REDIS_TLS_CERT: .*with REDIS_CLUSTER_NODES, set KV_REDIS_TLS=true/);
+      expect(configError({ REDIS_CLUSTER_NODES: 'h:7000', KV_REDIS_TLS: 'false', KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: .*set KV_REDIS_TLS=true/);
       // Files that are missing, not PEM, half a pair, or a key of another certificate.
       expect(configError({ REDIS_URL: url, KV_REDIS_TLS_CA: join(pki.dir, 'missing.crt') }).message).toMatch(/KV_REDIS_TLS_CA: cannot read ".*missing\.crt"/);
       writeFileSync(join(pki.dir, 'junk.pem'), 'not a certificate');
@@ -367,6 +372,38 @@ describe('loadConfig', () => {
       expect(wrongPair).toMatch(/KV_REDIS_TLS_KEY: is not the private key of the certificate in KV_REDIS_TLS_CERT/);
       // No message shows a key's contents.
       expect(wrongPair).not.toContain('PRIVATE KEY');
+    } finally {
+      pki.cleanup();
+    }
+  });
+
+  it.runIf(opensslOnPath())('KV_REDIS_TLS=true: TLS to a cluster with the KV_REDIS_TLS_* files; refused where it is a contradiction or not supported', () => {
+    const pki = makePki();
+    try {
+      const nodes = '10.0.0.1:7000,node-b.internal:7001';
+      // Off by default: a cluster is plain TCP.
+      expect(loadConfig({ REDIS_CLUSTER_NODES: nodes }).redisTls).toBeUndefined();
+      expect(loadConfig({ REDIS_CLUSTER_NODES: nodes, KV_REDIS_TLS: 'false' }).redisTls).toBeUndefined();
+      // On: every node connection is TLS, Node's default CAs without KV_REDIS_TLS_CA.
+      expect(loadConfig({ REDIS_CLUSTER_NODES: nodes, KV_REDIS_TLS: 'true' }).redisTls).toEqual({});
+      expect(loadConfig({ REDIS_CLUSTER_NODES: nodes, KV_REDIS_TLS: '1', KV_REDIS_TLS_CA: pki.ca }).redisTls).toEqual({ ca: readFileSync(pki.ca) });
+      const c = loadConfig({ REDIS_CLUSTER_NODES: nodes, KV_REDIS_TLS: 'true', KV_REDIS_TLS_CA: pki.ca, KV_REDIS_TLS_CERT: pki.clientCert, KV_REDIS_TLS_KEY: pki.clientKey, REDIS_PASSWORD: 'pw' });
+      expect(c.redisTls).toEqual({ ca: readFileSync(pki.ca), cert: readFileSync(pki.clientCert), key: readFileSync(pki.clientKey) });
+      expect(c.cluster).toEqual({ clusterNodes: [{ host: '10.0.0.1', port: 7000 }, { host: 'node-b.internal', port: 7001 }], password: 'pw' });
+      // The same file checks as with rediss://.
+      expect(configError({ REDIS_CLUSTER_NODES: nodes, KV_REDIS_TLS: 'true', KV_REDIS_TLS_CA: join(pki.dir, 'missing.crt') }).message).toMatch(/KV_REDIS_TLS_CA: cannot read/);
+      expect(configError({ REDIS_CLUSTER_NODES: nodes, KV_REDIS_TLS: 'true', KV_REDIS_TLS_CERT: pki.clientCert }).message).toMatch(/KV_REDIS_TLS_CERT: a client certificate needs both/);
+      // With a URL, the scheme says it: KV_REDIS_TLS may repeat it, never contradict it.
+      expect(loadConfig({ REDIS_URL: 'rediss://h:1', KV_REDIS_TLS: 'true' }).redisTls).toEqual({});
+      expect(loadConfig({ REDIS_URL: 'redis://h:1', KV_REDIS_TLS: 'false' }).redisTls).toBeUndefined();
+      expect(configError({ REDIS_URL: 'redis://kvql:secret@h:1', KV_REDIS_TLS: 'true' }).message).toMatch(/KV_REDIS_TLS: contradicts REDIS_URL, which is redis:\/\/ \(plain TCP\)/);
+      expect(configError({ REDIS_URL: 'redis://kvql:secret@h:1', KV_REDIS_TLS: 'true' }).message).not.toContain('secret');
+      expect(configError({ REDIS_URL: 'rediss://h:1', KV_REDIS_TLS: 'false' }).message).toMatch(/KV_REDIS_TLS: contradicts REDIS_URL, which is rediss:\/\/ \(TLS\)/);
+      // Not supported (yet) or meaningless: refused, naming the variable.
+      expect(configError({ REDIS_SENTINELS: 'h:26379', KV_REDIS_TLS: 'true' }).message).toMatch(/KV_REDIS_TLS: TLS to Sentinel is not supported yet/);
+      expect(configError({ KV_REDIS_TLS: 'true' }).message).toMatch(/KV_REDIS_TLS: .*managed Redis listens on loopback, without TLS/);
+      expect(loadConfig({ KV_REDIS_TLS: 'false' }).redisTls).toBeUndefined();
+      expect(configError({ REDIS_CLUSTER_NODES: nodes, KV_REDIS_TLS: 'yes' }).message).toMatch(/KV_REDIS_TLS="yes": expected true or false/);
     } finally {
       pki.cleanup();
     }
