@@ -348,11 +348,12 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
     if (req.url !== endpoint && !req.url?.startsWith(`${endpoint}?`)) return void yoga(req, res);
     const start = performance.now();
     const deadlineAt = Date.now() + requestTimeoutMs;
+    // The GraphiQL page runs nothing and holds no data: it loads without a token (auth/http.ts).
+    if (opts.graphiql && isGraphiQLPage(req.method, req.headers.accept)) return void yoga(req, res);
     // Authentication, once, for whichever path serves the request: nothing past this line runs
     // for a request without a valid token. A CORS preflight carries no credentials and runs
     // nothing (yoga answers it).
     let principal: Principal | null = null;
-    if (opts.graphiql && isGraphiQLPage(req.method, req.headers.accept)) return void yoga(req, res);
     if (req.method !== 'OPTIONS') {
       principal = authenticateNode(opts.auth, req);
       if (!principal) return unauthenticated(req, res, start);
@@ -362,10 +363,10 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
     if (principal?.rateLimit) {
       const bytes = requestBytes(req, principal);
       if (bytes === null) return lengthRequired(req, res, start);
-      opts.rateLimiter.check(principal, bytes).then(
-        (verdict) => (verdict.ok ? route(req, res, start, deadlineAt, principal!) : rateRefuse(req, res, start, verdict)),
-        (err: unknown) => fail(res, err),
-      );
+      opts.rateLimiter
+        .check(principal, bytes)
+        .then((verdict) => (verdict.ok ? route(req, res, start, deadlineAt, principal!) : rateRefuse(req, res, start, verdict)))
+        .catch((err: unknown) => fail(res, err));
       return;
     }
     route(req, res, start, deadlineAt, principal);

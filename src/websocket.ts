@@ -28,7 +28,7 @@ export function attachWebSocket(server: Server, yoga: KvYoga, log: (message: str
     server,
     path: yoga.graphqlEndpoint,
     // Browsers open WebSockets to any site without CORS: the same Origin allow-list as HTTP, and
-    // without tokens a loopback Host only (auth/browser.ts). Refused with 403 before the upgrade.
+    // without tokens a loopback Host only (auth/browser.ts). Refused before the upgrade (ws answers 401).
     verifyClient: ({ origin, req }: { origin?: string; req: IncomingMessage }) =>
       originAllowed(origin, req.headers.host, yoga.browser.corsOrigins) && (yoga.auth.enabled || loopbackHost(req)),
   });
