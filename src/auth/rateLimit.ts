@@ -62,6 +62,20 @@ class CheckTimeout extends Error {
   }
 }
 
+/** A lease is this long's worth of a token's rate (see check). */
+export const LEASE_MS = 50;
+/** A lease not spent within this long is dropped: it was paid for, so only budget is lost. */
+export const LEASE_TTL_MS = 1000;
+
+/** What one Redis check asks for: LEASE_MS of each rate, within the burst, at least this request. */
+export function leaseSize(limit: NonNullable<Principal['rateLimit']>, bytes: number): { requests: number; bytes: number } {
+  const rps = limit.requestsPerSecond;
+  const bps = limit.bytesPerSecond;
+  const requests = rps ? Math.max(1, Math.min(Math.floor(rps * limit.burstSeconds), Math.ceil((rps * LEASE_MS) / 1000))) : 1;
+  const leaseBytes = bps ? Math.max(bytes, Math.min(Math.floor(bps * limit.burstSeconds), Math.ceil((bps * LEASE_MS) / 1000))) : bytes;
+  return { requests, bytes: leaseBytes };
+}
+
 export class RateLimiter {
   private readonly logIntervalMs: number;
   private readonly timeoutMs: number;
@@ -70,8 +84,10 @@ export class RateLimiter {
   private suppressed = 0;
   private failing = false;
 
-  /** Counters for metrics and tests. */
-  readonly stats = { checked: 0, refused: 0, tooLarge: 0, failed: 0 };
+  /** Counters for metrics and tests: `checked` went to Redis, `leased` were served from a lease. */
+  readonly stats = { checked: 0, leased: 0, refused: 0, tooLarge: 0, failed: 0 };
+  /** Each principal's lease: what this process may still pass without asking Redis. */
+  private readonly leases = new WeakMap<object, { requests: number; bytes: number; until: number; noLeaseUntil: number }>();
 
   constructor(
     private readonly store: Pick<KvStore, 'rateLimit'>,
@@ -85,35 +101,77 @@ export class RateLimiter {
    * Counts one request of `bytes` bytes (its body, or what the operation carries) against the
    * principal's limits. Never rejects for a Redis failure (see the failure policy above); throws
    * a RangeError for a `bytes` that is not a whole number >= 0 (a caller's bug).
+   *
+   * Leases: a token with a high rate would pay a Redis round trip per request. So this process
+   * takes LEASE_MS worth of the token's rate from Redis at once (never more than its burst) and
+   * spends it locally; only when the lease is spent (or older than LEASE_TTL_MS) does it ask
+   * Redis again. Every request is still paid for in Redis before it passes, so the processes
+   * together never exceed the rate; a lease lets one process run ahead by at most LEASE_MS of
+   * the rate, and an unspent lease is budget lost, never budget gained. A token whose lease
+   * would be one request (a rate under 1000/LEASE_MS per second) is asked about each request,
+   * exactly as without leases.
    */
   check(principal: Pick<Principal, 'id' | 'rateLimit'>, bytes: number): Promise<RateVerdict> {
     const limit = principal.rateLimit;
     if (!limit) return ALLOWED_NOW;
     if (!Number.isSafeInteger(bytes) || bytes < 0) throw new RangeError(`invalid byte count ${bytes}`);
-    return this.run(principal.id, limit, bytes);
+    const lease = this.leases.get(principal);
+    if (lease && lease.requests >= 1 && lease.bytes >= bytes && performance.now() < lease.until) {
+      lease.requests -= 1;
+      lease.bytes -= bytes;
+      this.stats.leased++;
+      return ALLOWED_NOW;
+    }
+    return this.run(principal, limit, bytes);
   }
 
-  private async run(id: string, limit: NonNullable<Principal['rateLimit']>, bytes: number): Promise<RateVerdict> {
+  private async run(principal: Pick<Principal, 'id' | 'rateLimit'>, limit: NonNullable<Principal['rateLimit']>, bytes: number): Promise<RateVerdict> {
     this.stats.checked++;
+    const size = leaseSize(limit, bytes);
+    const previous = this.leases.get(principal);
+    if ((size.requests > 1 || size.bytes > bytes) && !(previous && performance.now() < previous.noLeaseUntil)) {
+      const leased = await this.ask(principal.id, limit, size.bytes, size.requests);
+      if (leased === 'failed') return UNCHECKED;
+      if (leased.ok) {
+        this.leases.set(principal, {
+          requests: limit.requestsPerSecond ? size.requests - 1 : Infinity,
+          bytes: limit.bytesPerSecond ? size.bytes - bytes : Infinity,
+          until: performance.now() + LEASE_TTL_MS,
+          noLeaseUntil: 0,
+        });
+        return ALLOWED;
+      }
+      // No room for a whole lease (the token runs at its limit): ask for this request alone,
+      // for an exact answer, and for single requests only until a lease could fit again, so
+      // that a saturated token costs one Redis call per request, not two.
+      if (!('tooLarge' in leased)) this.leases.set(principal, { requests: 0, bytes: 0, until: 0, noLeaseUntil: performance.now() + leased.retryAfterMs });
+    }
+    const outcome = await this.ask(principal.id, limit, bytes, 1);
+    if (outcome === 'failed') return UNCHECKED;
+    if (outcome.ok) return ALLOWED;
+    if ('tooLarge' in outcome) {
+      this.stats.tooLarge++;
+      return { ok: false, code: PAYLOAD_TOO_LARGE, bytes, maxBytes: outcome.maxBytes };
+    }
+    this.stats.refused++;
+    return { ok: false, code: RATE_LIMITED, retryAfterMs: outcome.retryAfterMs, retryAfterSeconds: retryAfterSeconds(outcome.retryAfterMs) };
+  }
+
+  /** One check in Redis, bounded by timeoutMs; 'failed' (logged, counted) when it cannot be made. */
+  private async ask(id: string, limit: NonNullable<Principal['rateLimit']>, bytes: number, requests: number): Promise<Awaited<ReturnType<KvStore['rateLimit']>> | 'failed'> {
     let timer: NodeJS.Timeout | undefined;
     try {
-      const checking = this.store.rateLimit(id, limit, bytes);
+      const checking = this.store.rateLimit(id, limit, bytes, requests);
       const expired = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new CheckTimeout(this.timeoutMs)), this.timeoutMs);
       });
       checking.catch(() => {}); // after a timeout its outcome is nobody's
       const outcome = await Promise.race([checking, expired]);
       this.recovered();
-      if (outcome.ok) return ALLOWED;
-      if ('tooLarge' in outcome) {
-        this.stats.tooLarge++;
-        return { ok: false, code: PAYLOAD_TOO_LARGE, bytes, maxBytes: outcome.maxBytes };
-      }
-      this.stats.refused++;
-      return { ok: false, code: RATE_LIMITED, retryAfterMs: outcome.retryAfterMs, retryAfterSeconds: retryAfterSeconds(outcome.retryAfterMs) };
+      return outcome;
     } catch (err) {
       this.failed(err);
-      return UNCHECKED;
+      return 'failed';
     } finally {
       clearTimeout(timer);
     }

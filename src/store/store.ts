@@ -205,7 +205,7 @@ export class KvStore {
   }
 
   /**
-   * Counts one request of `bytes` bytes against the limits of token `tokenId`, in one script on
+   * Counts `requests` requests (1, or a lease) of `bytes` bytes against the limits of token `tokenId`, in one script on
    * the key rateLimitKey(prefix, tokenId) (one slot: the same on one Redis, Sentinel and a
    * cluster), on the Redis clock, so every API process sharing the Redis shares the limits.
    * Without any rate set it answers ok without asking Redis. Sent on the main connection, never
@@ -213,17 +213,18 @@ export class KvStore {
    * loses some of it only lets a token run ahead once. Redis failures throw as StoreErrors
    * (STORE_UNAVAILABLE); the caller decides what a failed check means (auth/rateLimit.ts).
    */
-  async rateLimit(tokenId: string, limit: RateLimitSpec, bytes: number): Promise<RateLimitOutcome> {
+  async rateLimit(tokenId: string, limit: RateLimitSpec, bytes: number, requests = 1): Promise<RateLimitOutcome> {
     const rps = limit.requestsPerSecond ?? 0;
     const bps = limit.bytesPerSecond ?? 0;
     if (rps === 0 && bps === 0) return { ok: true };
     if (!(rps >= 0 && Number.isFinite(rps)) || !(bps >= 0 && Number.isFinite(bps))) throw new Error(`invalid rate limit ${JSON.stringify(limit)}`);
     if (!(limit.burstSeconds > 0 && Number.isFinite(limit.burstSeconds))) throw new Error(`invalid burstSeconds ${limit.burstSeconds}`);
     if (!Number.isSafeInteger(bytes) || bytes < 0) throw new Error(`invalid byte count ${bytes}`);
+    if (!Number.isSafeInteger(requests) || requests < 1) throw new Error(`invalid request count ${requests}`);
     const key = rateLimitKey(this.keys.prefix, tokenId);
     let reply: number;
     try {
-      reply = Number(await this.redis.kvRateLimit(1, key, String(rps), String(bps), String(limit.burstSeconds), String(bytes)));
+      reply = Number(await this.redis.kvRateLimit(1, key, String(rps), String(bps), String(limit.burstSeconds), String(bytes), String(requests)));
     } catch (err) {
       throw fromRedisError(err, true);
     }

@@ -13,6 +13,7 @@ import { KvStore, type RateLimitSpec } from '../../src/store/store.js';
 import {
   RATE_LIMITED,
   RateLimiter,
+  leaseSize,
   rateLimitError,
   rateLimitRefusal,
   rateLimitedBody,
@@ -256,6 +257,56 @@ describe('RateLimiter', () => {
     expect(await scriptCalls()).toBe(before + 1);
   });
 
+  it('leases: a token with a high rate costs one Redis call per lease of LEASE_MS of its rate, not one per request', async () => {
+    const limiter = new RateLimiter(store);
+    const p: Principal = { id: freshToken('lease'), read: true, write: true, prefixes: [''], rateLimit: { requestsPerSecond: 1000, burstSeconds: 1 } };
+    expect(leaseSize(p.rateLimit!, 0)).toEqual({ requests: 50, bytes: 0 });
+    const before = await scriptCalls();
+    for (let i = 0; i < 200; i++) expect(await limiter.check(p, 0)).toEqual({ ok: true });
+    const calls = (await scriptCalls()) - before;
+    expect(calls).toBeGreaterThanOrEqual(4);
+    expect(calls).toBeLessThanOrEqual(5);
+    expect(limiter.stats.leased).toBe(200 - limiter.stats.checked);
+    // A low rate leases nothing: each request is asked about, exactly as without leases.
+    expect(leaseSize({ requestsPerSecond: 10, burstSeconds: 1 }, 0)).toEqual({ requests: 1, bytes: 0 });
+    expect(leaseSize({ bytesPerSecond: 100_000, burstSeconds: 1 }, 300)).toEqual({ requests: 1, bytes: 5000 });
+    expect(leaseSize({ bytesPerSecond: 100_000, burstSeconds: 1 }, 9000)).toEqual({ requests: 1, bytes: 9000 });
+  });
+
+  it('leases: two processes leasing one token never exceed its limit together', async () => {
+    const other = await openStore(prefix, server.url);
+    const id = freshToken('lease-shared');
+    const rate = 400;
+    const limit = { requestsPerSecond: rate, burstSeconds: 0.25 }; // 100 at once; leases of 20
+    const limiters = [new RateLimiter(store), new RateLimiter(other.store)];
+    // One principal object per process, as each process authenticates the token itself.
+    const principals: Principal[] = [0, 1].map(() => ({ id, read: true, write: true, prefixes: [''], rateLimit: limit }));
+    const passes = [0, 0];
+    const t0 = performance.now();
+    const deadline = t0 + 1200;
+    await Promise.all(
+      limiters.flatMap((l, i) =>
+        Array.from({ length: 4 }, async () => {
+          while (performance.now() < deadline) {
+            const v = await l.check(principals[i]!, 0);
+            if (v.ok) passes[i]!++;
+            else await new Promise((r) => setTimeout(r, 1));
+          }
+        }),
+      ),
+    );
+    const elapsedS = (performance.now() - t0) / 1000;
+    const total = passes[0]! + passes[1]!;
+    // Every pass was paid for in Redis: never above the limit (one request of slack for the edges).
+    expect(total).toBeLessThanOrEqual(Math.floor(rate * 0.25 + rate * elapsedS) + 1);
+    // Not far below it either: at most one unspent lease per process is lost.
+    expect(total).toBeGreaterThanOrEqual(Math.floor((rate * 0.25 + rate * elapsedS) * 0.8) - 2 * 20);
+    expect(passes[0]).toBeGreaterThan(0);
+    expect(passes[1]).toBeGreaterThan(0);
+    // Leases served the burst; at the limit, single requests are asked about (one call each).
+    expect(limiters[0]!.stats.leased + limiters[1]!.stats.leased).toBeGreaterThan(0);
+  });
+
   it('answers RATE_LIMITED with Retry-After seconds, and PAYLOAD_TOO_LARGE for a request over the byte burst', async () => {
     const limiter = new RateLimiter(store);
     const p: Principal = { id: 'verdicts', read: true, write: true, prefixes: [''], rateLimit: { requestsPerSecond: 0.5, bytesPerSecond: 100, burstSeconds: 2 } };
@@ -279,7 +330,7 @@ describe('RateLimiter', () => {
     expect(big.status).toBe(413);
     expect(big.headers['retry-after']).toBeUndefined();
     expect(JSON.parse(big.body).errors[0]).toMatchObject({ message: expect.stringMatching(/201 bytes.*200 bytes.*never/), extensions: { code: 'PAYLOAD_TOO_LARGE', maxBytes: 200 } });
-    expect(limiter.stats).toEqual({ checked: 3, refused: 1, tooLarge: 1, failed: 0 });
+    expect(limiter.stats).toEqual({ checked: 3, leased: 0, refused: 1, tooLarge: 1, failed: 0 });
     expect(() => limiter.check(p, -1)).toThrow(RangeError);
   });
 

@@ -1,6 +1,6 @@
 #!lua flags=allow-oom
 --[[
-rateLimit.lua: one request of one token against its rate limits, requests per second and bytes
+rateLimit.lua: one request (or a lease of several) of one token against its rate limits, requests per second and bytes
 per second, both checked in one atomic step on the Redis clock. Every API process calls it for
 the same key, so the limits hold across processes.
 
@@ -17,10 +17,12 @@ KEYS   1         the token's rate-limit hash (keys.ts rateLimitKey), fields:
                    t  Redis time of the last pass, whole microseconds (TIME)
                    r  request backlog at t, microseconds
                    b  byte backlog at t, microseconds
-ARGV   1         requests per second, "0" = not limited; a request costs 1
+ARGV   1         requests per second, "0" = not limited
        2         bytes per second, "0" = not limited
        3         burstSeconds: each dimension may run ahead of its rate by this much (> 0)
-       4         the request's byte cost (a whole number >= 0)
+       4         the byte cost (a whole number >= 0)
+       5         the request count (a whole number >= 1; more than 1: a lease an API process
+                 spends locally, auth/rateLimit.ts)
 Returns
        0         allowed: both dimensions consumed
        n > 0     refused, nothing consumed: it would pass in n milliseconds (ceil, >= 1)
@@ -49,6 +51,7 @@ local rps = tonumber(ARGV[1])
 local bps = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3]) * 1000000
 local bytes = tonumber(ARGV[4])
+local count = tonumber(ARGV[5])
 -- Slack for float rounding (3 requests of 1/3 s must fit in a 1 s burst): a nanosecond.
 local EPS = 0.001
 
@@ -60,8 +63,9 @@ end
 local costR = 0
 local capR = burst
 if rps > 0 then
-  costR = 1000000 / rps
-  if costR > capR then capR = costR end
+  -- The window is at least one request wide, whatever the count.
+  if 1000000 / rps > capR then capR = 1000000 / rps end
+  costR = count * 1000000 / rps
 end
 
 local time = redis.call('TIME')
