@@ -3,7 +3,8 @@
 // One Redis (redis.conf, appendfsync always) with 100,000 loaded keys, and two kvql API
 // processes on it: one without tokens (auth off, as `npm run bench` runs it) and one with
 // KV_TOKENS holding two admin tokens, one of them with a rate limit far above what this machine
-// can send (so every request of it pays the Redis check, and none is refused). The load driver
+// can send (none of its requests is refused; it pays the Redis check once per lease, see
+// src/auth/rateLimit.ts). The load driver
 // (bench/driver.ts, its own process) runs get and put at each concurrency against the three:
 //   no auth | token | token + rate limit
 // in rounds, interleaved, so that the machine's drift falls on all three alike. Each figure is
