@@ -64,7 +64,7 @@ const EnvSchema = z.object({
   REDIS_PASSWORD: z.string().optional(),
   REDIS_SENTINEL_PASSWORD: z.string().optional(),
   // TLS to Redis (README, "The path to Redis"): on for a rediss:// REDIS_URL, or with KV_REDIS_TLS
-  // for a cluster (no URL to say it); the CA, client certificate and key are PEM files, read at start.
+  // for a cluster or Sentinel (no URL to say it); the CA, client certificate and key are PEM files, read at start.
   KV_REDIS_TLS: flag().optional(),
   KV_REDIS_TLS_CA: z.string().optional(),
   KV_REDIS_TLS_CERT: z.string().optional(),
@@ -164,7 +164,7 @@ export interface Config {
   cluster: ClusterTarget | undefined;
   /**
    * KV_REDIS_TLS_*: set when kvql speaks TLS to Redis (a rediss:// REDIS_URL, or KV_REDIS_TLS=true
-   * with REDIS_CLUSTER_NODES), to every connection: whom to trust (no CA: Node's default CAs) and who we are.
+   * with REDIS_CLUSTER_NODES or REDIS_SENTINELS), to every connection (sentinels included): whom to trust (no CA: Node's default CAs) and who we are.
    */
   redisTls: RedisTls | undefined;
   /** KV_MIN_REPLICAS and KV_REPLICATION_TIMEOUT_MS. */
@@ -255,8 +255,9 @@ function readPem(name: string, path: string, check: (pem: Buffer) => void, probl
 
 /**
  * Whether kvql speaks TLS to Redis, and KV_REDIS_TLS_CA, _CERT and _KEY, read and checked now.
- * TLS is on for a rediss:// REDIS_URL, or with KV_REDIS_TLS=true for REDIS_CLUSTER_NODES (which
- * have no URL scheme to say it). Set, the result is defined (its files may all be absent: Node's
+ * TLS is on for a rediss:// REDIS_URL, or with KV_REDIS_TLS=true for REDIS_CLUSTER_NODES or
+ * REDIS_SENTINELS (which have no URL scheme to say it; for Sentinel, to the sentinels and the data
+ * nodes alike). Set, the result is defined (its files may all be absent: Node's
  * default CAs, no client certificate); off, undefined.
  */
 function readRedisTls(
@@ -280,24 +281,21 @@ function readRedisTls(
         ? urlTls === e.KV_REDIS_TLS
           ? undefined
           : `contradicts REDIS_URL, which is ${urlTls ? 'rediss:// (TLS)' : 'redis:// (plain TCP)'}: the URL's scheme says it (remove KV_REDIS_TLS)`
-        : !e.KV_REDIS_TLS
+        : !e.KV_REDIS_TLS || e.REDIS_SENTINELS !== undefined || e.REDIS_CLUSTER_NODES !== undefined
           ? undefined
-          : e.REDIS_SENTINELS !== undefined
-            ? 'TLS to Sentinel is not supported yet'
-            : e.REDIS_CLUSTER_NODES === undefined
-              ? 'REDIS_URL, REDIS_SENTINELS and REDIS_CLUSTER_NODES are unset (the managed Redis listens on loopback, without TLS)'
-              : undefined;
+          : 'REDIS_URL, REDIS_SENTINELS and REDIS_CLUSTER_NODES are unset (the managed Redis listens on loopback, without TLS)';
     if (why !== undefined) {
       problems.push(`  KV_REDIS_TLS: ${why}`);
       return undefined;
     }
   }
-  const on = urlTls ?? (e.KV_REDIS_TLS === true && e.REDIS_CLUSTER_NODES !== undefined);
+  // Sentinel: one switch for both, the sentinels and the data nodes they name.
+  const on = urlTls ?? (e.KV_REDIS_TLS === true && (e.REDIS_CLUSTER_NODES !== undefined || e.REDIS_SENTINELS !== undefined));
   if (!on) {
     if (given.length === 0) return undefined;
     const why =
       e.REDIS_SENTINELS !== undefined
-        ? 'TLS to Sentinel is not supported yet'
+        ? 'with REDIS_SENTINELS, set KV_REDIS_TLS=true'
         : e.REDIS_CLUSTER_NODES !== undefined
           ? 'with REDIS_CLUSTER_NODES, set KV_REDIS_TLS=true'
           : e.REDIS_URL === undefined

@@ -7,7 +7,7 @@ import { FeedHub } from './feed/hub.js';
 import type { Config } from './config.js';
 import { createLogger, loggerFromFunction, redactUrl, type Logger } from './log.js';
 import { startManagedRedis, type ManagedRedis } from './managedRedis.js';
-import { clusterSeedProblem, createRedis, type RedisClient, type RedisTarget, type RedisTls } from './store/redis.js';
+import { clusterSeedProblem, createRedis, sentinelProblem, type RedisClient, type RedisTarget, type RedisTls } from './store/redis.js';
 import { KvStore } from './store/store.js';
 import { attachWebSocket } from './websocket.js';
 import { createKvYoga } from './yoga.js';
@@ -67,6 +67,7 @@ async function connect(target: RedisTarget, timeoutMs: number, log: Logger, tls?
         ? `the cluster of ${target.clusterNodes.map((n) => `${n.host}:${n.port}`).join(',')}`
         : `the primary "${target.masterName}" of sentinels ${target.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}`;
   let lastError = '';
+  let lastSentinelProblem = '';
   redis.on('error', (err: Error) => {
     if (err.message !== lastError) {
       log.warn(`redis: ${err.message}`);
@@ -74,6 +75,13 @@ async function connect(target: RedisTarget, timeoutMs: number, log: Logger, tls?
       if (typeof target !== 'string' && 'clusterNodes' in target && redis.status !== 'ready') {
         void clusterSeedProblem(target, { commandTimeoutMs: timeoutMs, ...(tls ? { tls } : {}) }).then((why) => {
           if (why !== undefined) log.warn(`redis: cluster seed ${why}`);
+        });
+      }
+      // Nor do sentinels that refuse the connection (a TLS handshake): ask the first (said once per reason).
+      if (typeof target !== 'string' && 'sentinels' in target && /sentinels are unreachable/i.test(err.message) && redis.status !== 'ready') {
+        void sentinelProblem(target, { commandTimeoutMs: timeoutMs, ...(tls ? { tls } : {}) }).then((why) => {
+          if (why !== undefined && why !== lastSentinelProblem) log.warn(`redis: sentinel ${why}`);
+          lastSentinelProblem = why ?? '';
         });
       }
     }

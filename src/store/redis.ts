@@ -8,8 +8,8 @@ export interface RedisOptions {
    * TLS (KV_REDIS_TLS_CA, KV_REDIS_TLS_CERT, KV_REDIS_TLS_KEY): the CA that signed the servers'
    * certificates (instead of Node's default trust store), and a client certificate for servers
    * with tls-auth-clients. For a URL target the scheme turns TLS on (rediss://) and these only
-   * say whom to trust; for a cluster target, given (even empty), every node connection is TLS.
-   * Not used for Sentinel targets (config.ts refuses them). Never unverified: the server's
+   * say whom to trust; for a cluster or Sentinel target, given (even empty), every connection is
+   * TLS (for Sentinel: to the sentinels and to the data nodes they name). Never unverified: the server's
    * certificate and its name (the address connected to: an IP SAN for an IP) are always checked.
    */
   tls?: RedisTls;
@@ -144,6 +144,10 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
     ...(target.password ? { password: target.password } : {}),
     ...(target.sentinelPassword ? { sentinelPassword: target.sentinelPassword } : {}),
     sentinelRetryStrategy: (attempt: number) => Math.min(100 * attempt, 1000),
+    // TLS to both (one switch, KV_REDIS_TLS): sentinelTLS for the sentinels (also the failover
+    // detector's connections), tls with enableTLSForSentinelMode for the primary or replica they
+    // name, whose certificate is checked against the address they report (an IP SAN for an IP).
+    ...(opts.tls ? { tls: { ...opts.tls }, sentinelTLS: { ...opts.tls }, enableTLSForSentinelMode: true } : {}),
     // A demoted primary answers writes with READONLY until ioredis notices the switch:
     // reconnect (through the sentinels) at once, without resending the refused command.
     reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 1 : false),
@@ -159,11 +163,28 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
 export async function clusterSeedProblem(target: ClusterTarget, opts: RedisOptions): Promise<string | undefined> {
   const seed = target.clusterNodes[0];
   if (!seed) return undefined;
+  return refusal(seed, target.password, opts);
+}
+
+/**
+ * Why the first sentinel refuses a connection made with kvql's sentinel options (TLS, the
+ * sentinels' password), as "host:port: reason"; undefined when it answers. ioredis reports only
+ * "All sentinels are unreachable ... Last error: Connection is closed." when a sentinel's TLS
+ * handshake fails (a certificate that does not verify): this says why, for the log.
+ */
+export async function sentinelProblem(target: SentinelTarget, opts: RedisOptions): Promise<string | undefined> {
+  const sentinel = target.sentinels[0];
+  if (!sentinel) return undefined;
+  return refusal(sentinel, target.sentinelPassword, opts);
+}
+
+/** Why `seed` refuses a connection with `password` and opts.tls; undefined when it answers PING. */
+async function refusal(seed: { host: string; port: number }, password: string | undefined, opts: RedisOptions): Promise<string | undefined> {
   const ms = Math.max(opts.commandTimeoutMs, 1000);
   const probe = new Redis({
     host: seed.host,
     port: seed.port,
-    ...(target.password ? { password: target.password } : {}),
+    ...(password ? { password } : {}),
     ...(opts.tls ? { tls: { ...opts.tls } } : {}),
     lazyConnect: true,
     enableOfflineQueue: false,

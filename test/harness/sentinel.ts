@@ -7,6 +7,10 @@
 // Nodes can be crashed (kill -9), hung (SIGSTOP) and restarted from the same config and data
 // directory. A restarted old primary comes back as a primary (its config still says so) until
 // the sentinels reconfigure it as a replica of the new one: waitForRejoin() waits for that.
+//
+// With `tls`, every process speaks TLS only (port 0, tls-port): the data nodes replicate over TLS
+// (tls-replication), the sentinels talk to the nodes and to each other over TLS (tls-replication
+// in sentinel mode; they announce their tls-port), and the harness's own probes use TLS too.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -32,6 +36,26 @@ export interface SentinelDeploymentOptions {
   /** How long the replicas and sentinels may take to be in place; 30 s by default. */
   readyTimeoutMs?: number;
   log?: (line: string) => void;
+  /**
+   * TLS only: every data node and sentinel listens with `port 0` and `tls-port`; replication and
+   * the sentinels' connections (to the nodes and to each other) are TLS; so are the harness's
+   * probes. Unset: plain TCP, as before.
+   */
+  tls?: SentinelDeploymentTls;
+}
+
+/** PEM files (paths) for a TLS deployment, e.g. from makePki() (test/harness/secureRedis.ts). */
+export interface SentinelDeploymentTls {
+  /** The CA every process trusts (tls-ca-cert-file), and that clients verify them against. */
+  ca: string;
+  /** Every process's server certificate and key: it must name 127.0.0.1 (IP SAN). */
+  cert: string;
+  key: string;
+  /** A client certificate (clientAuth) the processes present to each other and the probes present; optional. */
+  clientCert?: string;
+  clientKey?: string;
+  /** tls-auth-clients: 'no' by default. */
+  authClients?: 'yes' | 'no' | 'optional';
 }
 
 export interface DeploymentNode {
@@ -119,9 +143,67 @@ export interface SentinelDeployment {
   stop(): Promise<void>;
 }
 
-/** Runs `ask` on a short-lived connection to `port`; rejects after `ms`. */
-export function direct<T>(port: number, ask: (client: Redis) => Promise<T>, ms = 3000): Promise<T> {
-  return askRedis(port, ask, ms);
+/** Runs `ask` on a short-lived connection to `port` (TLS with `tls`); rejects after `ms`. */
+export function direct<T>(port: number, ask: (client: Redis) => Promise<T>, ms = 3000, tls?: SentinelDeploymentTls): Promise<T> {
+  if (!tls) return askRedis(port, ask, ms);
+  return askTls(port, ask, ms, tls);
+}
+
+/** askRedis over TLS (managedRedis.ts's probes are plain TCP). */
+async function askTls<T>(port: number, ask: (client: Redis) => Promise<T>, ms: number, tls: SentinelDeploymentTls): Promise<T> {
+  const client = new Redis({
+    port,
+    host: '127.0.0.1',
+    tls: {
+      ca: readFileSync(tls.ca),
+      ...(tls.clientCert && tls.clientKey ? { cert: readFileSync(tls.clientCert), key: readFileSync(tls.clientKey) } : {}),
+    },
+    lazyConnect: true,
+    enableReadyCheck: false,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: ms,
+    commandTimeout: ms,
+  });
+  client.on('error', () => {}); // the connect or the command that fails says why
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      client.connect().then(() => ask(client)),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer from port ${port} within ${ms} ms`)), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    client.disconnect();
+  }
+}
+
+/** waitReady, over TLS with `tls`. */
+async function waitNodeReady(port: number, ms: number, failed: () => string | undefined, tls?: SentinelDeploymentTls): Promise<void> {
+  if (!tls) return waitReady(port, ms, failed);
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const why = failed();
+    if (why !== undefined) throw new Error(why);
+    if ((await askTls(port, (c) => c.ping(), 500, tls).catch(() => undefined)) === 'PONG') return;
+    await sleep(100);
+  }
+  throw new Error(failed() ?? `port ${port} did not become ready within ${ms} ms`);
+}
+
+/** Config lines of a TLS-only process on `port`: no plain port, TLS for replication (and Sentinel's links). */
+function tlsConfLines(port: number, tls: SentinelDeploymentTls): string[] {
+  return [
+    'port 0',
+    `tls-port ${port}`,
+    'tls-replication yes',
+    `tls-cert-file ${tls.cert}`,
+    `tls-key-file ${tls.key}`,
+    `tls-ca-cert-file ${tls.ca}`,
+    `tls-auth-clients ${tls.authClients ?? 'no'}`,
+    ...(tls.clientCert && tls.clientKey ? [`tls-client-cert-file ${tls.clientCert}`, `tls-client-key-file ${tls.clientKey}`] : []),
+  ];
 }
 
 export function parseInfo(text: string): Record<string, string> {
@@ -133,8 +215,8 @@ export function parseInfo(text: string): Record<string, string> {
   return out;
 }
 
-async function replicationOf(port: number): Promise<ReplicationInfo> {
-  const raw = parseInfo(await direct(port, (c) => c.info('replication'), 2000));
+async function replicationOf(port: number, tls?: SentinelDeploymentTls): Promise<ReplicationInfo> {
+  const raw = parseInfo(await direct(port, (c) => c.info('replication'), 2000, tls));
   const role = raw.role === 'slave' ? 'slave' : 'master';
   return {
     role,
@@ -154,7 +236,7 @@ function pairs(reply: unknown): Record<string, string> {
   return out;
 }
 
-function startNode(name: string, kind: 'redis' | 'sentinel', port: number, dir: string, conf: string, logFile: string): DeploymentNode & { start(): Promise<void> } {
+function startNode(name: string, kind: 'redis' | 'sentinel', port: number, dir: string, conf: string, logFile: string, tls?: SentinelDeploymentTls): DeploymentNode & { start(): Promise<void> } {
   let child: ChildProcess | undefined;
   const running = () => child !== undefined && child.exitCode === null && child.signalCode === null;
   const exited = () =>
@@ -172,10 +254,10 @@ function startNode(name: string, kind: 'redis' | 'sentinel', port: number, dir: 
     child = c;
     let spawnError: string | undefined;
     c.once('error', (err) => (spawnError = String(err)));
-    await waitReady(port, 60_000, () => {
+    await waitNodeReady(port, 60_000, () => {
       if (spawnError) return `${name}: could not run redis-server: ${spawnError}`;
       return c.exitCode !== null || c.signalCode !== null ? `${name} (port ${port}) exited (${c.exitCode ?? c.signalCode}):\n${tail()}` : undefined;
-    });
+    }, tls);
   };
   return {
     name,
@@ -221,6 +303,7 @@ function replaceLine(text: string, re: RegExp, line: string, what: string): stri
 export async function startSentinelDeployment(opts: SentinelDeploymentOptions = {}): Promise<SentinelDeployment> {
   if (!redisServerOnPath()) throw new Error('the Sentinel deployment needs a local redis-server binary');
   const log = opts.log ?? (() => {});
+  const tls = opts.tls;
   const readyMs = opts.readyTimeoutMs ?? 30_000;
   const sentinelTemplate = readFileSync(SENTINEL_CONF, 'utf8');
   const confValue = (name: string) => Number(new RegExp(`^sentinel ${name} ${MASTER_NAME} (\\d+)`, 'm').exec(sentinelTemplate)?.[1]);
@@ -246,9 +329,9 @@ export async function startSentinelDeployment(opts: SentinelDeploymentOptions = 
       if (i === 0) primaryPort = port;
       const conf = join(dir, 'redis.conf');
       const logFile = join(dir, 'redis.log');
-      const own = [`port ${port}`, `dir ${dir}`, `logfile ${logFile}`, ...(i > 0 ? [`replicaof 127.0.0.1 ${primaryPort}`] : [])];
+      const own = [...(tls ? tlsConfLines(port, tls) : [`port ${port}`]), `dir ${dir}`, `logfile ${logFile}`, ...(i > 0 ? [`replicaof 127.0.0.1 ${primaryPort}`] : [])];
       writeFileSync(conf, `${dataConf}\n# --- this node (test harness)\n${own.join('\n')}\n`);
-      const node = startNode(`redis-${i}`, 'redis', port, dir, conf, logFile);
+      const node = startNode(`redis-${i}`, 'redis', port, dir, conf, logFile, tls);
       await node.start();
       nodes.push(node);
     }
@@ -260,20 +343,21 @@ export async function startSentinelDeployment(opts: SentinelDeploymentOptions = 
       const port = await freePort();
       const conf = join(dir, 'sentinel.conf');
       const logFile = join(dir, 'sentinel.log');
-      let text = replaceLine(sentinelTemplate, /^port \d+$/m, `port ${port}`, 'port');
+      // TLS only: the template's port line becomes port 0, tls-port this one, and the TLS files.
+      let text = replaceLine(sentinelTemplate, /^port \d+$/m, tls ? tlsConfLines(port, tls).join('\n') : `port ${port}`, 'port');
       text = replaceLine(text, new RegExp(`^sentinel monitor ${MASTER_NAME} \\S+ \\d+ (\\d+)$`, 'm'), `sentinel monitor ${MASTER_NAME} 127.0.0.1 ${primaryPort} $1`, 'monitor');
       text = replaceLine(text, new RegExp(`^sentinel down-after-milliseconds ${MASTER_NAME} \\d+$`, 'm'), `sentinel down-after-milliseconds ${MASTER_NAME} ${downAfterMs}`, 'down-after-milliseconds');
       text = replaceLine(text, new RegExp(`^sentinel failover-timeout ${MASTER_NAME} \\d+$`, 'm'), `sentinel failover-timeout ${MASTER_NAME} ${failoverTimeoutMs}`, 'failover-timeout');
       // Addresses stay IPs (nothing to resolve on loopback); dir and log in its own directory.
       text += `\n# --- this sentinel (test harness)\nsentinel resolve-hostnames no\ndir ${dir}\nlogfile ${logFile}\n`;
       writeFileSync(conf, text);
-      const node = startNode(`sentinel-${i}`, 'sentinel', port, dir, conf, logFile);
+      const node = startNode(`sentinel-${i}`, 'sentinel', port, dir, conf, logFile, tls);
       await node.start();
       sentinelNodes.push(node);
       sentinelAddresses.push({ host: '127.0.0.1', port });
     }
 
-    const askSentinel = <T>(s: DeploymentNode, q: (c: Redis) => Promise<T>) => direct(s.port, q, 2000);
+    const askSentinel = <T>(s: DeploymentNode, q: (c: Redis) => Promise<T>) => direct(s.port, q, 2000, tls);
     const primaryOf = async (s: DeploymentNode): Promise<Address | null> => {
       if (!s.running()) return null;
       try {
@@ -283,7 +367,7 @@ export async function startSentinelDeployment(opts: SentinelDeploymentOptions = 
         return null;
       }
     };
-    const replication = (port: number) => replicationOf(port);
+    const replication = (port: number) => replicationOf(port, tls);
     const nodeAt = (port: number) => {
       const n = nodes.find((x) => x.port === port);
       if (!n) throw new Error(`no data node of this deployment on port ${port}`);
@@ -345,7 +429,7 @@ export async function startSentinelDeployment(opts: SentinelDeploymentOptions = 
       currentPrimary,
       primaryBySentinel: () => Promise.all(sentinelNodes.map((s) => primaryOf(s))),
       replication,
-      direct: (port, ask, ms) => direct(port, ask, ms),
+      direct: (port, ask, ms) => direct(port, ask, ms, tls),
       async waitForFailover(oldPort, timeoutMs) {
         const t0 = performance.now();
         const port = await until(timeoutMs, () => `a failover away from port ${oldPort}`, async () => {

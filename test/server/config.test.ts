@@ -357,7 +357,7 @@ describe('loadConfig', () => {
       // Only with TLS on: never a CA that silently does nothing.
       expect(configError({ REDIS_URL: 'redis://h:1', KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: applies only with TLS to Redis .*; REDIS_URL is redis:\/\/ \(plain TCP\): use rediss:\/\//);
       expect(configError({ KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: .*REDIS_URL is unset/);
-      expect(configError({ REDIS_SENTINELS: 'h:26379', KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: .*TLS to Sentinel is not supported yet/);
+      expect(configError({ REDIS_SENTINELS: 'h:26379', KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: .*with REDIS_SENTINELS, set KV_REDIS_TLS=true/);
       expect(configError({ REDIS_CLUSTER_NODES: 'h:7000', KV_REDIS_TLS_CERT: pki.clientCert }).message).toMatch(/KV_REDIS_TLS_CERT: .*with REDIS_CLUSTER_NODES, set KV_REDIS_TLS=true/);
       expect(configError({ REDIS_CLUSTER_NODES: 'h:7000', KV_REDIS_TLS: 'false', KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: .*set KV_REDIS_TLS=true/);
       // Files that are missing, not PEM, half a pair, or a key of another certificate.
@@ -399,11 +399,48 @@ describe('loadConfig', () => {
       expect(configError({ REDIS_URL: 'redis://kvql:secret@h:1', KV_REDIS_TLS: 'true' }).message).toMatch(/KV_REDIS_TLS: contradicts REDIS_URL, which is redis:\/\/ \(plain TCP\)/);
       expect(configError({ REDIS_URL: 'redis://kvql:secret@h:1', KV_REDIS_TLS: 'true' }).message).not.toContain('secret');
       expect(configError({ REDIS_URL: 'rediss://h:1', KV_REDIS_TLS: 'false' }).message).toMatch(/KV_REDIS_TLS: contradicts REDIS_URL, which is rediss:\/\/ \(TLS\)/);
-      // Not supported (yet) or meaningless: refused, naming the variable.
-      expect(configError({ REDIS_SENTINELS: 'h:26379', KV_REDIS_TLS: 'true' }).message).toMatch(/KV_REDIS_TLS: TLS to Sentinel is not supported yet/);
+      // Meaningless: refused, naming the variable.
       expect(configError({ KV_REDIS_TLS: 'true' }).message).toMatch(/KV_REDIS_TLS: .*managed Redis listens on loopback, without TLS/);
       expect(loadConfig({ KV_REDIS_TLS: 'false' }).redisTls).toBeUndefined();
       expect(configError({ REDIS_CLUSTER_NODES: nodes, KV_REDIS_TLS: 'yes' }).message).toMatch(/KV_REDIS_TLS="yes": expected true or false/);
+    } finally {
+      pki.cleanup();
+    }
+  });
+
+  it.runIf(opensslOnPath())('KV_REDIS_TLS=true with REDIS_SENTINELS: TLS to the sentinels and the data nodes alike, with the KV_REDIS_TLS_* files', () => {
+    const pki = makePki();
+    try {
+      const sentinels = '10.0.0.1:26379,sentinel-b.internal:26380';
+      // Off by default: plain TCP, as before.
+      expect(loadConfig({ REDIS_SENTINELS: sentinels }).redisTls).toBeUndefined();
+      expect(loadConfig({ REDIS_SENTINELS: sentinels, KV_REDIS_TLS: 'false' }).redisTls).toBeUndefined();
+      // On: one switch for both, Node's default CAs without KV_REDIS_TLS_CA.
+      expect(loadConfig({ REDIS_SENTINELS: sentinels, KV_REDIS_TLS: 'true' }).redisTls).toEqual({});
+      const c = loadConfig({
+        REDIS_SENTINELS: sentinels,
+        REDIS_MASTER_NAME: 'main',
+        KV_REDIS_TLS: '1',
+        KV_REDIS_TLS_CA: pki.ca,
+        KV_REDIS_TLS_CERT: pki.clientCert,
+        KV_REDIS_TLS_KEY: pki.clientKey,
+        REDIS_PASSWORD: 'pw',
+        REDIS_SENTINEL_PASSWORD: 'spw',
+      });
+      expect(c.redisTls).toEqual({ ca: readFileSync(pki.ca), cert: readFileSync(pki.clientCert), key: readFileSync(pki.clientKey) });
+      expect(c.sentinel).toEqual({
+        sentinels: [{ host: '10.0.0.1', port: 26379 }, { host: 'sentinel-b.internal', port: 26380 }],
+        masterName: 'main',
+        password: 'pw',
+        sentinelPassword: 'spw',
+      });
+      // The same file checks as with rediss:// and a cluster.
+      expect(configError({ REDIS_SENTINELS: sentinels, KV_REDIS_TLS: 'true', KV_REDIS_TLS_CA: join(pki.dir, 'missing.crt') }).message).toMatch(/KV_REDIS_TLS_CA: cannot read/);
+      expect(configError({ REDIS_SENTINELS: sentinels, KV_REDIS_TLS: 'true', KV_REDIS_TLS_KEY: pki.clientKey }).message).toMatch(/KV_REDIS_TLS_KEY: a client certificate needs both/);
+      // Files without the switch: refused, never silently unused.
+      expect(configError({ REDIS_SENTINELS: sentinels, KV_REDIS_TLS: 'false', KV_REDIS_TLS_CA: pki.ca }).message).toMatch(/KV_REDIS_TLS_CA: .*with REDIS_SENTINELS, set KV_REDIS_TLS=true/);
+      // Still one target only: TLS does not lift that refusal.
+      expect(configError({ REDIS_SENTINELS: sentinels, REDIS_CLUSTER_NODES: 'h:7000', KV_REDIS_TLS: 'true' }).message).toMatch(/REDIS_CLUSTER_NODES: give one of/);
     } finally {
       pki.cleanup();
     }

@@ -1,0 +1,226 @@
+// TLS to a Sentinel deployment (REDIS_SENTINELS with KV_REDIS_TLS=true): a primary, two replicas
+// and three sentinels that speak TLS only (port 0, tls-port; replication and the sentinels' links
+// to the nodes and to each other over TLS), with a throwaway CA and certificates made by the
+// openssl CLI (the server certificate names IP 127.0.0.1: hostname verification stays on). kvql's
+// startServer asks the sentinels over TLS for the primary and a replica and serves puts, gets
+// (STRONG from the primary, EVENTUAL from a replica); a plain connection gets no answer; a kvql
+// given a CA that did not sign the certificates never gets ready; after a kill -9 of the primary,
+// kvql writes again through the promoted replica, over TLS.
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import { askRedis } from '../../src/managedRedis.js';
+import { startServer, type RunningServer } from '../../src/server.js';
+import { createRedis, sentinelProblem, type RedisTls } from '../../src/store/redis.js';
+import { uniquePrefix } from '../harness/app.js';
+import { freePort } from '../harness/redisServer.js';
+import { makePki, opensslOnPath, type Pki } from '../harness/secureRedis.js';
+import { parseInfo, startSentinelDeployment, type SentinelDeployment } from '../harness/sentinel.js';
+import { until } from '../harness/until.js';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+
+const PUT = 'mutation($key: String!, $value: String!) { put(key: $key, value: $value) { version } }';
+const GET = 'query($key: String!, $c: Consistency!) { get(key: $key, consistency: $c) { value version } }';
+
+async function post(url: string, query: string, variables: Record<string, unknown>): Promise<any> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ query, variables }),
+    signal: AbortSignal.timeout(10_000),
+  });
+  return res.json();
+}
+
+async function gql(url: string, query: string, variables: Record<string, unknown>): Promise<any> {
+  const body = await post(url, query, variables);
+  expect(body.errors, JSON.stringify(body.errors)).toBeUndefined();
+  return body.data;
+}
+
+/** Connects through the sentinels with createRedis as kvql does; 'ready', or rejects with why not. */
+async function trySentinel(dep: SentinelDeployment, tls: RedisTls | undefined, ms = 3000): Promise<string> {
+  const redis = createRedis({ sentinels: dep.sentinelAddresses, masterName: dep.masterName }, { commandTimeoutMs: 1000, ...(tls ? { tls } : {}) });
+  const errors: string[] = [];
+  redis.on('error', (err: Error) => errors.push(err.message));
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      redis.connect(),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('not ready in time')), ms))),
+    ]);
+    return (await redis.ping()) === 'PONG' ? 'ready' : 'no PONG';
+  } catch (err) {
+    // ioredis only says that no sentinel answered ("Connection is closed."); kvql's log asks one why (sentinelProblem).
+    const why = await sentinelProblem({ sentinels: dep.sentinelAddresses, masterName: dep.masterName }, { commandTimeoutMs: 1000, ...(tls ? { tls } : {}) });
+    throw new Error(`${(err as Error).message}; errors: ${[...new Set(errors)].join(' | ')}; sentinel: ${why}`);
+  } finally {
+    clearTimeout(timer);
+    redis.disconnect();
+  }
+}
+
+describe.runIf(opensslOnPath())('TLS to Redis Sentinel (REDIS_SENTINELS, KV_REDIS_TLS=true)', () => {
+  let pki: Pki;
+  let dep: SentinelDeployment;
+
+  beforeAll(async () => {
+    pki = makePki();
+    dep = await startSentinelDeployment({ downAfterMs: 1000, failoverTimeoutMs: 10_000, tls: { ca: pki.ca, cert: pki.serverCert, key: pki.serverKey } });
+  }, 40_000);
+
+  afterAll(async () => {
+    await dep?.stop();
+    pki?.cleanup();
+  }, 30_000);
+
+  it('every process speaks TLS only; the sentinels see each other and the replicas over TLS', async () => {
+    for (const n of dep.nodes) {
+      const get = async (name: string) => ((await dep.direct(n.port, (r) => r.config('GET', name))) as string[])[1];
+      expect(await get('port')).toBe('0');
+      expect(await get('tls-port')).toBe(String(n.port));
+      expect(await get('tls-replication')).toBe('yes');
+    }
+    // Each sentinel knows the two others by their TLS ports (what they announce).
+    const sentinelPorts = dep.sentinelNodes.map((s) => s.port);
+    for (const s of dep.sentinelNodes) {
+      const others = (await dep.direct(s.port, (r) => r.call('SENTINEL', 'sentinels', dep.masterName))) as string[][];
+      const ports = others.map((o) => Number(o[o.indexOf('port') + 1])).sort();
+      expect(ports).toEqual(sentinelPorts.filter((p) => p !== s.port).sort());
+    }
+    // Plain TCP: no answer, from a data node or from a sentinel.
+    for (const port of [dep.nodes[0]!.port, dep.sentinelNodes[0]!.port]) {
+      await expect(askRedis(port, (c) => c.ping(), 1500)).rejects.toThrow();
+    }
+    // And kvql's client without TLS gets nothing from the sentinels.
+    await expect(trySentinel(dep, undefined, 2000)).rejects.toThrow();
+  });
+
+  it('serves put, get STRONG and EVENTUAL (from a replica) through the sentinels, over TLS', async () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: 'debug', destination: { write: (l: string) => void lines.push(l) } });
+    const config = loadConfig({
+      PORT: '0',
+      REDIS_SENTINELS: dep.sentinels,
+      REDIS_MASTER_NAME: dep.masterName,
+      KV_REDIS_TLS: 'true',
+      KV_REDIS_TLS_CA: pki.ca,
+      KV_PREFIX: uniquePrefix('tlss'),
+    });
+    expect(config.redisTls).toEqual({ ca: readFileSync(pki.ca) });
+    let server: RunningServer | undefined;
+    try {
+      server = await startServer(config, log);
+      const url = server.url;
+      expect((await gql(url, PUT, { key: 'tls:one', value: 'über TLS' })).put.version).toBe(1);
+      expect((await gql(url, GET, { key: 'tls:one', c: 'STRONG' })).get).toEqual({ value: 'über TLS', version: 1 });
+      // An EVENTUAL read answered by a replica (its own TLS connection, named by the sentinels).
+      const replicaReads = async () => {
+        let calls = 0;
+        for (const n of dep.nodes.slice(1)) {
+          const stats = parseInfo(String(await dep.direct(n.port, (c) => c.info('commandstats'))));
+          for (const [name, v] of Object.entries(stats)) if (/^cmdstat_(hmget|hget|evalsha|fcall_ro|evalsha_ro)$/.test(name)) calls += Number(/calls=(\d+)/.exec(v)?.[1] ?? 0);
+        }
+        return calls;
+      };
+      const before = await replicaReads();
+      await until(10_000, 'an EVENTUAL get answered by a replica', async () => {
+        const value = (await gql(url, GET, { key: 'tls:one', c: 'EVENTUAL' })).get?.value;
+        return value === 'über TLS' && (await replicaReads()) > before ? true : undefined;
+      }, 200);
+      // Nothing was logged about Redis: no handshake refused, no connection failed.
+      expect(lines.filter((l) => /"msg":"redis: /.test(l))).toEqual([]);
+    } finally {
+      await server?.close();
+    }
+  });
+
+  it('refuses sentinels and nodes whose certificate the given CA did not sign; a kvql with that CA never gets ready', async () => {
+    await expect(trySentinel(dep, { ca: readFileSync(pki.otherCa) })).rejects.toThrow(/self[- ]signed|unable to (verify|get)/i);
+    expect(await trySentinel(dep, { ca: readFileSync(pki.ca) })).toBe('ready');
+
+    // kvql waits for Redis (it may still be starting): within a bounded look it must not serve,
+    // and its log must say why. Its own process, so the test can end it (by its pid).
+    const port = await freePort();
+    const env: Record<string, string | undefined> = { ...process.env };
+    for (const name of Object.keys(env)) if (/^(REDIS_|KV_|PORT$|HOST$)/.test(name)) delete env[name];
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      cwd: REPO,
+      env: {
+        ...env,
+        HOST: '127.0.0.1',
+        PORT: String(port),
+        REDIS_SENTINELS: dep.sentinels,
+        REDIS_MASTER_NAME: dep.masterName,
+        KV_REDIS_TLS: 'true',
+        KV_REDIS_TLS_CA: pki.otherCa,
+        KV_PREFIX: uniquePrefix('tlsbad'),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout!.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-65_536)));
+    child.stderr!.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-65_536)));
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    try {
+      await until(20_000, 'kvql logs a certificate problem', () => (/self[- ]signed|unable to (verify|get)/i.test(out) ? true : undefined), 100).catch((err: Error) => {
+        throw new Error(`${err.message}; its output:\n${out}`);
+      });
+      expect(child.exitCode).toBeNull();
+      const ready = await fetch(`http://127.0.0.1:${port}/ready`, { signal: AbortSignal.timeout(2000) }).then(
+        (r) => r.status,
+        () => 'no answer',
+      );
+      expect(ready).toBe('no answer');
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    }
+  });
+
+  it('after a kill -9 of the primary, kvql writes again through the promoted replica, over TLS', async () => {
+    const config = loadConfig({
+      PORT: '0',
+      REDIS_SENTINELS: dep.sentinels,
+      REDIS_MASTER_NAME: dep.masterName,
+      KV_REDIS_TLS: 'true',
+      KV_REDIS_TLS_CA: pki.ca,
+      KV_MIN_REPLICAS: '1',
+      KV_PREFIX: uniquePrefix('tlsf'),
+    });
+    const server = await startServer(config, () => {});
+    try {
+      const url = server.url;
+      // Acknowledged by a replica (KV_MIN_REPLICAS=1), so it survives the failover.
+      expect((await gql(url, PUT, { key: 'f:before', value: '1' })).put.version).toBe(1);
+      const first = await dep.currentPrimary();
+      await dep.node(first.port).kill9();
+      const { port } = await dep.waitForFailover(first.port, 20_000);
+      expect(port).not.toBe(first.port);
+      // A key per attempt: a write that timed out waiting for a replica (REPLICATION_TIMEOUT,
+      // while the other replica moves to the new primary) was applied all the same.
+      let attempt = 0;
+      let last = '';
+      // Usually ~2 s; the bound is for the full suite's load (the other replica resyncs over TLS).
+      const key = await until(30_000, 'a put acknowledged through the promoted replica', async () => {
+        const k = `f:after:${++attempt}`;
+        const body = await post(url, PUT, { key: k, value: '2' });
+        last = JSON.stringify(body.errors);
+        return body.errors === undefined && body.data?.put?.version === 1 ? k : undefined;
+      }, 100).catch(async (err: Error) => {
+        const states = await Promise.all(dep.nodes.map((n) => dep.replication(n.port).then((r) => `${n.name}:${r.role}:${r.masterPort ?? ''}:${r.linkUp ?? ''}:${r.connectedSlaves}`, (e: Error) => `${n.name}:${e.message}`)));
+        throw new Error(`${err.message}; last errors: ${last}; nodes: ${states.join(' ')}`);
+      });
+      expect((await gql(url, GET, { key: 'f:before', c: 'STRONG' })).get).toEqual({ value: '1', version: 1 });
+      expect((await gql(url, GET, { key, c: 'STRONG' })).get).toEqual({ value: '2', version: 1 });
+      // kvql's connection is to the promoted node now.
+      expect((await dep.replication(port)).role).toBe('master');
+    } finally {
+      await server.close();
+    }
+  }, 70_000);
+});
