@@ -15,8 +15,9 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Redis as IORedis, type Redis } from 'ioredis';
-import { askRedis, REDIS_CONF, waitReady } from '../../src/managedRedis.js';
+import type { Redis } from 'ioredis';
+import { REDIS_CONF } from '../../src/managedRedis.js';
+import { askNode, waitNodeReady } from './secureRedis.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const CLUSTER_CONF = join(REPO, 'cluster.conf');
@@ -172,51 +173,6 @@ export function parseSeedList(list: string): { host: string; port: number }[] {
       if (i <= 0 || !Number.isInteger(port) || port <= 0) throw new Error(`not host:port: ${hp}`);
       return { host: hp.slice(0, i), port };
     });
-}
-
-/** askRedis, over TLS when `tls` is set (managedRedis.ts's probes are plain TCP). */
-async function askNode<T>(port: number, ask: (client: Redis) => Promise<T>, ms: number, tls?: TestClusterTls): Promise<T> {
-  if (!tls) return askRedis(port, ask, ms);
-  const client = new IORedis({
-    port,
-    host: '127.0.0.1',
-    tls: {
-      ca: readFileSync(tls.ca),
-      ...(tls.clientCert && tls.clientKey ? { cert: readFileSync(tls.clientCert), key: readFileSync(tls.clientKey) } : {}),
-    },
-    lazyConnect: true,
-    enableReadyCheck: false,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-    connectTimeout: ms,
-    commandTimeout: ms,
-  });
-  client.on('error', () => {}); // the connect or the command that fails says why
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      client.connect().then(() => ask(client)),
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer from port ${port} within ${ms} ms`)), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-    client.disconnect();
-  }
-}
-
-/** waitReady, over TLS when `tls` is set. */
-async function waitNodeReady(port: number, ms: number, failed: () => string | undefined, tls?: TestClusterTls): Promise<void> {
-  if (!tls) return waitReady(port, ms, failed);
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const why = failed();
-    if (why !== undefined) throw new Error(why);
-    // PING answers LOADING (an error) until the AOF is loaded.
-    if ((await askNode(port, (c) => c.ping(), 500, tls).catch(() => undefined)) === 'PONG') return;
-    await sleep(100);
-  }
-  throw new Error(failed() ?? `redis-server on TLS port ${port} did not become ready within ${ms} ms`);
 }
 
 /** redis-server's options for a TLS node listening on `port` (tls-port; no plain port). */

@@ -7,7 +7,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis, type RedisOptions } from 'ioredis';
-import { REDIS_CONF } from '../../src/managedRedis.js';
+import { askRedis, REDIS_CONF, waitReady } from '../../src/managedRedis.js';
 import { sha256Hex, usersAclFile } from '../../src/redisAcl.js';
 import { freePort } from './redisServer.js';
 
@@ -177,4 +177,55 @@ export async function startTlsRedis(pki: Pki, authClients: boolean): Promise<Spa
         (r) => r.ping(),
       )) === 'PONG',
   );
+}
+
+/** What a test needs to reach a TLS-only Redis or Sentinel: the CA, and a client certificate when it asks for one. */
+export interface TlsProbe {
+  ca: string;
+  clientCert?: string;
+  clientKey?: string;
+}
+
+/** askRedis (src/managedRedis.ts), over TLS when `tls` is given: a short-lived, bounded connection. */
+export async function askNode<T>(port: number, ask: (client: Redis) => Promise<T>, ms: number, tls?: TlsProbe): Promise<T> {
+  if (!tls) return askRedis(port, ask, ms);
+  const client = new Redis({
+    port,
+    host: '127.0.0.1',
+    tls: {
+      ca: readFileSync(tls.ca),
+      ...(tls.clientCert && tls.clientKey ? { cert: readFileSync(tls.clientCert), key: readFileSync(tls.clientKey) } : {}),
+    },
+    lazyConnect: true,
+    enableReadyCheck: false,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: ms,
+    commandTimeout: ms,
+  });
+  client.on('error', () => {}); // the connect or the command that fails says why
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      client.connect().then(() => ask(client)),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer from port ${port} within ${ms} ms`)), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    client.disconnect();
+  }
+}
+
+/** waitReady (src/managedRedis.ts), over TLS when `tls` is given: until PING answers PONG (past LOADING). */
+export async function waitNodeReady(port: number, ms: number, failed: () => string | undefined, tls?: TlsProbe): Promise<void> {
+  if (!tls) return waitReady(port, ms, failed);
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const why = failed();
+    if (why !== undefined) throw new Error(why);
+    if ((await askNode(port, (c) => c.ping(), 500, tls).catch(() => undefined)) === 'PONG') return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(failed() ?? `redis-server on TLS port ${port} did not become ready within ${ms} ms`);
 }

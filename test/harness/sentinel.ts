@@ -17,9 +17,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { REDIS_CONF, redisServerOnPath, waitReady } from '../../src/managedRedis.js';
+import { REDIS_CONF, redisServerOnPath } from '../../src/managedRedis.js';
+import { askNode, waitNodeReady } from './secureRedis.js';
 import { freePort } from './redisServer.js';
-import { askRedis } from '../../src/managedRedis.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const REPLICATION_CONF = join(REPO, 'replication.conf');
@@ -145,51 +145,7 @@ export interface SentinelDeployment {
 
 /** Runs `ask` on a short-lived connection to `port` (TLS with `tls`); rejects after `ms`. */
 export function direct<T>(port: number, ask: (client: Redis) => Promise<T>, ms = 3000, tls?: SentinelDeploymentTls): Promise<T> {
-  if (!tls) return askRedis(port, ask, ms);
-  return askTls(port, ask, ms, tls);
-}
-
-/** askRedis over TLS (managedRedis.ts's probes are plain TCP). */
-async function askTls<T>(port: number, ask: (client: Redis) => Promise<T>, ms: number, tls: SentinelDeploymentTls): Promise<T> {
-  const client = new Redis({
-    port,
-    host: '127.0.0.1',
-    tls: {
-      ca: readFileSync(tls.ca),
-      ...(tls.clientCert && tls.clientKey ? { cert: readFileSync(tls.clientCert), key: readFileSync(tls.clientKey) } : {}),
-    },
-    lazyConnect: true,
-    enableReadyCheck: false,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-    connectTimeout: ms,
-    commandTimeout: ms,
-  });
-  client.on('error', () => {}); // the connect or the command that fails says why
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      client.connect().then(() => ask(client)),
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer from port ${port} within ${ms} ms`)), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-    client.disconnect();
-  }
-}
-
-/** waitReady, over TLS with `tls`. */
-async function waitNodeReady(port: number, ms: number, failed: () => string | undefined, tls?: SentinelDeploymentTls): Promise<void> {
-  if (!tls) return waitReady(port, ms, failed);
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const why = failed();
-    if (why !== undefined) throw new Error(why);
-    if ((await askTls(port, (c) => c.ping(), 500, tls).catch(() => undefined)) === 'PONG') return;
-    await sleep(100);
-  }
-  throw new Error(failed() ?? `port ${port} did not become ready within ${ms} ms`);
+  return askNode(port, ask, ms, tls);
 }
 
 /** Config lines of a TLS-only process on `port`: no plain port, TLS for replication (and Sentinel's links). */
