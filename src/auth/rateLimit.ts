@@ -241,18 +241,11 @@ export function rateLimitRefusal(verdict: Exclude<RateVerdict, { ok: true }>): {
   return { status: 413, headers: { 'content-type': contentType }, body: tooLargeBody(verdict.bytes, verdict.maxBytes) };
 }
 
-/**
- * The same refusal as a GraphQLError (graphql-ws, or inside yoga's pipeline); with `http`, its
- * extensions carry the HTTP status (and Retry-After) yoga answers with.
- */
-export function rateLimitError(verdict: Exclude<RateVerdict, { ok: true }>, http = false): GraphQLError {
+/** The same refusal as a GraphQLError, for a graphql-ws operation (which has no HTTP status). */
+export function rateLimitError(verdict: Exclude<RateVerdict, { ok: true }>): GraphQLError {
   if (verdict.code === RATE_LIMITED) {
     const s = verdict.retryAfterSeconds;
-    return new GraphQLError(rateLimitedMessage(s), {
-      extensions: { code: RATE_LIMITED, retryAfterSeconds: s, ...(http ? { http: { status: 429, headers: { 'retry-after': String(s) } } } : {}) },
-    });
+    return new GraphQLError(rateLimitedMessage(s), { extensions: { code: RATE_LIMITED, retryAfterSeconds: s } });
   }
-  return new GraphQLError(tooLargeMessage(verdict.bytes, verdict.maxBytes), {
-    extensions: { code: PAYLOAD_TOO_LARGE, maxBytes: verdict.maxBytes, ...(http ? { http: { status: 413 } } : {}) },
-  });
+  return new GraphQLError(tooLargeMessage(verdict.bytes, verdict.maxBytes), { extensions: { code: PAYLOAD_TOO_LARGE, maxBytes: verdict.maxBytes } });
 }

@@ -128,11 +128,6 @@ export class Authenticator {
     return this.byHash.size > 0;
   }
 
-  /** Whether a principal authenticated earlier still is one (its token not revoked or changed since). */
-  isCurrent(principal: Principal): boolean {
-    return principal === UNRESTRICTED ? !this.enabled : this.signalFor(principal).aborted === false;
-  }
-
   /** A signal that aborts when `principal`'s token is revoked or changed (never, for auth off). */
   signalFor(principal: Principal): AbortSignal {
     let c = this.revocations.get(principal);

@@ -6,10 +6,15 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Redis, type RedisOptions } from 'ioredis';
+import { expect } from 'vitest';
 import { askRedis, REDIS_CONF, waitReady } from '../../src/managedRedis.js';
 import { sha256Hex, usersAclFile } from '../../src/redisAcl.js';
 import { freePort } from './redisServer.js';
+import { until } from './until.js';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -228,4 +233,39 @@ export async function waitNodeReady(port: number, ms: number, failed: () => stri
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(failed() ?? `redis-server on TLS port ${port} did not become ready within ${ms} ms`);
+}
+
+/**
+ * Starts kvql (`src/main.ts`, its own process, none of this process's REDIS_ and KV_ settings)
+ * with `env`, which points it at a TLS Redis with a CA that did not sign its certificates.
+ * kvql waits for Redis (it may still be starting): within a bounded look it must not serve,
+ * and its log must say what is wrong. Ends the process (by its pid) either way.
+ */
+export async function expectKvqlNeverReady(env: Record<string, string>): Promise<void> {
+  const port = await freePort();
+  const inherited: Record<string, string | undefined> = { ...process.env };
+  for (const name of Object.keys(inherited)) if (/^(REDIS_|KV_|PORT$|HOST$)/.test(name)) delete inherited[name];
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: REPO,
+    env: { ...inherited, HOST: '127.0.0.1', PORT: String(port), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-65_536)));
+  child.stderr!.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-65_536)));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    await until(20_000, 'kvql logs a certificate problem', () => (/self[- ]signed|unable to (verify|get)/i.test(out) ? true : undefined), 100).catch((err: Error) => {
+      throw new Error(`${err.message}; its output:\n${out}`);
+    });
+    expect(child.exitCode).toBeNull();
+    const ready = await fetch(`http://127.0.0.1:${port}/ready`, { signal: AbortSignal.timeout(2000) }).then(
+      (r) => r.status,
+      () => 'no answer',
+    );
+    expect(ready).toBe('no answer');
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await exited;
+  }
 }

@@ -5,9 +5,7 @@
 // puts, gets (from the primaries and, EVENTUAL, from the replicas), a batch across partitions
 // (so across masters), a range and a changes subscription over it; a CA that did not sign the
 // nodes' certificate is refused, by kvql's own client and by a kvql process that never gets ready.
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
@@ -15,13 +13,11 @@ import { startServer, type RunningServer } from '../../src/server.js';
 import { clusterSeedProblem, createRedis, type RedisTls } from '../../src/store/redis.js';
 import { keysInDistinctPartitions, uniquePrefix } from '../harness/app.js';
 import { parseInfo, startTestCluster, type TestCluster } from '../harness/cluster.js';
-import { freePort } from '../harness/redisServer.js';
-import { makePki, opensslOnPath, type Pki } from '../harness/secureRedis.js';
+import { expectKvqlNeverReady, makePki, opensslOnPath, type Pki } from '../harness/secureRedis.js';
 import { sseSubscribe } from '../harness/sse.js';
 import type { SubscriptionStream } from '../harness/stream.js';
 import { until } from '../harness/until.js';
 
-const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const PARTITIONS = 6;
 
 const PUT = 'mutation($key: String!, $value: String!) { put(key: $key, value: $value) { version } }';
@@ -187,42 +183,12 @@ describe.runIf(opensslOnPath())('TLS to a Redis Cluster (REDIS_CLUSTER_NODES, KV
   });
 
   it('a kvql started with the wrong KV_REDIS_TLS_CA never gets ready, and logs why', async () => {
-    // kvql waits for Redis (it may still be starting): within a bounded look, it must not serve,
-    // and its log must say what is wrong. Its own process, so the test can end it (by its pid).
-    const port = await freePort();
-    const env: Record<string, string | undefined> = { ...process.env };
-    for (const name of Object.keys(env)) if (/^(REDIS_|KV_|PORT$|HOST$)/.test(name)) delete env[name];
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      cwd: REPO,
-      env: {
-        ...env,
-        HOST: '127.0.0.1',
-        PORT: String(port),
-        REDIS_CLUSTER_NODES: cluster.seedList,
-        KV_REDIS_TLS: 'true',
-        KV_REDIS_TLS_CA: pki.otherCa,
-        KV_PREFIX: uniquePrefix('tlsbad'),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    await expectKvqlNeverReady({
+      REDIS_CLUSTER_NODES: cluster.seedList,
+      KV_REDIS_TLS: 'true',
+      KV_REDIS_TLS_CA: pki.otherCa,
+      KV_PREFIX: uniquePrefix('tlsbad'),
     });
-    let out = '';
-    child.stdout!.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-65_536)));
-    child.stderr!.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-65_536)));
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    try {
-      await until(20_000, 'kvql logs a certificate problem', () => (/self[- ]signed|unable to (verify|get)/i.test(out) ? true : undefined), 100).catch((err: Error) => {
-        throw new Error(`${err.message}; its output:\n${out}`);
-      });
-      expect(child.exitCode).toBeNull();
-      const ready = await fetch(`http://127.0.0.1:${port}/ready`, { signal: AbortSignal.timeout(2000) }).then(
-        (r) => r.status,
-        () => 'no answer',
-      );
-      expect(ready).toBe('no answer');
-    } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      await exited;
-    }
   });
 
   it('with tls-auth-clients yes: serves a kvql that presents KV_REDIS_TLS_CERT and KEY, refuses one without', async () => {

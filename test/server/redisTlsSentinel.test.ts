@@ -6,9 +6,7 @@
 // (STRONG from the primary, EVENTUAL from a replica); a plain connection gets no answer; a kvql
 // given a CA that did not sign the certificates never gets ready; after a kill -9 of the primary,
 // kvql writes again through the promoted replica, over TLS.
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
@@ -16,12 +14,10 @@ import { askRedis } from '../../src/managedRedis.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { createRedis, sentinelProblem, type RedisTls } from '../../src/store/redis.js';
 import { uniquePrefix } from '../harness/app.js';
-import { freePort } from '../harness/redisServer.js';
-import { makePki, opensslOnPath, type Pki } from '../harness/secureRedis.js';
+import { expectKvqlNeverReady, makePki, opensslOnPath, type Pki } from '../harness/secureRedis.js';
 import { parseInfo, startSentinelDeployment, type SentinelDeployment } from '../harness/sentinel.js';
 import { until } from '../harness/until.js';
 
-const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
 const PUT = 'mutation($key: String!, $value: String!) { put(key: $key, value: $value) { version } }';
 const GET = 'query($key: String!, $c: Consistency!) { get(key: $key, consistency: $c) { value version } }';
@@ -143,43 +139,13 @@ describe.runIf(opensslOnPath())('TLS to Redis Sentinel (REDIS_SENTINELS, KV_REDI
     await expect(trySentinel(dep, { ca: readFileSync(pki.otherCa) })).rejects.toThrow(/self[- ]signed|unable to (verify|get)/i);
     expect(await trySentinel(dep, { ca: readFileSync(pki.ca) })).toBe('ready');
 
-    // kvql waits for Redis (it may still be starting): within a bounded look it must not serve,
-    // and its log must say why. Its own process, so the test can end it (by its pid).
-    const port = await freePort();
-    const env: Record<string, string | undefined> = { ...process.env };
-    for (const name of Object.keys(env)) if (/^(REDIS_|KV_|PORT$|HOST$)/.test(name)) delete env[name];
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      cwd: REPO,
-      env: {
-        ...env,
-        HOST: '127.0.0.1',
-        PORT: String(port),
-        REDIS_SENTINELS: dep.sentinels,
-        REDIS_MASTER_NAME: dep.masterName,
-        KV_REDIS_TLS: 'true',
-        KV_REDIS_TLS_CA: pki.otherCa,
-        KV_PREFIX: uniquePrefix('tlsbad'),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    await expectKvqlNeverReady({
+      REDIS_SENTINELS: dep.sentinels,
+      REDIS_MASTER_NAME: dep.masterName,
+      KV_REDIS_TLS: 'true',
+      KV_REDIS_TLS_CA: pki.otherCa,
+      KV_PREFIX: uniquePrefix('tlsbad'),
     });
-    let out = '';
-    child.stdout!.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-65_536)));
-    child.stderr!.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-65_536)));
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    try {
-      await until(20_000, 'kvql logs a certificate problem', () => (/self[- ]signed|unable to (verify|get)/i.test(out) ? true : undefined), 100).catch((err: Error) => {
-        throw new Error(`${err.message}; its output:\n${out}`);
-      });
-      expect(child.exitCode).toBeNull();
-      const ready = await fetch(`http://127.0.0.1:${port}/ready`, { signal: AbortSignal.timeout(2000) }).then(
-        (r) => r.status,
-        () => 'no answer',
-      );
-      expect(ready).toBe('no answer');
-    } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      await exited;
-    }
   });
 
   it('after a kill -9 of the primary, kvql writes again through the promoted replica, over TLS', async () => {
