@@ -13,14 +13,15 @@
 //
 // Deadline: a query or mutation still executing `requestTimeoutMs` after its request arrived
 // ends with DEADLINE_EXCEEDED (HTTP 504, the whole request; for a mutation the message says
-// that a write may or may not have been applied), its execution is cancelled (no resolver starts
-// after it) and its slot is free at once. Subscriptions are exempt once they have started. As a
+// that a write may or may not have been applied), its execution is cancelled (no root field starts
+// after it: graphql/deadline.ts) and its slot is free at once. Subscriptions are exempt once they have started. As a
 // backstop, an HTTP request whose handler has not answered a little after its deadline (a
 // subscription that cannot be set up, or anything else that hangs) gets the same 504, so a slot
 // is always given back.
 import { getOperationAST, GraphQLError, type ExecutionArgs, type ExecutionResult } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { LoadConfig } from './config.js';
+import { expireContext } from './graphql/deadline.js';
 
 export const OVERLOADED = 'OVERLOADED';
 export const DEADLINE_EXCEEDED = 'DEADLINE_EXCEEDED';
@@ -105,7 +106,7 @@ const overloadedResult = (max: number): ExecutionResult => ({
 });
 
 /**
- * Executes with the deadline: at `deadlineAt` the execution is cancelled (no resolver starts
+ * Executes with the deadline: at `deadlineAt` the execution is cancelled (no root field starts
  * after it) and answered with DEADLINE_EXCEEDED. `http`: the error carries HTTP status 504.
  */
 export async function executeWithDeadline(
@@ -115,23 +116,19 @@ export async function executeWithDeadline(
   http: boolean,
   requestTimeoutMs: number,
 ): Promise<unknown> {
-  const cancel = new AbortController();
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<ExecutionResult>((resolve) => {
     timer = setTimeout(() => {
       // Built only when the deadline passes: most requests never need it.
       const mutation = getOperationAST(args.document, args.operationName)?.operation === 'mutation';
       const error = deadlineError(requestTimeoutMs, mutation, http);
-      cancel.abort(error);
+      // No root field of this request starts from now on (graphql/deadline.ts).
+      expireContext(args.contextValue, error);
       resolve({ errors: [error] });
     }, Math.max(0, deadlineAt - Date.now()));
   });
   try {
-    // graphql-yoga's executor stops starting resolvers once `signal` is aborted (keeping any
-    // signal another plugin gave it).
-    const given = (args as { signal?: AbortSignal }).signal;
-    const signal = given ? AbortSignal.any([given, cancel.signal]) : cancel.signal;
-    const running = Promise.resolve(executeFn({ ...args, signal } as ExecutionArgs));
+    const running = Promise.resolve(executeFn(args));
     running.catch(() => {}); // after the deadline its outcome is nobody's
     return await Promise.race([running, expired]);
   } finally {

@@ -2,6 +2,7 @@
 import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphql';
 import { defaultLimits, type Limits } from '../config.js';
 import { createBuilder } from './builder.js';
+import { stopRootFieldsAtDeadline } from './deadline.js';
 import { addChanges } from './changes.js';
 import { addConsistency } from './consistency.js';
 import { addDelete } from './delete.js';
@@ -19,7 +20,7 @@ export function buildSchema(limits: Limits): GraphQLSchema {
   addPut(builder, v);
   addDelete(builder, v);
   addChanges(builder, v);
-  return builder.toSchema({ sortSchema: true });
+  return stopRootFieldsAtDeadline(builder.toSchema({ sortSchema: true }));
 }
 
 /** The text of schema.graphql: sorted, so that it only changes when the contract does. */
