@@ -67,6 +67,7 @@ export function operationLimitPlugins(limits: Limits): Plugin[] {
 
 /** The refusal of an operation that asks for more than `maxRequestItems`; undefined if it does not. */
 export function workBudgetRefusal(document: DocumentNode, operationName: string | undefined, variables: Variables, limits: Limits, http: boolean): GraphQLError | undefined {
+  if (withinBudgetWhateverVariables(document, operationName, limits)) return undefined;
   const requested = requestedItems(document, operationName, variables, limits);
   if (requested <= limits.maxRequestItems) return undefined;
   return new GraphQLError(
@@ -96,6 +97,27 @@ export function workBudgetPlugin(limits: Limits): Plugin {
 
 type Variables = Record<string, unknown>;
 
+// Per limits and document: whether the operation fits the budget whatever its variables are.
+// Most do (one get, one put, a getMany: each field is capped at its own limit, which the budget
+// exceeds), so they skip the walk of their document on every request.
+const fitsAlways = new WeakMap<Limits, WeakMap<DocumentNode, Map<string, boolean>>>();
+
+function withinBudgetWhateverVariables(document: DocumentNode, operationName: string | undefined, limits: Limits): boolean {
+  let byDocument = fitsAlways.get(limits);
+  if (!byDocument) fitsAlways.set(limits, (byDocument = new WeakMap()));
+  let byName = byDocument.get(document);
+  if (!byName) byDocument.set(document, (byName = new Map()));
+  const name = operationName ?? '';
+  let fits = byName.get(name);
+  if (fits === undefined) {
+    fits = requestedItems(document, operationName, WORST_CASE, limits) <= limits.maxRequestItems;
+    // The names a client sends are bounded by the operations the document holds, except for
+    // names it does not hold (refused at execution): do not keep those.
+    if (byName.size < document.definitions.length) byName.set(name, fits);
+  }
+  return fits;
+}
+
 /**
  * The work an operation asks of Redis, in keys, items and page entries: keys in get (1) and
  * getMany, items in put (1) and batchPut, the page of range (first, last or the default page
@@ -104,12 +126,12 @@ type Variables = Record<string, unknown>;
  * @skip/@include that will not run do not count; a field reached twice (the same fragment spread
  * twice) counts twice, which can only over-count. Subscriptions cost nothing here.
  */
-export function requestedItems(document: DocumentNode, operationName: string | undefined, variables: Variables, limits: Limits): number {
+export function requestedItems(document: DocumentNode, operationName: string | undefined, variables: Variables | typeof WORST_CASE, limits: Limits): number {
   const operation = getOperationAST(document, operationName);
   if (!operation || operation.operation === 'subscription') return 0;
   const fragments = new Map<string, FragmentDefinitionNode>();
   for (const def of document.definitions) if (def.kind === Kind.FRAGMENT_DEFINITION) fragments.set(def.name.value, def);
-  const values = new ValueReader(operation, variables);
+  const values: Reader = variables === WORST_CASE ? worstCase : new ValueReader(operation, variables);
 
   const fieldCost = (name: string, arg: (n: string) => ValueNode | undefined): number => {
     const capped = (n: number, max: number) => Math.min(Math.max(0, n), max);
@@ -164,8 +186,22 @@ export function requestedItems(document: DocumentNode, operationName: string | u
   return sum(operation.selectionSet);
 }
 
+interface Reader {
+  listLength(node: ValueNode | undefined): number;
+  int(node: ValueNode | undefined): number | undefined;
+  included(directives: readonly DirectiveNode[] | undefined): boolean;
+}
+
+/** Stands for variables that ask for as much as they can: every field at its own limit. */
+const WORST_CASE = Symbol('worst case');
+const worstCase: Reader = {
+  listLength: () => Number.MAX_SAFE_INTEGER,
+  int: () => Number.MAX_SAFE_INTEGER,
+  included: () => true,
+};
+
 /** Reads argument values as they will be at execution: literals, variables, variable defaults. */
-class ValueReader {
+class ValueReader implements Reader {
   private readonly defaults = new Map<string, ValueNode>();
 
   constructor(

@@ -726,6 +726,13 @@ describe('the work budget (KV_MAX_REQUEST_ITEMS): PAYLOAD_TOO_LARGE before any r
     expect(ok.errors).toBeUndefined();
   });
 
+  it('judges every request by its own variables: the same document fits, then does not, then fits', async () => {
+    const query = `query($k: [String!]!, $l: [String!]!) { a: getMany(keys: $k) { key } b: getMany(keys: $k) { key } c: getMany(keys: $l) { key } }`;
+    expect((await app.gql(query, { k: keys(20), l: keys(5) })).errors).toBeUndefined();
+    await overBudget(query, { k: keys(20), l: keys(20) }, 60);
+    expect((await app.gql(query, { k: keys(5), l: keys(20) })).errors).toBeUndefined();
+  });
+
   it('counts batchPut items, and writes nothing when over', async () => {
     const items = keys(20, 'bp').map((key) => ({ key, value: 'v' }));
     // 20 + 20 + 1 + 1 + 9
