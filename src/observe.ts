@@ -134,6 +134,10 @@ export class RequestObserver {
   private readonly outcomes = new Set<string>(['ok', 'error', 'other']);
   // graphql-yoga's parser cache hands out one document per query text: label each once.
   private labels = new WeakMap<object, string>();
+  // The counter and histogram children of each label set, looked up once: prom-client hashes a
+  // label object on every update otherwise. Bounded: operations and outcomes are small sets.
+  private readonly counted = new Map<string, { inc(): void }>();
+  private readonly timed = new Map<string, { observe(v: number): void }>();
 
   constructor(
     readonly metrics: Metrics,
@@ -192,8 +196,13 @@ export class RequestObserver {
     const { outcome, operation } = st;
     // A response that answered no GraphQL request (GraphiQL's page, a CORS preflight).
     if (outcome === undefined) return;
-    metrics.requests.inc({ operation, outcome });
-    metrics.requestDuration.observe({ operation }, seconds);
+    const countKey = `${operation}\n${outcome}`;
+    let counter = this.counted.get(countKey);
+    if (!counter) this.counted.set(countKey, (counter = metrics.requests.labels({ operation, outcome })));
+    counter.inc();
+    let timer = this.timed.get(operation);
+    if (!timer) this.timed.set(operation, (timer = metrics.requestDuration.labels({ operation })));
+    timer.observe(seconds);
     if (REFUSAL_CODES.has(outcome) || REFUSAL_STATUSES.has(st.status)) metrics.refusals.inc({ reason: outcome });
     if (log?.isLevelEnabled('debug')) {
       log.debug({ reqId: st.id, method, status: st.status, operation, outcome, ms: Math.round(seconds * 1e4) / 10 }, 'graphql request');
