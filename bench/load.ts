@@ -14,7 +14,7 @@
 // Unless --shared: the server (API and Redis) runs on CPU 0 and this generator on CPU 1 (taskset),
 // so that the load it offers is not taken out of the capacity it measures; on two cores the
 // generator would otherwise compete with the server it overloads.
-// Usage: npm run load-test [-- --seconds S --overload X --outstanding N --shared]
+// Usage: npm run load-test [-- --seconds S --overload X | --rate R --outstanding N --shared]
 import { execFileSync, spawn } from 'node:child_process';
 import { cpus } from 'node:os';
 import { readFileSync } from 'node:fs';
@@ -27,6 +27,9 @@ const arg = (name: string, def: number) => {
 };
 const SECONDS = arg('seconds', 15);
 const OVERLOAD = arg('overload', 4);
+// A fixed offered rate (requests/s) instead of OVERLOAD x the capacity measured: to compare
+// server settings (KV_MAX_IN_FLIGHT, ...) that change the capacity they would be measured at.
+const RATE = arg('rate', 0);
 const MAX_OUTSTANDING = arg('outstanding', 512);
 const KEYS = 10_000;
 const PIN = !process.argv.includes('--shared') && cpus().length >= 2;
@@ -146,7 +149,7 @@ async function main(): Promise<void> {
 
     // 3. Overload: open loop at OVERLOAD x capacity.
     const histBefore = await serverHistogram(`http://127.0.0.1:${port}`);
-    const rate = OVERLOAD * capacity;
+    const rate = RATE > 0 ? RATE : OVERLOAD * capacity;
     const admitted: number[] = [];
     const perSecond: { admitted: number; refused: number; other: number; notSent: number; rss: number }[] = [];
     let outstanding = 0;
@@ -198,7 +201,7 @@ async function main(): Promise<void> {
     console.log(PIN ? 'server (API + Redis) on CPU 0, this generator on CPU 1' : 'server and generator share every CPU (--shared)');
     console.log(`unloaded (1 client):   p50 ${pct(unloaded, 50).toFixed(2)} ms, p99 ${pct(unloaded, 99).toFixed(2)} ms`);
     console.log(`capacity (32 clients): ${capacity.toFixed(0)} requests/s admitted`);
-    console.log(`overload: offered ${rate.toFixed(0)} requests/s (${OVERLOAD}x capacity) for ${SECONDS} s`);
+    console.log(`overload: offered ${rate.toFixed(0)} requests/s (${(rate / capacity).toFixed(1)}x capacity${RATE > 0 ? ', fixed by --rate' : ''}) for ${SECONDS} s`);
     console.log(`  admitted ${(total.admitted / elapsed).toFixed(0)} requests/s; refused (503 OVERLOADED) ${((100 * total.refused) / Math.max(1, answered)).toFixed(1)}% of answers; other errors ${total.other}; not sent (generator at ${MAX_OUTSTANDING} outstanding) ${total.notSent}`);
     console.log(`  admitted latency: p50 ${pct(admitted, 50).toFixed(2)} ms, p99 ${pct(admitted, 99).toFixed(2)} ms, max ${(admitted.at(-1) ?? NaN).toFixed(2)} ms`);
     console.log(

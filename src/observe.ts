@@ -138,6 +138,7 @@ export class RequestObserver {
   // label object on every update otherwise. Bounded: operations and outcomes are small sets.
   private readonly counted = new Map<string, { inc(): void }>();
   private readonly timed = new Map<string, { observe(v: number): void }>();
+  private readonly refused = new Map<string, { inc(): void }>();
 
   constructor(
     readonly metrics: Metrics,
@@ -203,7 +204,11 @@ export class RequestObserver {
     let timer = this.timed.get(operation);
     if (!timer) this.timed.set(operation, (timer = metrics.requestDuration.labels({ operation })));
     timer.observe(seconds);
-    if (REFUSAL_CODES.has(outcome) || REFUSAL_STATUSES.has(st.status)) metrics.refusals.inc({ reason: outcome });
+    if (REFUSAL_CODES.has(outcome) || REFUSAL_STATUSES.has(st.status)) {
+      let refusals = this.refused.get(outcome);
+      if (!refusals) this.refused.set(outcome, (refusals = metrics.refusals.labels({ reason: outcome })));
+      refusals.inc();
+    }
     if (log?.isLevelEnabled('debug')) {
       log.debug({ reqId: st.id, method, status: st.status, operation, outcome, ms: Math.round(seconds * 1e4) / 10 }, 'graphql request');
     }
