@@ -1,0 +1,89 @@
+// `npm run bench:ab -- <git revision>`: this tree's API against another commit's, in one run.
+//
+// On a noisy machine two benchmark runs minutes apart differ by more than most changes do, so a
+// change is judged by running both versions side by side: one Redis (redis.conf) with the same
+// keys, this tree's API, the other revision's API (checked out with `git worktree` into a temp
+// dir, sharing this tree's node_modules) and the bare-Node baseline, each its own process, driven
+// in turn by the bench's driver process, round after round. Prints each measurement, then the
+// sums over the rounds and their ratios. Everything it starts, and the worktree, is removed.
+//
+// Usage: npm run bench:ab -- <rev> [--op get|put|getMany|batchPut|range] [--concurrency 32]
+//                                  [--items 1] [--seconds 5] [--rounds 3] [--keys 100000]
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRedis } from '../src/store/redis.js';
+import { KvStore } from '../src/store/store.js';
+import { startApiProcess, type ApiProcess } from '../test/harness/apiProcess.js';
+import { startTestRedis } from '../test/harness/redisServer.js';
+import { loadKeys } from '../test/measure/dataset.js';
+import { startDriver, type Op, type System } from './driver.js';
+import { KV_PREFIX } from './rawRedis.js';
+
+const REPO = fileURLToPath(new URL('../', import.meta.url));
+const argv = process.argv.slice(2);
+const value = (name: string, def: string) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : def;
+};
+const rev = argv[0];
+if (!rev || rev.startsWith('--')) {
+  console.error('usage: npm run bench:ab -- <git revision> [--op get] [--concurrency 32] [--items 1] [--seconds 5] [--rounds 3] [--keys 100000]');
+  process.exit(2);
+}
+const op = value('op', 'get') as Op;
+const concurrency = Number(value('concurrency', '32'));
+const items = Number(value('items', op === 'getMany' || op === 'batchPut' || op === 'range' ? '100' : '1'));
+const seconds = Number(value('seconds', '5'));
+const rounds = Number(value('rounds', '3'));
+const keys = Number(value('keys', '100000'));
+
+const git = (...args: string[]) => execFileSync('git', args, { cwd: REPO, encoding: 'utf8' }).trim();
+const commit = git('rev-parse', '--verify', `${rev}^{commit}`);
+const dir = mkdtempSync(join(tmpdir(), 'kvql-ab-'));
+const started: (() => Promise<void>)[] = [];
+try {
+  git('worktree', 'add', '--detach', '--force', dir, commit);
+  started.push(async () => void git('worktree', 'remove', '--force', dir));
+  symlinkSync(join(REPO, 'node_modules'), join(dir, 'node_modules'));
+
+  const server = await startTestRedis();
+  started.push(() => server.stop());
+  const redis = createRedis(server.url, { commandTimeoutMs: 120_000 });
+  await redis.connect();
+  await loadKeys(await KvStore.open(redis, { prefix: KV_PREFIX, partitions: 1 }), 0, keys);
+  redis.disconnect();
+
+  const api = (script?: string) => startApiProcess({ redisUrl: server.url, prefix: KV_PREFIX, partitions: 1, env: { NODE_ENV: 'production' }, ...(script ? { script } : {}) });
+  const systems: [name: string, system: System, process: ApiProcess, target: (p: ApiProcess) => string][] = [];
+  for (const [name, system, script, target] of [
+    ['this tree', 'kvql', undefined, (p: ApiProcess) => p.url],
+    [commit.slice(0, 7), 'kvql', join(dir, 'src/main.ts'), (p: ApiProcess) => p.url],
+    ['bare Node', 'bare', 'bench/baseline.ts', (p: ApiProcess) => p.base],
+  ] as const) {
+    const p = await api(script);
+    started.push(() => p.stop());
+    systems.push([name, system, p, target]);
+  }
+  const driver = await startDriver();
+  started.push(() => driver.stop());
+
+  console.log(`bench:ab: ${op} at concurrency ${concurrency}${items > 1 ? `, ${items} items` : ''}, ${rounds} rounds of ${seconds} s, ${keys} keys`);
+  const sums = new Map<string, number>();
+  for (let round = 1; round <= rounds; round++) {
+    for (const [name, system, p, target] of systems) {
+      const f = await driver.run({ system, op, concurrency, items, seconds, warmupSeconds: 1, loadedKeys: keys, target: target(p) });
+      if (f.errors > 0) throw new Error(`${name}: ${f.errors} errors, the first: ${f.firstError}`);
+      sums.set(name, (sums.get(name) ?? 0) + f.opsPerSec);
+      console.log(`  round ${round} ${name.padEnd(10)} ${f.opsPerSec.toFixed(0).padStart(7)} ops/s  p50 ${f.p50Ms.toFixed(3)} ms  p99 ${f.p99Ms.toFixed(3)} ms`);
+    }
+  }
+  const [mine, theirs, bare] = systems.map(([name]) => sums.get(name)!);
+  console.log(`sum of ops/s over the rounds: this tree ${mine!.toFixed(0)}, ${commit.slice(0, 7)} ${theirs!.toFixed(0)}, bare Node ${bare!.toFixed(0)}`);
+  console.log(`this tree / ${commit.slice(0, 7)}: ${(mine! / theirs!).toFixed(3)}; this tree / bare Node: ${(mine! / bare!).toFixed(3)}; ${commit.slice(0, 7)} / bare Node: ${(theirs! / bare!).toFixed(3)}`);
+} finally {
+  for (let stop = started.pop(); stop; stop = started.pop()) await stop().catch((err: unknown) => console.error(`bench:ab: cleanup: ${String(err)}`));
+  rmSync(dir, { recursive: true, force: true });
+}
