@@ -73,6 +73,13 @@ export interface Results {
     seconds: number;
     aofBytes: number;
   };
+  /**
+   * Time inside Redis per batch of the batchPut 1000 row (INFO commandstats, usec per call):
+   * kvql's batch script (EVALSHA) and raw Redis's MULTI/EXEC of the same writes
+   * (bench/rawRedis.ts), each measured around its own run. Redis runs one
+   * command at a time, so this bounds the items/s any client can get from one Redis.
+   */
+  redisTimePerBatch?: { items: number; kvqlScriptMs: number | null; rawExecMs: number | null };
   ratios: Ratio[];
   notes: string[];
 }
@@ -88,6 +95,8 @@ const num = (x: number, digits = 0) => x.toLocaleString('en-US', { minimumFracti
 export const ms = (x: number): string => (x < 1 ? x.toFixed(3) : x < 100 ? x.toFixed(2) : x.toFixed(1));
 
 /** The printed report: machine, the table of every figure beside its baselines, the ratios. */
+const msOrNa = (v: number | null) => (v === null ? 'n/a' : `${v.toFixed(2)} ms`);
+
 export function formatReport(r: Results): string {
   const o = r.options;
   const lines: string[] = [];
@@ -121,6 +130,12 @@ export function formatReport(r: Results): string {
       `(${mem.bytesPerKeyWithoutFeed.toFixed(1)} without the change feed's ${(mem.feedBytes / 2 ** 20).toFixed(1)} MiB stream; raw data 116 bytes/key)`,
     `recovery at ${num(r.recovery.keys)} keys: Redis kill -9 -> answering PING in ${r.recovery.seconds.toFixed(2)} s ` +
       `(AOF right after BGREWRITEAOF, ${(r.recovery.aofBytes / 2 ** 20).toFixed(0)} MiB)`,
+    ...(r.redisTimePerBatch
+      ? [
+          `inside Redis per batchPut of ${num(r.redisTimePerBatch.items)} items (INFO commandstats): kvql's script ${msOrNa(r.redisTimePerBatch.kvqlScriptMs)}, ` +
+            `raw Redis's MULTI/EXEC of the same writes ${msOrNa(r.redisTimePerBatch.rawExecMs)}`,
+        ]
+      : []),
     '',
     'ratios'.padEnd(58) + 'value'.padStart(10) + '   target',
   );

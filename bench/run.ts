@@ -173,12 +173,20 @@ async function main(): Promise<void> {
 
   const targets: Partial<Record<System, string>> = { kvql: api.url, raw: server.url, bare: bare.base, etcd: etcdBase };
   const rows: Row[] = [];
-  const measureRow = async (op: Op, concurrency: number, items: number) => {
+  // With `redisTime`: Redis's own time per call of the command each system's batch is (kvql's
+  // script, the baselines' MULTI/EXEC), from INFO commandstats around that system's run.
+  const batchCommand: Partial<Record<System, string>> = { kvql: 'evalsha', raw: 'exec', bare: 'exec' };
+  const stats = createRedis(server.url, { commandTimeoutMs: 10_000 });
+  await stats.connect();
+  started.push({ name: 'the stats connection', stop: async () => stats.disconnect() });
+  const measureRow = async (op: Op, concurrency: number, items: number, redisTime?: Partial<Record<System, number | null>>) => {
     const row: Row = { op, concurrency, items, figures: {} };
     const shown: string[] = [];
     for (const s of SYSTEMS) {
       const target = targets[s.id];
       if (target === undefined) continue;
+      const cmd = batchCommand[s.id];
+      const before = redisTime && cmd ? (await commandStats(stats)).get(cmd) : undefined;
       const f = await driver.run({
         system: s.id,
         op,
@@ -190,6 +198,11 @@ async function main(): Promise<void> {
         target,
       });
       row.figures[s.id] = f;
+      if (redisTime && cmd) {
+        const after = (await commandStats(stats)).get(cmd);
+        const calls = (after?.calls ?? 0) - (before?.calls ?? 0);
+        redisTime[s.id] = calls > 0 ? round((after!.usec - (before?.usec ?? 0)) / calls / 1000, 3) : null;
+      }
       if (f.errors > 0) notes.push(`${s.label} ${opLabel(row)} @${concurrency}: ${f.errors} errors, the first: ${f.firstError}`);
       shown.push(`${s.label} ${Math.round(rate(row, f))}/s p50 ${f.p50Ms.toFixed(3)}`);
     }
@@ -198,7 +211,9 @@ async function main(): Promise<void> {
   };
   for (const op of ['get', 'put'] as const) for (const c of opts.concurrency) await measureRow(op, c, 1);
   await measureRow('batchPut', opts.otherConcurrency, 100);
-  await measureRow('batchPut', opts.otherConcurrency, 1000);
+  const batchTime: Partial<Record<System, number | null>> = {};
+  await measureRow('batchPut', opts.otherConcurrency, 1000, batchTime);
+  const redisTimePerBatch = { items: 1000, kvqlScriptMs: batchTime.kvql ?? null, rawExecMs: batchTime.raw ?? null };
   await measureRow('range', opts.otherConcurrency, 100);
   await measureRow('getMany', opts.otherConcurrency, 100);
 
@@ -219,6 +234,7 @@ async function main(): Promise<void> {
     rows,
     memory,
     recovery,
+    redisTimePerBatch,
     ratios: ratios(rows, memory),
     notes,
   };
@@ -226,6 +242,15 @@ async function main(): Promise<void> {
   writeFileSync(join(opts.out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(opts.out, 'results.svg'), renderChart(results));
   log(`\n${formatReport(results)}\n\nwrote ${join(opts.out, 'results.json')} and ${join(opts.out, 'results.svg')}`);
+}
+
+/** INFO commandstats: calls and microseconds per command. */
+async function commandStats(redis: ReturnType<typeof createRedis>): Promise<Map<string, { calls: number; usec: number }>> {
+  const out = new Map<string, { calls: number; usec: number }>();
+  for (const m of (await redis.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
+    out.set(m[1]!, { calls: Number(m[2]), usec: Number(m[3]) });
+  }
+  return out;
 }
 
 let stopping = false;
