@@ -13,11 +13,11 @@
 //
 // Deadline: a query or mutation still executing `requestTimeoutMs` after its request arrived
 // ends with DEADLINE_EXCEEDED (HTTP 504, the whole request; for a mutation the message says
-// that a write may or may not have been applied), its execution is cancelled (no root field starts
-// after it: graphql/deadline.ts) and its slot is free at once. Subscriptions are exempt once they have started. As a
-// backstop, an HTTP request whose handler has not answered a little after its deadline (a
-// subscription that cannot be set up, or anything else that hangs) gets the same 504, so a slot
-// is always given back.
+// that a write may or may not have been applied), its execution is cancelled (no root field
+// starts after it: graphql/deadline.ts) and its slot is free at once. Subscriptions are exempt
+// once they have started. As a backstop, an HTTP request whose handler has not answered a little
+// after its deadline (a subscription that cannot be set up, or anything else that hangs) gets
+// the same 504, so a slot is always given back.
 import { getOperationAST, GraphQLError, type ExecutionArgs, type ExecutionResult } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { LoadConfig } from './config.js';

@@ -134,8 +134,9 @@ export class RequestObserver {
   private readonly outcomes = new Set<string>(['ok', 'error', 'other']);
   // graphql-yoga's parser cache hands out one document per query text: label each once.
   private labels = new WeakMap<object, string>();
-  // The counter and histogram children of each label set, looked up once: prom-client hashes a
-  // label object on every update otherwise. Bounded: operations and outcomes are small sets.
+  // The counter and histogram children of each label set, looked up once rather than a label
+  // object built per update (prom-client still validates and hashes the labels inside each
+  // update). Bounded: operations and outcomes are small sets.
   private readonly counted = new Map<string, { inc(): void }>();
   private readonly timed = new Map<string, { observe(v: number): void }>();
   private readonly refused = new Map<string, { inc(): void }>();

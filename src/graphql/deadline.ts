@@ -9,7 +9,7 @@
 import type { GraphQLFieldResolver, GraphQLSchema } from 'graphql';
 
 /** Set on a request's context when its deadline passes, to the error its client was given. */
-export const DEADLINE_PASSED = Symbol('kvql.deadlinePassed');
+const DEADLINE_PASSED = Symbol('kvql.deadlinePassed');
 
 type Expirable = { [DEADLINE_PASSED]?: Error };
 
