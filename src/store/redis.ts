@@ -1,5 +1,5 @@
 // The one place that creates Redis connections, with the options every guarantee relies on.
-import { Cluster, Redis } from 'ioredis';
+import { Cluster, Redis, type RedisOptions as IoRedisOptions } from 'ioredis';
 
 export interface RedisOptions {
   /** Upper bound on any single command; past it the client gets STORE_UNAVAILABLE. */
@@ -133,7 +133,7 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
       clusterRetryStrategy: (attempt: number) => Math.min(100 * attempt, 1000),
     });
   }
-  return new Redis({
+  return new SentinelRedis({
     ...common,
     // ioredis asks the sentinels for the primary on every (re)connect, and with failoverDetector
     // also listens for +switch-master, so it follows a failover within moments of it.
@@ -152,6 +152,45 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
     // reconnect (through the sentinels) at once, without resending the refused command.
     reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 1 : false),
   });
+}
+
+/**
+ * A client of a Sentinel deployment that ioredis does not leave ended unless kvql closed it.
+ * ioredis (5.x) ends it for good, every command then failing with "Connection is closed.", when
+ * the failover detector sees +switch-master while a reconnect is asking a sentinel for the
+ * primary: the detector calls the connector's disconnect(), which clears `connecting`, and the
+ * connect under way then throws "Connection is closed." (SentinelConnector/index.js, after
+ * `await this.resolve(...)`), which Redis#_connect turns into status "end" with no retry
+ * (Redis.js). It happens when the primary dies: the detector subscribed on the first connection
+ * outlives it, and reconnects keep asking the sentinels until the switch; the longer a sentinel
+ * takes to answer (a TLS handshake on a loaded machine), the likelier. Such a failed connect is
+ * retried here; one that kvql's own disconnect() cut short is not.
+ */
+class SentinelRedis extends Redis {
+  private closedByUs = false;
+
+  override connect(): Promise<void> {
+    // ioredis's own reconnects come here too; it makes none after a disconnect() of ours.
+    this.closedByUs = false;
+    return super.connect().catch((err: unknown) => {
+      if (this.status === 'end' && !this.closedByUs) {
+        setTimeout(() => {
+          if (this.status === 'end' && !this.closedByUs) this.connect().catch(() => {});
+        }, 100);
+      }
+      throw err;
+    });
+  }
+
+  override disconnect(reconnect = false): void {
+    if (!reconnect) this.closedByUs = true;
+    super.disconnect(reconnect);
+  }
+
+  /** The writer's and the feed's connections (duplicateClient) need the same care. */
+  override duplicate(override?: Partial<IoRedisOptions>): Redis {
+    return new SentinelRedis({ ...this.options, ...override });
+  }
 }
 
 /**

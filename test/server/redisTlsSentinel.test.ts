@@ -148,11 +148,33 @@ describe.runIf(opensslOnPath())('TLS to Redis Sentinel (REDIS_SENTINELS, KV_REDI
     });
   });
 
-  // Opt-in (KV_TEST_TLS_FAILOVER=1), not in npm test: in 2 of about 5 full-suite runs here kvql
-  // stayed STORE_UNAVAILABLE ("Connection is closed.") for 15 and 30 s after the failover, though
-  // the promoted primary and its replica were settled; it passed alone and under a parallel
-  // cluster experiment every time. Not understood yet (README, "The path to Redis").
-  it.runIf(process.env.KV_TEST_TLS_FAILOVER === '1')('after a kill -9 of the primary, kvql writes again through the promoted replica, over TLS', async () => {
+  it('a reconnect that the failover detector cuts short is retried, not left "Connection is closed." for good', async () => {
+    const redis = createRedis({ sentinels: dep.sentinelAddresses, masterName: dep.masterName }, { commandTimeoutMs: 1000, tls: { ca: readFileSync(pki.ca) } });
+    redis.on('error', () => {});
+    try {
+      await redis.connect();
+      // ioredis's internals (5.x): what its FailoverDetector does on +switch-master, at the moment
+      // it did harm in the failover case below: while a reconnect asks a sentinel for the primary
+      // (the 'connecting' event comes once that question is under way).
+      const connector = (redis as unknown as { connector: { failoverDetector: { disconnect(): void } | null } }).connector;
+      const detector = await until(5000, 'the failover detector subscribed', () => connector.failoverDetector ?? undefined);
+      redis.once('connecting', () => detector.disconnect());
+      const closed = new Promise((resolve) => redis.once('close', resolve));
+      redis.disconnect(true);
+      await closed;
+      await until(5000, 'the client ready again', () => (redis.status === 'ready' ? true : undefined), 20);
+      expect(await redis.ping()).toBe('PONG');
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  // This case failed in 2 of about 5 full-suite runs (kvql STORE_UNAVAILABLE, "Connection is
+  // closed.", for 15-30 s after a settled failover) until its cause was found: ioredis's failover
+  // detector ended, for good, a client whose reconnect was asking a sentinel for the primary at
+  // that moment. SentinelRedis (src/store/redis.ts) retries such a connect; the test above pins
+  // the race down.
+  it('after a kill -9 of the primary, kvql writes again through the promoted replica, over TLS', async () => {
     const config = loadConfig({
       PORT: '0',
       REDIS_SENTINELS: dep.sentinels,
