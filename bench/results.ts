@@ -94,9 +94,9 @@ const num = (x: number, digits = 0) => x.toLocaleString('en-US', { minimumFracti
 /** Milliseconds: three significant decimals below 1 ms, two below 100. */
 export const ms = (x: number): string => (x < 1 ? x.toFixed(3) : x < 100 ? x.toFixed(2) : x.toFixed(1));
 
-/** The printed report: machine, the table of every figure beside its baselines, the ratios. */
 const msOrNa = (v: number | null) => (v === null ? 'n/a' : `${v.toFixed(2)} ms`);
 
+/** The printed report: machine, the table of every figure beside its baselines, the ratios. */
 export function formatReport(r: Results): string {
   const o = r.options;
   const lines: string[] = [];
