@@ -3,7 +3,7 @@
 //
 // A closed loop: `concurrency` workers, each sending its next request as soon as the previous
 // answered, over keep-alive node:http connections (one per worker) or, for raw Redis, one
-// ioredis connection made as kvql makes its own (src/store/redis.ts: auto-pipelining). Each
+// ioredis connection made as kvql makes its own (src/store/redis.ts, createRedis). Each
 // request is timed with performance.now() (sub-millisecond), every sample kept, percentiles from
 // the sorted samples. A warm-up runs first and is not counted; then the window: a request counts
 // when it completes inside it, and throughput is those requests over the window's length.

@@ -80,7 +80,7 @@ export class FeedReader {
     if (isCluster(redis)) {
       this.notifier = new ClusterNotifier(redis, keys);
     } else {
-      this.blocking = duplicateClient(redis, blockingTimeoutMs, false);
+      this.blocking = duplicateClient(redis, blockingTimeoutMs);
       this.blocking.on('error', () => {}); // reported by the reads that fail
     }
   }
@@ -91,8 +91,7 @@ export class FeedReader {
 
   /** The current end of every partition's feed: a subscription "from now" starts here. */
   async heads(): Promise<Position[]> {
-    // One command per partition (each its own slot on a cluster); auto-pipelining sends the
-    // commands for one node together.
+    // One command per partition (each its own slot on a cluster), all sent at once.
     return redisRead(async () => {
       const replies = await Promise.all(this.partitionList().map((p) => this.redis.xrevrange(this.keys.stream(p), '+', '-', 'COUNT', 1)));
       return replies.map((entries, p) => {

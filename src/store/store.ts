@@ -255,8 +255,8 @@ export class KvStore {
   }
 
   /**
-   * Entries in the order asked, null where absent: one HMGET per bucket, sent together (one
-   * Redis gets them in one auto-pipelined write; on a cluster each follows its own redirection).
+   * Entries in the order asked, null where absent: one HMGET per bucket, all sent at once (on a
+   * cluster each follows its own redirection).
    */
   async getMany(keys: readonly string[], consistency: Consistency = 'strong'): Promise<(Entry | null)[]> {
     return this.read(consistency, (redis) => this.getManyFrom(redis, keys));

@@ -96,7 +96,7 @@ export interface TestAppOptions {
   /**
    * How `gql` reaches the server: "http" (default) over a real socket through `yoga.listener`, as
    * production serves it; "in-process" through `yoga.fetch`, for tests that need requests sent
-   * together to reach the resolvers in the same tick (and so share one Redis auto-pipeline).
+   * together to reach the resolvers in the same tick (and so reach Redis's socket together).
    */
   transport?: 'http' | 'in-process';
   /** KV_MIN_REPLICAS and KV_REPLICATION_TIMEOUT_MS for the store. */
