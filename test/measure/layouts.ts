@@ -17,7 +17,7 @@
 //               divided by N. Loading: sequential keys key:000000000000.., BATCH per script call,
 //               two calls in flight (one for range pages).
 //   puts/s      single-key put scripts (updates of random existing keys, with the feed), OPS of
-//               them with CONCURRENCY in flight on one auto-pipelined connection, fsync always.
+//               them with CONCURRENCY in flight on one connection (createRedis), fsync always.
 //   put us      Redis-side time per put script (INFO commandstats usec_per_call): the CPU a write
 //               costs inside Redis, without the fsync and the network; less noisy than puts/s.
 //   reads/s     single-key point reads of random existing keys, same concurrency; read us is their
