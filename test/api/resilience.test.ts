@@ -542,7 +542,6 @@ describe('a Redis crash, an outage and a hang', () => {
         expect(r.errors[0]!.extensions!.code, r.errors[0]!.message).toBe('STORE_UNAVAILABLE');
         if (present) expect(r.errors[0]!.message, `failed write ${j}, applied after all`).toMatch(MAYBE_APPLIED);
       });
-      expect(pipeErrors).toEqual([]);
     } finally {
       await big.close();
     }

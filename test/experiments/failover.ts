@@ -642,7 +642,13 @@ export async function runFailoverExperiment(opts: FailoverOptions = {}): Promise
     const stored = new Map<string, { value: string; version: number } | null>();
     for (let i = 0; i < keys.length; i += 500) {
       const chunk = keys.slice(i, i + 500);
-      const r = await send(api!.url, GET_MANY, { keys: chunk }, 30_000);
+      // Under load the promoted replica can itself be failed over (down-after is short here);
+      // the API must come back by itself, so a read-back in that window waits for it (bounded).
+      let r = await send(api!.url, GET_MANY, { keys: chunk }, 30_000);
+      for (const until = Date.now() + 30_000; r.code === 'STORE_UNAVAILABLE' && Date.now() < until; ) {
+        await sleep(200);
+        r = await send(api!.url, GET_MANY, { keys: chunk }, 30_000);
+      }
       if (r.code !== null) throw new Error(`reading back through the API failed: ${r.code} ${r.message ?? ''}`);
       chunk.forEach((k, j) => stored.set(k, r.data.getMany[j] ?? null));
     }
