@@ -9,6 +9,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { repairTornAofTail } from './aofTail.js';
+import { oneShotClient, type RedisTls } from './store/redis.js';
 import { KVQL_USER, loadOrCreateSecret, usersAclFile, writePrivateFile } from './redisAcl.js';
 
 export const REDIS_CONF = fileURLToPath(new URL('../redis.conf', import.meta.url));
@@ -96,27 +97,12 @@ function logTail(file: string, lines = 5): string {
 }
 
 /**
- * Runs `ask` on a short-lived connection to 127.0.0.1:`port`; rejects if it fails or nothing
- * answers within `ms` (connecting included: something that accepts connections but never
- * answers, not Redis, must not hang the caller).
+ * Runs `ask` on a short-lived connection to 127.0.0.1:`port` (over TLS when `tls` is given);
+ * rejects if it fails or nothing answers within `ms` (connecting included: something that
+ * accepts connections but never answers, not Redis, must not hang the caller).
  */
-export async function askRedis<T>(port: number, ask: (client: Redis) => Promise<T>, ms: number, auth?: RedisAuth): Promise<T> {
-  const client = new Redis({
-    port,
-    host: '127.0.0.1',
-    ...(auth ? { password: auth.password, ...(auth.username ? { username: auth.username } : {}) } : {}),
-    lazyConnect: true,
-    enableReadyCheck: false,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-    connectTimeout: ms,
-    commandTimeout: ms,
-  });
-  // A refused AUTH closes the connection: what the command then fails with ("Stream isn't
-  // writeable") hides why, so the error the client emitted is kept to tell it.
-  let emitted: Error | undefined;
-  client.on('error', (err: Error) => (emitted ??= err));
+export async function askRedis<T>(port: number, ask: (client: Redis) => Promise<T>, ms: number, auth?: RedisAuth, tls?: RedisTls): Promise<T> {
+  const { client, emitted } = oneShotClient({ host: '127.0.0.1', port, ms, ...auth, ...(tls ? { tls } : {}) });
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([
@@ -124,7 +110,9 @@ export async function askRedis<T>(port: number, ask: (client: Redis) => Promise<
       new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer from port ${port} within ${ms} ms`)), ms))),
     ]);
   } catch (err) {
-    if (emitted && emitted !== err && /^(WRONGPASS|NOAUTH|NOPERM)/.test(emitted.message)) throw emitted;
+    // A refused AUTH is told as itself, not as the "Stream isn't writeable" that follows it.
+    const first = emitted();
+    if (first && first !== err && /^(WRONGPASS|NOAUTH|NOPERM)/.test(first.message)) throw first;
     throw err;
   } finally {
     clearTimeout(timer);

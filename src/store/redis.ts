@@ -224,28 +224,49 @@ export async function sentinelProblem(target: SentinelTarget, opts: RedisOptions
 
 /** Why `seed` refuses a connection with `password` and opts.tls; undefined when it answers PING. */
 async function refusal(seed: { host: string; port: number }, password: string | undefined, opts: RedisOptions): Promise<string | undefined> {
-  const ms = Math.max(opts.commandTimeoutMs, 1000);
-  const probe = new Redis({
-    host: seed.host,
-    port: seed.port,
-    ...(password ? { password } : {}),
+  const { client, emitted } = oneShotClient({ ...seed, ms: Math.max(opts.commandTimeoutMs, 1000), ...(password ? { password } : {}), ...(opts.tls ? { tls: opts.tls } : {}) });
+  try {
+    await client.connect();
+    await client.ping();
+    return undefined;
+  } catch (err) {
+    return `${seed.host}:${seed.port}: ${(emitted() ?? (err as Error)).message}`;
+  } finally {
+    client.disconnect();
+  }
+}
+
+export interface OneShotOptions {
+  host: string;
+  port: number;
+  /** Bound on connecting and on each command. */
+  ms: number;
+  username?: string;
+  password?: string;
+  tls?: RedisTls;
+}
+
+/**
+ * A short-lived connection for one question (kvql's probes of a Redis, a sentinel, a seed): no
+ * retry, no queue, no ready check, each step bounded by `ms`. `emitted()` is the first error the
+ * client emitted: a refused AUTH or TLS handshake closes the connection, and what the command
+ * then fails with ("Stream isn't writeable") hides why.
+ */
+export function oneShotClient(opts: OneShotOptions): { client: Redis; emitted: () => Error | undefined } {
+  const client = new Redis({
+    host: opts.host,
+    port: opts.port,
+    ...(opts.password !== undefined ? { password: opts.password, ...(opts.username ? { username: opts.username } : {}) } : {}),
     ...(opts.tls ? { tls: { ...opts.tls } } : {}),
     lazyConnect: true,
+    enableReadyCheck: false,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     retryStrategy: () => null,
-    connectTimeout: ms,
-    commandTimeout: ms,
+    connectTimeout: opts.ms,
+    commandTimeout: opts.ms,
   });
-  let emitted: Error | undefined;
-  probe.on('error', (err: Error) => (emitted ??= err));
-  try {
-    await probe.connect();
-    await probe.ping();
-    return undefined;
-  } catch (err) {
-    return `${seed.host}:${seed.port}: ${(emitted ?? (err as Error)).message}`;
-  } finally {
-    probe.disconnect();
-  }
+  let first: Error | undefined;
+  client.on('error', (err: Error) => (first ??= err));
+  return { client, emitted: () => first };
 }

@@ -191,35 +191,11 @@ export interface TlsProbe {
   clientKey?: string;
 }
 
-/** askRedis (src/managedRedis.ts), over TLS when `tls` is given: a short-lived, bounded connection. */
-export async function askNode<T>(port: number, ask: (client: Redis) => Promise<T>, ms: number, tls?: TlsProbe): Promise<T> {
+/** askRedis (src/managedRedis.ts), over TLS with these files when `tls` is given. */
+export function askNode<T>(port: number, ask: (client: Redis) => Promise<T>, ms: number, tls?: TlsProbe): Promise<T> {
   if (!tls) return askRedis(port, ask, ms);
-  const client = new Redis({
-    port,
-    host: '127.0.0.1',
-    tls: {
-      ca: readFileSync(tls.ca),
-      ...(tls.clientCert && tls.clientKey ? { cert: readFileSync(tls.clientCert), key: readFileSync(tls.clientKey) } : {}),
-    },
-    lazyConnect: true,
-    enableReadyCheck: false,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-    connectTimeout: ms,
-    commandTimeout: ms,
-  });
-  client.on('error', () => {}); // the connect or the command that fails says why
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      client.connect().then(() => ask(client)),
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer from port ${port} within ${ms} ms`)), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-    client.disconnect();
-  }
+  const client = tls.clientCert && tls.clientKey ? { cert: readFileSync(tls.clientCert), key: readFileSync(tls.clientKey) } : {};
+  return askRedis(port, ask, ms, undefined, { ca: readFileSync(tls.ca), ...client });
 }
 
 /** waitReady (src/managedRedis.ts), over TLS when `tls` is given: until PING answers PONG (past LOADING). */
