@@ -11,6 +11,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { expect } from 'vitest';
 import { askRedis, REDIS_CONF, waitReady } from '../../src/managedRedis.js';
 import { sha256Hex, usersAclFile } from '../../src/redisAcl.js';
+import { post } from '../experiments/tools.js';
 import { freePort } from './redisServer.js';
 import { until } from './until.js';
 
@@ -244,4 +245,12 @@ export async function expectKvqlNeverReady(env: Record<string, string>): Promise
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await exited;
   }
+}
+
+/** A GraphQL operation's data, through the API at `url`; fails the test on any error. */
+export async function gqlData(url: string, query: string, variables: Record<string, unknown>): Promise<any> {
+  const { body, transport } = await post(url, query, variables, 10_000);
+  expect(transport, transport).toBeUndefined();
+  expect(body?.errors, JSON.stringify(body?.errors)).toBeUndefined();
+  return body!.data;
 }

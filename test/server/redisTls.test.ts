@@ -9,20 +9,13 @@ import { createLogger } from '../../src/log.js';
 import { startServer } from '../../src/server.js';
 import { createRedis, type RedisTls } from '../../src/store/redis.js';
 import { uniquePrefix } from '../harness/app.js';
+import { post } from '../experiments/tools.js';
 import { makePki, once, opensslOnPath, startTlsRedis, type Pki, type SpawnedRedis } from '../harness/secureRedis.js';
 
 const PUT = 'mutation($key: String!, $value: String!) { put(key: $key, value: $value) { version } }';
 const GET = 'query($key: String!) { get(key: $key) { value version } }';
 
-async function gql(url: string, query: string, variables: Record<string, unknown>): Promise<any> {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ query, variables }),
-    signal: AbortSignal.timeout(10_000),
-  });
-  return res.json();
-}
+const gql = async (url: string, query: string, variables: Record<string, unknown>): Promise<any> => (await post(url, query, variables, 10_000)).body;
 
 /** Connects with createRedis as kvql does; resolves 'ready', or rejects with the first error. */
 async function tryConnect(url: string, tls?: RedisTls): Promise<string> {

@@ -13,7 +13,7 @@ import { startServer, type RunningServer } from '../../src/server.js';
 import { clusterSeedProblem, createRedis, type RedisTls } from '../../src/store/redis.js';
 import { keysInDistinctPartitions, uniquePrefix } from '../harness/app.js';
 import { parseInfo, startTestCluster, type TestCluster } from '../harness/cluster.js';
-import { expectKvqlNeverReady, makePki, opensslOnPath, type Pki } from '../harness/secureRedis.js';
+import { expectKvqlNeverReady, gqlData as gql, makePki, opensslOnPath, type Pki } from '../harness/secureRedis.js';
 import { sseSubscribe } from '../harness/sse.js';
 import type { SubscriptionStream } from '../harness/stream.js';
 import { until } from '../harness/until.js';
@@ -25,18 +25,6 @@ const GET = 'query($key: String!, $c: Consistency!) { get(key: $key, consistency
 const BATCH = 'mutation($items: [PutInput!]!) { batchPut(items: $items) { key version } }';
 const RANGE = 'query($p: String!) { range(prefix: $p, first: 100) { edges { node { key value version } } totalCount } }';
 const CHANGES = 'subscription($p: String!) { changes(prefix: $p) { type key version } }';
-
-async function gql(url: string, query: string, variables: Record<string, unknown>): Promise<any> {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ query, variables }),
-    signal: AbortSignal.timeout(10_000),
-  });
-  const body = (await res.json()) as any;
-  expect(body.errors, JSON.stringify(body.errors)).toBeUndefined();
-  return body.data;
-}
 
 /** Connects to the cluster with createRedis as kvql does; resolves 'ready', or rejects with why it could not. */
 async function tryCluster(seeds: { host: string; port: number }[], tls: RedisTls | undefined, ms = 5000): Promise<string> {

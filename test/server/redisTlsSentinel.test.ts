@@ -14,29 +14,14 @@ import { askRedis } from '../../src/managedRedis.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { createRedis, sentinelProblem, type RedisTls } from '../../src/store/redis.js';
 import { uniquePrefix } from '../harness/app.js';
-import { expectKvqlNeverReady, makePki, opensslOnPath, type Pki } from '../harness/secureRedis.js';
+import { post } from '../experiments/tools.js';
+import { expectKvqlNeverReady, gqlData as gql, makePki, opensslOnPath, type Pki } from '../harness/secureRedis.js';
 import { parseInfo, startSentinelDeployment, type SentinelDeployment } from '../harness/sentinel.js';
 import { until } from '../harness/until.js';
 
 
 const PUT = 'mutation($key: String!, $value: String!) { put(key: $key, value: $value) { version } }';
 const GET = 'query($key: String!, $c: Consistency!) { get(key: $key, consistency: $c) { value version } }';
-
-async function post(url: string, query: string, variables: Record<string, unknown>): Promise<any> {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ query, variables }),
-    signal: AbortSignal.timeout(10_000),
-  });
-  return res.json();
-}
-
-async function gql(url: string, query: string, variables: Record<string, unknown>): Promise<any> {
-  const body = await post(url, query, variables);
-  expect(body.errors, JSON.stringify(body.errors)).toBeUndefined();
-  return body.data;
-}
 
 /** Connects through the sentinels with createRedis as kvql does; 'ready', or rejects with why not. */
 async function trySentinel(dep: SentinelDeployment, tls: RedisTls | undefined, ms = 3000): Promise<string> {
@@ -201,7 +186,7 @@ describe.runIf(opensslOnPath())('TLS to Redis Sentinel (REDIS_SENTINELS, KV_REDI
       // Usually ~2 s; the bound is for the full suite's load (the other replica resyncs over TLS).
       const key = await until(30_000, 'a put acknowledged through the promoted replica', async () => {
         const k = `f:after:${++attempt}`;
-        const body = await post(url, PUT, { key: k, value: '2' });
+        const body = (await post(url, PUT, { key: k, value: '2' }, 10_000)).body ?? {};
         last = JSON.stringify(body.errors);
         // REPLICATION_TIMEOUT counts too: the write was applied on the promoted primary (reached
         // over TLS), only its replica had not reattached yet (slow under the full suite's load).
