@@ -1,7 +1,9 @@
 // The change-feed hub: one reading loop per API process, on one blocking Redis connection, that
 // fans every event out to the in-process subscriptions. However many clients subscribe, Redis
 // sees one XREAD at a time from this process (plus short catch-up reads when a subscription
-// starts or resumes).
+// starts or resumes). The loop runs only while someone subscribes: with no subscription left it
+// stops after its current read (at most blockMs), so a process nobody listens to is not woken
+// by every write; the next subscription starts it again from the feed's heads.
 import { inRange, type KeyRange } from '../store/order.js';
 import { compareIds, type FeedEvent, type FeedReader, type Position } from '../store/feed.js';
 import { StoreError } from '../store/errors.js';
@@ -133,7 +135,10 @@ export class FeedHub {
   private readonly subscribers = new Set<Subscriber>();
   /** How far the loop has read and fanned out; null until it has started. */
   private position: Position[] | null = null;
+  /** Set while the loop runs (or is starting); null when it is stopped. */
   private started: Promise<void> | null = null;
+  /** Subscriptions in progress, catching up or live: the loop runs while there is one. */
+  private active = 0;
   private closed = false;
   private readonly log: (m: string) => void;
 
@@ -153,61 +158,68 @@ export class FeedHub {
    * now) on. Iterating ends when the consumer returns, or throws SlowConsumerError.
    */
   async *subscribe(opts: SubscribeOptions): AsyncGenerator<Delivery> {
-    await this.ensureStarted();
-    const from = opts.after ?? (await this.retrying(() => this.reader.heads()));
-    const sub = new Subscriber(
-      from.map((p) => ({ ...p })),
-      opts.range,
-      this.opts.bufferSize,
-      (s, gap) => {
-        this.subscribers.delete(s);
-        s.fail(gap ?? new Error(`the subscriber fell more than ${this.opts.bufferSize} events behind; resume from the last cursor received`));
-      },
-    );
-    // The position after the last event handed to the consumer: where it can resume.
-    let delivered = from;
-    const onAbort = () => sub.notify();
-    opts.signal?.addEventListener('abort', onAbort);
+    // Counted before the loop is started, so the loop cannot stop under a starting subscription.
+    this.active++;
+    const onAbort = () => sub?.notify();
+    let sub: Subscriber | undefined;
     try {
-      // Catch up from the stream itself until this subscriber has reached the hub's position,
-      // then join the hub in the same tick, so that no event falls between the two.
-      for (;;) {
-        let behind = false;
-        for (let p = 0; p < sub.position.length; p++) {
-          while (compareIds(sub.position[p]!.id, this.position![p]!.id) < 0) {
-            const events = await this.retrying(() => this.reader.after(p, sub.position[p]!, this.opts.batchSize));
-            if (events.length === 0) break;
-            for (const e of events) {
-              const d = sub.advance(e);
-              if (d) {
-                yield d;
-                delivered = d.position;
+      await this.ensureStarted();
+      const from = opts.after ?? (await this.retrying(() => this.reader.heads()));
+      sub = new Subscriber(
+        from.map((p) => ({ ...p })),
+        opts.range,
+        this.opts.bufferSize,
+        (s, gap) => {
+          this.subscribers.delete(s);
+          s.fail(gap ?? new Error(`the subscriber fell more than ${this.opts.bufferSize} events behind; resume from the last cursor received`));
+        },
+      );
+      // The position after the last event handed to the consumer: where it can resume.
+      let delivered = from;
+      opts.signal?.addEventListener('abort', onAbort);
+      try {
+        // Catch up from the stream itself until this subscriber has reached the hub's position,
+        // then join the hub in the same tick, so that no event falls between the two.
+        for (;;) {
+          let behind = false;
+          for (let p = 0; p < sub.position.length; p++) {
+            while (compareIds(sub.position[p]!.id, this.position![p]!.id) < 0) {
+              const events = await this.retrying(() => this.reader.after(p, sub!.position[p]!, this.opts.batchSize));
+              if (events.length === 0) break;
+              for (const e of events) {
+                const d = sub.advance(e);
+                if (d) {
+                  yield d;
+                  delivered = d.position;
+                }
               }
+              behind = true;
             }
-            behind = true;
           }
+          if (!behind && sub.position.every((pos, p) => compareIds(pos.id, this.position![p]!.id) >= 0)) break;
+          if (!behind) await sleep(5); // the hub is ahead but the stream read returned nothing yet
         }
-        if (!behind && sub.position.every((pos, p) => compareIds(pos.id, this.position![p]!.id) >= 0)) break;
-        if (!behind) await sleep(5); // the hub is ahead but the stream read returned nothing yet
-      }
-      this.subscribers.add(sub);
-      for (;;) {
-        while (sub.queue.length > 0) {
-          const d = sub.queue.shift()!;
-          yield d;
-          delivered = d.position;
+        this.subscribers.add(sub);
+        for (;;) {
+          while (sub.queue.length > 0) {
+            const d = sub.queue.shift()!;
+            yield d;
+            delivered = d.position;
+          }
+          if (sub.failure) throw sub.failure instanceof FeedGap ? sub.failure : new SlowConsumerError(sub.failure.message, delivered);
+          if (this.closed || opts.signal?.aborted) return;
+          await sub.next();
         }
-        if (sub.failure) throw sub.failure instanceof FeedGap ? sub.failure : new SlowConsumerError(sub.failure.message, delivered);
-        if (this.closed || opts.signal?.aborted) return;
-        await sub.next();
+      } catch (err) {
+        if (!(err instanceof FeedGap)) throw err;
+        const position = sub.position;
+        const { oldest } = await this.retrying(() => this.reader.check(position));
+        throw new CursorExpiredError(err.message, oldest);
       }
-    } catch (err) {
-      if (!(err instanceof FeedGap)) throw err;
-      const { oldest } = await this.retrying(() => this.reader.check(sub.position));
-      throw new CursorExpiredError(err.message, oldest);
     } finally {
-      this.subscribers.delete(sub);
+      if (sub) this.subscribers.delete(sub);
       opts.signal?.removeEventListener('abort', onAbort);
+      this.active--;
     }
   }
 
@@ -233,6 +245,7 @@ export class FeedHub {
     }
   }
 
+  /** Starts the loop unless it runs, from the feed's heads (what it read before may be stale). */
   private ensureStarted(): Promise<void> {
     this.started ??= (async () => {
       this.position = await this.retrying(() => this.reader.heads());
@@ -243,7 +256,15 @@ export class FeedHub {
 
   private async loop(): Promise<void> {
     let failing = false;
-    while (!this.closed) {
+    for (;;) {
+      if (this.closed) return;
+      if (this.active === 0) {
+        // Nobody listens: stop (in the same tick as the check, so a subscription that comes
+        // later finds `started` unset and starts a new loop).
+        this.started = null;
+        this.reader.pause();
+        return;
+      }
       let events: FeedEvent[];
       try {
         events = await this.reader.wait(this.position!, this.opts.batchSize, this.opts.blockMs);

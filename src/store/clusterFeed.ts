@@ -50,9 +50,14 @@ export class ClusterNotifier {
     for (const p of partitions) this.changed.add(p);
   }
 
-  close(): void {
+  /** Drops the subscriber connections; the next next() subscribes again (and reads 'all'). */
+  pause(): void {
     for (const s of this.subscribers.values()) s.disconnect();
     this.subscribers.clear();
+  }
+
+  close(): void {
+    this.pause();
     this.wake?.();
   }
 

@@ -176,6 +176,15 @@ export class FeedReader {
     return [...Array(this.keys.partitions).keys()];
   }
 
+  /**
+   * Nobody reads for now (the hub stopped): on a cluster, stop hearing every XADD. The next
+   * wait() subscribes again and reads every partition once. On one Redis an idle blocking
+   * connection costs nothing, and it stays open.
+   */
+  pause(): void {
+    this.notifier?.pause();
+  }
+
   close(): void {
     this.blocking?.disconnect();
     this.notifier?.close();
