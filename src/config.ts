@@ -61,7 +61,11 @@ const EnvSchema = z.object({
     .regex(/^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$/, 'expected comma-separated host:port pairs of cluster nodes, e.g. 10.0.0.1:7000,10.0.0.2:7000')
     .optional(),
   REDIS_MASTER_NAME: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected the name the sentinels monitor, e.g. kvql').default('kvql'),
+  // The ACL user kvql signs in as on a Sentinel deployment's or a cluster's Redis servers, and
+  // on the sentinels (with REDIS_URL the user is in the URL: redis://kvql:<password>@host).
+  REDIS_USERNAME: z.string().regex(/^[!-~]{1,128}$/, 'expected an ACL user name (printable, no spaces), e.g. kvql').optional(),
   REDIS_PASSWORD: z.string().optional(),
+  REDIS_SENTINEL_USERNAME: z.string().regex(/^[!-~]{1,128}$/, 'expected an ACL user name (printable, no spaces)').optional(),
   REDIS_SENTINEL_PASSWORD: z.string().optional(),
   // TLS to Redis (README, "The path to Redis"): on for a rediss:// REDIS_URL, or with KV_REDIS_TLS
   // for a cluster or Sentinel (no URL to say it); the CA, client certificate and key are PEM files, read at start.
@@ -344,6 +348,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const targets = (['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'] as const).filter((name) => e[name] !== undefined);
   if (targets.length > 1)
     problems.push(`  ${targets[1]}: give one of REDIS_URL (one Redis), REDIS_SENTINELS (a Sentinel deployment) or REDIS_CLUSTER_NODES (a cluster), not ${targets.join(' and ')}`);
+  // An ACL user name alone would silently sign in as nobody (ioredis sends AUTH only with a
+  // password), and with REDIS_URL or the managed Redis it would be ignored: say so instead.
+  if (e.REDIS_USERNAME !== undefined && e.REDIS_SENTINELS === undefined && e.REDIS_CLUSTER_NODES === undefined)
+    problems.push('  REDIS_USERNAME: applies to REDIS_SENTINELS or REDIS_CLUSTER_NODES only; with REDIS_URL put the user in the URL (redis://kvql:<password>@host:6379)');
+  else if (e.REDIS_USERNAME !== undefined && e.REDIS_PASSWORD === undefined)
+    problems.push('  REDIS_USERNAME: needs REDIS_PASSWORD (an ACL user signs in with both)');
+  if (e.REDIS_SENTINEL_USERNAME !== undefined && e.REDIS_SENTINELS === undefined)
+    problems.push('  REDIS_SENTINEL_USERNAME: applies to REDIS_SENTINELS only');
+  else if (e.REDIS_SENTINEL_USERNAME !== undefined && e.REDIS_SENTINEL_PASSWORD === undefined)
+    problems.push('  REDIS_SENTINEL_USERNAME: needs REDIS_SENTINEL_PASSWORD (an ACL user signs in with both)');
   if (targets.length === 0 && e.PORT !== 0 && e.PORT === e.KV_MANAGED_REDIS_PORT)
     problems.push('  KV_MANAGED_REDIS_PORT: the managed Redis cannot listen on the API port (PORT)');
   if (e.KV_MAX_REQUEST_ITEMS < Math.max(e.KV_MAX_BATCH_ITEMS, e.KV_PAGE_MAX, e.KV_DELETE_RANGE_MAX))
@@ -384,13 +398,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         : {
             sentinels: hostPorts(e.REDIS_SENTINELS),
             masterName: e.REDIS_MASTER_NAME,
+            ...(e.REDIS_USERNAME ? { username: e.REDIS_USERNAME } : {}),
             ...(e.REDIS_PASSWORD ? { password: e.REDIS_PASSWORD } : {}),
+            ...(e.REDIS_SENTINEL_USERNAME ? { sentinelUsername: e.REDIS_SENTINEL_USERNAME } : {}),
             ...(e.REDIS_SENTINEL_PASSWORD ? { sentinelPassword: e.REDIS_SENTINEL_PASSWORD } : {}),
           },
     cluster:
       e.REDIS_CLUSTER_NODES === undefined
         ? undefined
-        : { clusterNodes: hostPorts(e.REDIS_CLUSTER_NODES), ...(e.REDIS_PASSWORD ? { password: e.REDIS_PASSWORD } : {}) },
+        : {
+            clusterNodes: hostPorts(e.REDIS_CLUSTER_NODES),
+            ...(e.REDIS_USERNAME ? { username: e.REDIS_USERNAME } : {}),
+            ...(e.REDIS_PASSWORD ? { password: e.REDIS_PASSWORD } : {}),
+          },
     redisTls,
     replication: { minReplicas: e.KV_MIN_REPLICAS, timeoutMs: e.KV_REPLICATION_TIMEOUT_MS },
     dataDir: e.KV_DATA_DIR,

@@ -26,8 +26,12 @@ export interface RedisTls {
 export interface SentinelTarget {
   sentinels: { host: string; port: number }[];
   masterName: string;
-  /** The Redis servers' password (requirepass), if any. */
+  /** The Redis servers' ACL user (e.g. kvql of users.acl); absent: the default user. */
+  username?: string;
+  /** The Redis servers' password (requirepass, or the ACL user's), if any. */
   password?: string;
+  /** The sentinels' own ACL user, if they have ACLs; absent: their default user. */
+  sentinelUsername?: string;
   /** The sentinels' own password, if any. */
   sentinelPassword?: string;
   /** Connect to the primary (default), or to one of its replicas (for eventual reads). */
@@ -37,7 +41,9 @@ export interface SentinelTarget {
 /** A Redis Cluster: a few of its nodes to learn the rest from (REDIS_CLUSTER_NODES). */
 export interface ClusterTarget {
   clusterNodes: { host: string; port: number }[];
-  /** The nodes' password (requirepass), if any. */
+  /** The nodes' ACL user (e.g. kvql of users.acl, on every node); absent: the default user. */
+  username?: string;
+  /** The nodes' password (requirepass, or the ACL user's), if any. */
   password?: string;
   /** Send reads to masters (default), or to replicas where a slot has one (eventual reads). */
   reads?: 'master' | 'slave';
@@ -117,7 +123,7 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
       enableAutoPipelining: false,
       // TLS applies to every node ioredis connects to: the seeds and those CLUSTER SLOTS names
       // (by the address each node announces, so its certificate must name that address).
-      redisOptions: { ...node, ...(target.password ? { password: target.password } : {}), ...(opts.tls ? { tls: { ...opts.tls } } : {}) },
+      redisOptions: { ...node, ...credentials(target.username, target.password), ...(opts.tls ? { tls: { ...opts.tls } } : {}) },
       // With TLS, connect to a seed by the name given, so that its certificate is checked against
       // that name rather than the address the name resolves to.
       ...(opts.tls ? { dnsLookup: (address: string, callback: (err: Error | null, address: string) => void) => callback(null, address) } : {}),
@@ -146,7 +152,8 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
     name: target.masterName,
     role: target.role ?? 'master',
     failoverDetector: true,
-    ...(target.password ? { password: target.password } : {}),
+    ...credentials(target.username, target.password),
+    ...(target.sentinelUsername ? { sentinelUsername: target.sentinelUsername } : {}),
     ...(target.sentinelPassword ? { sentinelPassword: target.sentinelPassword } : {}),
     sentinelRetryStrategy: (attempt: number) => Math.min(100 * attempt, 1000),
     // TLS to both (one switch, KV_REDIS_TLS): sentinelTLS for the sentinels (also the failover
@@ -207,7 +214,7 @@ class SentinelRedis extends Redis {
 export async function clusterSeedProblem(target: ClusterTarget, opts: RedisOptions): Promise<string | undefined> {
   const seed = target.clusterNodes[0];
   if (!seed) return undefined;
-  return refusal(seed, target.password, opts);
+  return refusal(seed, target.username, target.password, opts);
 }
 
 /**
@@ -219,12 +226,18 @@ export async function clusterSeedProblem(target: ClusterTarget, opts: RedisOptio
 export async function sentinelProblem(target: SentinelTarget, opts: RedisOptions): Promise<string | undefined> {
   const sentinel = target.sentinels[0];
   if (!sentinel) return undefined;
-  return refusal(sentinel, target.sentinelPassword, opts);
+  return refusal(sentinel, target.sentinelUsername, target.sentinelPassword, opts);
 }
 
-/** Why `seed` refuses a connection with `password` and opts.tls; undefined when it answers PING. */
-async function refusal(seed: { host: string; port: number }, password: string | undefined, opts: RedisOptions): Promise<string | undefined> {
-  const { client, emitted } = oneShotClient({ ...seed, ms: Math.max(opts.commandTimeoutMs, 1000), ...(password ? { password } : {}), ...(opts.tls ? { tls: opts.tls } : {}) });
+/** ioredis's AUTH options: AUTH <user> <password> for an ACL user, AUTH <password> otherwise. */
+function credentials(username: string | undefined, password: string | undefined): { username?: string; password?: string } {
+  if (!password) return {};
+  return username ? { username, password } : { password };
+}
+
+/** Why `seed` refuses a connection with these credentials and opts.tls; undefined when it answers PING. */
+async function refusal(seed: { host: string; port: number }, username: string | undefined, password: string | undefined, opts: RedisOptions): Promise<string | undefined> {
+  const { client, emitted } = oneShotClient({ ...seed, ms: Math.max(opts.commandTimeoutMs, 1000), ...credentials(username, password), ...(opts.tls ? { tls: opts.tls } : {}) });
   try {
     await client.connect();
     await client.ping();

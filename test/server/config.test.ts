@@ -196,6 +196,26 @@ describe('loadConfig', () => {
     expect(loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000', PORT: '6390' }).port).toBe(6390);
   });
 
+  it('signs in as an ACL user on a Sentinel deployment or a cluster with REDIS_USERNAME, and refuses one that would be ignored', () => {
+    const sentinel = loadConfig({
+      REDIS_SENTINELS: '127.0.0.1:26379',
+      REDIS_USERNAME: 'kvql',
+      REDIS_PASSWORD: 'pw',
+      REDIS_SENTINEL_USERNAME: 'watcher',
+      REDIS_SENTINEL_PASSWORD: 'spw',
+    }).sentinel;
+    expect(sentinel).toEqual({ sentinels: [{ host: '127.0.0.1', port: 26379 }], masterName: 'kvql', username: 'kvql', password: 'pw', sentinelUsername: 'watcher', sentinelPassword: 'spw' });
+    const cluster = loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000', REDIS_USERNAME: 'kvql', REDIS_PASSWORD: 'pw' }).cluster;
+    expect(cluster).toEqual({ clusterNodes: [{ host: '127.0.0.1', port: 7000 }], username: 'kvql', password: 'pw' });
+    // Ignored, or signing in as nobody: refused, naming the variable.
+    expect(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', REDIS_USERNAME: 'kvql' })).toThrow(/REDIS_USERNAME: applies to REDIS_SENTINELS or REDIS_CLUSTER_NODES only; with REDIS_URL put the user in the URL/);
+    expect(() => loadConfig({ REDIS_USERNAME: 'kvql', REDIS_PASSWORD: 'pw' })).toThrow(/REDIS_USERNAME: applies to REDIS_SENTINELS or REDIS_CLUSTER_NODES only/);
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000', REDIS_USERNAME: 'kvql' })).toThrow(/REDIS_USERNAME: needs REDIS_PASSWORD/);
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000', REDIS_SENTINEL_USERNAME: 'w', REDIS_SENTINEL_PASSWORD: 'x' })).toThrow(/REDIS_SENTINEL_USERNAME: applies to REDIS_SENTINELS only/);
+    expect(() => loadConfig({ REDIS_SENTINELS: '127.0.0.1:26379', REDIS_SENTINEL_USERNAME: 'w' })).toThrow(/REDIS_SENTINEL_USERNAME: needs REDIS_SENTINEL_PASSWORD/);
+    expect(() => loadConfig({ REDIS_SENTINELS: '127.0.0.1:26379', REDIS_USERNAME: 'kv ql', REDIS_PASSWORD: 'pw' })).toThrow(/REDIS_USERNAME="kv ql": expected an ACL user name/);
+  });
+
   it('counts an empty variable as unset', () => {
     const empty = Object.fromEntries(
       ['HOST', 'PORT', 'LOG_LEVEL', 'REDIS_URL', 'KV_DATA_DIR', 'KV_MANAGED_REDIS_PORT', 'KV_PREFIX', 'KV_PARTITIONS', 'KV_BUCKETS', 'KV_MAX_KEY_BYTES',
