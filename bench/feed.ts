@@ -14,6 +14,7 @@ import { createClient, type Client } from 'graphql-ws';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { freePort, startTestRedis } from '../test/harness/redisServer.js';
+import { httpClient } from './driver.js';
 
 const QUICK = process.argv.includes('--quick');
 const PACED_SECONDS = QUICK ? 1 : 4;
@@ -119,6 +120,13 @@ async function main(): Promise<void> {
     env: { ...process.env, REDIS_URL: redisServer.url, PORT: String(port), KV_PREFIX: 'bench', NODE_ENV: 'production' },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
+  // Stopped early (Ctrl-C, or the test of its short form timing out): stop what it started.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      api.kill('SIGTERM');
+      void redisServer.stop().finally(() => process.exit(1));
+    });
+  }
   const base = `http://127.0.0.1:${port}`;
   const rows: Row[] = [];
   try {
@@ -129,13 +137,12 @@ async function main(): Promise<void> {
       await sleep(100);
     }
 
+    // node:http with keep-alive (the main bench's client), not fetch: this process also runs
+    // every subscriber, so the writers' own cost per request comes out of the rate they reach.
+    const client = httpClient(`${base}/graphql`, 16);
     const put = async (key: string) => {
-      const res = await fetch(`${base}/graphql`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ query: 'mutation($k:String!,$v:String!){ put(key:$k, value:$v){ version } }', variables: { k: key, v: 'x'.repeat(100) } }),
-      });
-      const body = (await res.json()) as { errors?: unknown };
+      const text = await client.post('/graphql', JSON.stringify({ query: 'mutation($k:String!,$v:String!){ put(key:$k, value:$v){ version } }', variables: { k: key, v: 'x'.repeat(100) } }));
+      const body = JSON.parse(text) as { errors?: unknown };
       if (body.errors) throw new Error(JSON.stringify(body.errors));
     };
 
@@ -194,6 +201,7 @@ async function main(): Promise<void> {
       );
     }
     writer.disconnect();
+    client.close();
   } finally {
     api.kill('SIGTERM');
     await new Promise((r) => api.once('exit', r));

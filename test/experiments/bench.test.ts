@@ -1,7 +1,8 @@
-// The benchmark's short form (the full run is `npm run bench`): `bench/run.ts --quick` end to
-// end, as its own process, writing to a temp directory. It checks that every figure was measured
-// and is a positive finite number, and that the chart is well-formed XML; never how fast
-// anything is. Runs in the p1 project only.
+// The benchmarks' short forms (the full runs are `npm run bench` and `npm run bench:feed`):
+// `bench/run.ts --quick` end to end, as its own process, writing to a temp directory, and
+// `bench/feed.ts --quick`. They check that every figure was measured and is a positive finite
+// number, and that the chart is well-formed XML; never how fast anything is. Runs in the p1
+// project only.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,10 +14,10 @@ import type { Results } from '../../bench/results.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
-/** Runs the bench with `args`; stops it (SIGTERM: it stops what it started) after `ms`. */
-function runBench(args: string[], ms: number): Promise<{ code: number | null; output: string }> {
+/** Runs a bench script with `args`; stops it (SIGTERM: it stops what it started) after `ms`. */
+function runBench(args: string[], ms: number, script = 'bench/run.ts'): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (c: Buffer) => (output += c.toString()));
     child.stderr.on('data', (c: Buffer) => (output += c.toString()));
@@ -123,6 +124,26 @@ describe('the benchmark, short form', () => {
       expect(svg).toContain('put: latency');
     } finally {
       rmSync(out, { recursive: true, force: true });
+    }
+  }, 130_000);
+
+  it('measures the change feed beside raw Redis: every row has latencies, samples and a delivery rate', async () => {
+    const { code, output } = await runBench(['--quick'], 100_000, 'bench/feed.ts');
+    expect(code, output).toBe(0);
+    expect(output).not.toContain('subscription error');
+    // system, subscribers, ack p50, ack p99, sent p50, sent p99, samples, events/s
+    const rows = [...output.matchAll(/^(kvql|raw Redis)\s+(\d+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+(\d+)\s+(\d+)$/gm)];
+    expect(rows.map((m) => `${m[1]}/${m[2]}`), output).toEqual(['kvql/1', 'kvql/10', 'raw Redis/1', 'raw Redis/10']);
+    for (const m of rows) {
+      const [ackP50, ackP99, sentP50, sentP99, samples, perSec] = m.slice(3).map(Number) as [number, number, number, number, number, number];
+      const where = `${m[1]} with ${m[2]} subscribers`;
+      expect(ackP99, where).toBeGreaterThanOrEqual(ackP50);
+      expect(sentP99, where).toBeGreaterThanOrEqual(sentP50);
+      // Sent before acknowledged: from sending is never shorter than from the acknowledgement.
+      expect(sentP50, where).toBeGreaterThanOrEqual(ackP50);
+      expect(positive(sentP50), where).toBe(true);
+      expect(samples, where).toBeGreaterThan(0);
+      expect(positive(perSec), where).toBe(true);
     }
   }, 130_000);
 });
