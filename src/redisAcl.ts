@@ -44,12 +44,15 @@ export function kvqlAclRules(opts: { prefix: string; password: string; template?
 
 /**
  * A whole ACL file: user kvql, and `default` either protected by `adminPassword` (every
- * command and key: for the operator's redis-cli and tools) or off.
+ * command and key: for the operator's redis-cli and tools) or off. Off, it keeps every
+ * permission: Redis 7.0 replays the append-only file as the default user and checks its ACL
+ * inside MULTI/EXEC, so a default user without rights would silently drop every script's writes
+ * (all of kvql's) at the next start (redis/redis#14541). Off, nobody can sign in as it anyway.
  */
 export function usersAclFile(opts: { prefix: string; password: string; adminPassword?: string; template?: string }): string {
   const lines = [`user ${KVQL_USER} ${kvqlAclRules(opts)}`];
   lines.push(
-    opts.adminPassword === undefined ? 'user default off resetpass resetkeys resetchannels -@all' : `user default on #${sha256Hex(opts.adminPassword)} ~* &* +@all`,
+    opts.adminPassword === undefined ? 'user default off resetpass ~* &* +@all' : `user default on #${sha256Hex(opts.adminPassword)} ~* &* +@all`,
   );
   return `${lines.join('\n')}\n`;
 }
