@@ -36,6 +36,8 @@ export interface Job {
   target: string;
   /** kvql only: an Authorization header to send (`Bearer <token>`), for an API with tokens. */
   authorization?: string;
+  /** Return the sorted latencies too (Figure.latencies), to pool several windows (poolFigures). */
+  keepSamples?: boolean;
 }
 
 export interface Figure {
@@ -49,6 +51,8 @@ export interface Figure {
   samples: number;
   errors: number;
   firstError?: string;
+  /** Every latency of the window, sorted (ms): only when the job asked (keepSamples). */
+  latencies?: number[];
 }
 
 const now = () => performance.now();
@@ -290,22 +294,43 @@ export async function measure(job: Job): Promise<Figure> {
     // A window so short that no request completed in it would say nothing: refuse to report.
     if (samples.length === 0) throw new Error(`no request completed in the window (${errors} errors${firstError ? `: ${firstError}` : ''})`);
     samples.sort((x, y) => x - y);
-    const opsPerSec = samples.length / job.seconds;
-    // Rounded for the report: 0.1 operation/s, 0.1 µs.
-    const round = (x: number, digits: number) => Number(x.toFixed(digits));
-    return {
-      opsPerSec: round(opsPerSec, 1),
-      itemsPerSec: round(opsPerSec * job.items, 1),
-      p50Ms: round(percentile(samples, 50), 4),
-      p99Ms: round(percentile(samples, 99), 4),
-      meanMs: round(samples.reduce((s, x) => s + x, 0) / samples.length, 4),
-      samples: samples.length,
-      errors,
-      ...(firstError !== undefined ? { firstError } : {}),
-    };
+    const figure = figureOf(samples, job.seconds, job.items, errors, firstError);
+    return job.keepSamples ? { ...figure, latencies: samples } : figure;
   } finally {
     target.close();
   }
+}
+
+/** The figure of sorted latencies measured over `seconds` (in one window or several). */
+function figureOf(sorted: readonly number[], seconds: number, items: number, errors: number, firstError: string | undefined): Figure {
+  const opsPerSec = sorted.length / seconds;
+  // Rounded for the report: 0.1 operation/s, 0.1 µs.
+  const round = (x: number, digits: number) => Number(x.toFixed(digits));
+  return {
+    opsPerSec: round(opsPerSec, 1),
+    itemsPerSec: round(opsPerSec * items, 1),
+    p50Ms: round(percentile(sorted, 50), 4),
+    p99Ms: round(percentile(sorted, 99), 4),
+    meanMs: round(sorted.reduce((s, x) => s + x, 0) / sorted.length, 4),
+    samples: sorted.length,
+    errors,
+    ...(firstError !== undefined ? { firstError } : {}),
+  };
+}
+
+/**
+ * One figure from several windows of the same measurement (each `seconds` long, with its
+ * latencies kept): throughput over their total time, percentiles and mean over all their
+ * latencies together, as if they were one window.
+ */
+export function poolFigures(figures: readonly Figure[], seconds: number, items: number): Figure {
+  const all = figures.flatMap((f) => {
+    if (!f.latencies) throw new Error('poolFigures needs the latencies of every window (keepSamples)');
+    return f.latencies;
+  });
+  all.sort((x, y) => x - y);
+  const errors = figures.reduce((n, f) => n + f.errors, 0);
+  return figureOf(all, seconds * figures.length, items, errors, figures.find((f) => f.firstError !== undefined)?.firstError);
 }
 
 // --- The parent's side: the driver as a child process, one measurement at a time over IPC.

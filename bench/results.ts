@@ -10,9 +10,15 @@ export const SYSTEMS: readonly { id: System; label: string }[] = [
 
 export interface Options {
   quick: boolean;
-  /** Measurement window, per measurement. */
+  /** Measurement window, per measurement and round. */
   seconds: number;
   warmupSeconds: number;
+  /**
+   * Rounds per row: each system is measured once per round, in the order of SYSTEMS and then
+   * back (kvql raw bare etcd, etcd bare raw kvql, ...), and its rounds' windows are pooled, so
+   * that the machine's drift during a row falls on every system alike. Absent in older results: 1.
+   */
+  rounds?: number;
   /** Keys loaded into kvql (and read by get, getMany, range, of every system but etcd). */
   keys: number;
   /** Keys loaded into etcd. */
@@ -103,7 +109,7 @@ export function formatReport(r: Results): string {
   const m = r.machine;
   lines.push(
     `machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB.toFixed(0)} GiB, ${m.os}; Node ${m.node}, Redis ${m.redis}, etcd ${m.etcd ?? 'not installed'}`,
-    `run: ${r.date}, ${r.durationSeconds.toFixed(0)} s; ${o.seconds} s per measurement after ${o.warmupSeconds} s warm-up${o.quick ? ' (--quick)' : ''}; ` +
+    `run: ${r.date}, ${r.durationSeconds.toFixed(0)} s; ${o.rounds && o.rounds > 1 ? `${o.rounds} rounds of ${o.seconds} s` : `${o.seconds} s`} per measurement after ${o.warmupSeconds} s warm-up each${o.quick ? ' (--quick)' : ''}; ` +
       `kvql holds ${num(o.keys)} keys (16-byte keys, 100-byte values)${m.etcd !== null ? `, etcd ${num(o.etcdKeys)}` : ''}; closed loop, latency per request in ms`,
     '',
   );

@@ -17,7 +17,10 @@
 // results.svg (bench/ by default).
 //
 // Usage: npm run bench [-- --quick] [--seconds S] [--warmup S] [--keys N] [--etcd-keys N]
-//                      [--concurrency 1,16,32,64] [--out DIR] [--no-etcd]
+//                      [--concurrency 1,16,32,64] [--rounds R] [--out DIR] [--no-etcd]
+// Each row measures every system in R rounds (2 by default, 1 with --quick), in turn and then
+// back, and pools each system's windows: the machine's drift during a row then falls on every
+// system alike instead of on whichever ran last.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -29,7 +32,7 @@ import { startTestRedis } from '../test/harness/redisServer.js';
 import { loadKeys, usedMemory } from '../test/measure/dataset.js';
 import { aofBytes, crashAndTime, rewriteAof } from '../test/measure/recovery.js';
 import { renderChart } from './chart.js';
-import { startDriver, type Figure, type Op, type System } from './driver.js';
+import { poolFigures, startDriver, type Figure, type Op, type System } from './driver.js';
 import { etcdLoad, etcdVersion, startEtcd } from './etcd.js';
 import { KV_PREFIX } from './rawRedis.js';
 import { formatReport, opLabel, rate, SYSTEMS, type Machine, type Options, type Ratio, type Results, type Row } from './results.js';
@@ -59,6 +62,7 @@ function parseOptions(argv: string[]): Options {
     quick,
     seconds: number('seconds', quick ? 0.5 : 3, 0.1),
     warmupSeconds: number('warmup', quick ? 0.2 : 0.5, 0),
+    rounds: Math.floor(number('rounds', quick ? 1 : 2, 1)),
     keys: Math.floor(number('keys', quick ? 20_000 : 1_000_000, 1000)),
     etcdKeys: Math.floor(number('etcd-keys', quick ? 2_000 : 100_000, 1000)),
     concurrency,
@@ -182,27 +186,38 @@ async function main(): Promise<void> {
   const measureRow = async (op: Op, concurrency: number, items: number, redisTime?: Partial<Record<System, number | null>>) => {
     const row: Row = { op, concurrency, items, figures: {} };
     const shown: string[] = [];
-    for (const s of SYSTEMS) {
-      const target = targets[s.id];
-      if (target === undefined) continue;
-      const cmd = batchCommand[s.id];
-      const before = redisTime && cmd ? (await commandStats(stats)).get(cmd) : undefined;
-      const f = await driver.run({
-        system: s.id,
-        op,
-        concurrency,
-        items,
-        seconds: opts.seconds,
-        warmupSeconds: opts.warmupSeconds,
-        loadedKeys: s.id === 'etcd' ? opts.etcdKeys : opts.keys,
-        target,
-      });
-      row.figures[s.id] = f;
-      if (redisTime && cmd) {
-        const after = (await commandStats(stats)).get(cmd);
-        const calls = (after?.calls ?? 0) - (before?.calls ?? 0);
-        redisTime[s.id] = calls > 0 ? round((after!.usec - (before?.usec ?? 0)) / calls / 1000, 3) : null;
+    const present = SYSTEMS.filter((s) => targets[s.id] !== undefined);
+    const windows = new Map<System, Figure[]>();
+    const redisCalls = new Map<System, { calls: number; usec: number }>();
+    for (let round = 0; round < opts.rounds!; round++) {
+      // In turn, then back: a drift of the machine's speed during the row falls on all alike.
+      for (const s of round % 2 === 0 ? present : [...present].reverse()) {
+        const cmd = batchCommand[s.id];
+        const before = redisTime && cmd ? (await commandStats(stats)).get(cmd) : undefined;
+        const f = await driver.run({
+          system: s.id,
+          op,
+          concurrency,
+          items,
+          seconds: opts.seconds,
+          warmupSeconds: opts.warmupSeconds,
+          loadedKeys: s.id === 'etcd' ? opts.etcdKeys : opts.keys,
+          target: targets[s.id]!,
+          keepSamples: true,
+        });
+        windows.set(s.id, [...(windows.get(s.id) ?? []), f]);
+        if (redisTime && cmd) {
+          const after = (await commandStats(stats)).get(cmd);
+          const sum = redisCalls.get(s.id) ?? { calls: 0, usec: 0 };
+          redisCalls.set(s.id, { calls: sum.calls + (after?.calls ?? 0) - (before?.calls ?? 0), usec: sum.usec + (after?.usec ?? 0) - (before?.usec ?? 0) });
+        }
       }
+    }
+    for (const s of present) {
+      const f = poolFigures(windows.get(s.id)!, opts.seconds, items);
+      row.figures[s.id] = f;
+      const calls = redisCalls.get(s.id);
+      if (redisTime && calls) redisTime[s.id] = calls.calls > 0 ? round(calls.usec / calls.calls / 1000, 3) : null;
       if (f.errors > 0) notes.push(`${s.label} ${opLabel(row)} @${concurrency}: ${f.errors} errors, the first: ${f.firstError}`);
       shown.push(`${s.label} ${Math.round(rate(row, f))}/s p50 ${f.p50Ms.toFixed(3)}`);
     }
