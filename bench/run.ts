@@ -189,7 +189,7 @@ async function main(): Promise<void> {
     const present = SYSTEMS.filter((s) => targets[s.id] !== undefined);
     const windows = new Map<System, Figure[]>();
     const redisCalls = new Map<System, { calls: number; usec: number }>();
-    for (let round = 0; round < opts.rounds!; round++) {
+    for (let round = 0; round < (opts.rounds ?? 1); round++) {
       // In turn, then back: a drift of the machine's speed during the row falls on all alike.
       for (const s of round % 2 === 0 ? present : [...present].reverse()) {
         const cmd = batchCommand[s.id];

@@ -269,7 +269,7 @@ export function oneShotClient(opts: OneShotOptions): { client: Redis; emitted: (
   const client = new Redis({
     host: opts.host,
     port: opts.port,
-    ...(opts.password !== undefined ? { password: opts.password, ...(opts.username ? { username: opts.username } : {}) } : {}),
+    ...credentials(opts.username, opts.password),
     ...(opts.tls ? { tls: { ...opts.tls } } : {}),
     lazyConnect: true,
     enableReadyCheck: false,

@@ -9,6 +9,7 @@ import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { kvqlAclRules, newPassword } from '../../src/redisAcl.js';
 import { startServer, type RunningServer } from '../../src/server.js';
+import { clusterSeedProblem } from '../../src/store/redis.js';
 import { keysInDistinctPartitions, uniquePrefix } from '../harness/app.js';
 import { startTestCluster, type TestCluster } from '../harness/cluster.js';
 import { gqlData as gql } from '../harness/secureRedis.js';
@@ -109,7 +110,6 @@ describe('kvql as ACL user kvql on a Redis Cluster (REDIS_USERNAME)', () => {
   });
 
   it('a wrong password is refused, and kvql says why', async () => {
-    const { clusterSeedProblem } = await import('../../src/store/redis.js');
     const seeds = cluster.seeds.slice(0, 1);
     expect(await clusterSeedProblem({ clusterNodes: seeds, username: 'kvql', password }, { commandTimeoutMs: 1000 })).toBeUndefined();
     expect(await clusterSeedProblem({ clusterNodes: seeds, username: 'kvql', password: 'wrong' }, { commandTimeoutMs: 1000 })).toMatch(/WRONGPASS/);
