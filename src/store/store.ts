@@ -148,17 +148,21 @@ export class KvStore {
     const buckets = opts.buckets ?? DEFAULT_BUCKETS;
     const keys = new Keyspace(opts.prefix, opts.partitions, buckets);
     const client = registerScripts(redis);
-    // An existing keyspace of another layout is refused before anything is written to its meta.
-    const existing = await client.hget(keys.meta, 'layout');
-    if (existing != null && existing !== LAYOUT_VERSION) throw layoutError(opts.prefix, existing);
-    const replies = await client
-      .multi()
-      .hsetnx(keys.meta, 'partitions', String(opts.partitions))
-      .hsetnx(keys.meta, 'buckets', String(buckets))
-      .hsetnx(keys.meta, 'layout', LAYOUT_VERSION)
-      .hmget(keys.meta, 'partitions', 'buckets', 'layout')
-      .exec();
-    const [partitions, storedBuckets, layout] = replies?.[3]?.[1] as [string, string, string];
+    // An existing keyspace is only read: an API that restarts while the primary refuses writes
+    // (fewer replicas than its min-replicas-to-write) still starts and serves reads. Another
+    // layout is refused before anything is written to its meta.
+    let [partitions, storedBuckets, layout] = (await client.hmget(keys.meta, 'partitions', 'buckets', 'layout')) as (string | null)[];
+    if (layout != null && layout !== LAYOUT_VERSION) throw layoutError(opts.prefix, layout);
+    if (partitions == null || storedBuckets == null || layout == null) {
+      const replies = await client
+        .multi()
+        .hsetnx(keys.meta, 'partitions', String(opts.partitions))
+        .hsetnx(keys.meta, 'buckets', String(buckets))
+        .hsetnx(keys.meta, 'layout', LAYOUT_VERSION)
+        .hmget(keys.meta, 'partitions', 'buckets', 'layout')
+        .exec();
+      [partitions, storedBuckets, layout] = replies?.[3]?.[1] as [string, string, string];
+    }
     if (layout !== LAYOUT_VERSION) throw layoutError(opts.prefix, layout);
     if (Number(partitions) !== opts.partitions) {
       throw new Error(

@@ -68,6 +68,12 @@ describe('redis-entrypoint.sh (docker-compose.yml data nodes)', () => {
   beforeAll(async () => {
     const primary = await start((dir) => ['--include', join(dir, 'etc', 'replication.conf')]);
     await start((dir) => ['--include', join(dir, 'etc', 'replication.conf'), '--replicaof', '127.0.0.1', String(primary.port)]);
+    // replication.conf's min-replicas-to-write: the primary takes writes once it counts the
+    // replica as good, which it reckons once a second, a moment after the replica's link is up.
+    await until(15_000, 'the primary counting its replica as good', async () => {
+      const info = String(await askRedis(primary.port, (r) => r.info('replication'), 1000, admin));
+      return /min_slaves_good_slaves:1\b/.test(info) ? true : undefined;
+    }, 200);
   }, 30_000);
 
   afterAll(async () => {
@@ -122,6 +128,15 @@ describe('redis-entrypoint.sh (docker-compose.yml data nodes)', () => {
     const get = 'query($k: String!) { get(key: $k) { value version } }';
     await until(15_000, 'kvql reading from the restarted primary', async () => ((await gql(server!.url, get, { k: 'restart:0' })).get ? true : undefined), 200);
     for (let i = 0; i < 20; i++) expect((await gql(server!.url, get, { k: `restart:${i}` })).get, `restart:${i}`).toEqual({ value: `v${i}`, version: 1 });
+
+    // A kvql started now, while the primary refuses writes (its replica is down: NOREPLICAS),
+    // still starts on the existing keyspace and serves the reads.
+    const late = await startServer(loadConfig({ PORT: '0', REDIS_URL: `redis://kvql:${passwords.kvql}@127.0.0.1:${primary.port}`, KV_MIN_REPLICAS: '1' }), createLogger({ level: 'silent' }));
+    try {
+      expect((await gql(late.url, get, { k: 'restart:7' })).get).toEqual({ value: 'v7', version: 1 });
+    } finally {
+      await late.close();
+    }
   });
 
   it('writes private files: the ACL file holds hashes only', () => {
