@@ -94,6 +94,7 @@ const EnvSchema = z.object({
   KV_REDIS_TIMEOUT_MS: int(2000, 10, 600_000),
   KV_FEED_RETENTION: int(100_000, 1, 100_000_000),
   KV_FEED_BUFFER: int(1000, 1, 1_000_000),
+  KV_FEED_BUFFER_BYTES: int(16 * MiB, 1, 4096 * MiB),
   // Limits under load (README, "Limits under load"): admission, deadline, operation limits.
   KV_MAX_IN_FLIGHT: int(128, 1, 1_000_000),
   KV_REQUEST_TIMEOUT_MS: int(10_000, 10, 3_600_000),
@@ -204,6 +205,8 @@ export interface FeedConfig {
   retention: number;
   /** Events one subscription may have waiting before it ends as a slow consumer. */
   bufferSize: number;
+  /** Bytes of keys and values one subscription may have waiting, likewise. */
+  bufferBytes: number;
 }
 
 /**
@@ -419,7 +422,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     partitions,
     buckets: e.KV_BUCKETS,
     redisTimeoutMs: e.KV_REDIS_TIMEOUT_MS,
-    feed: { retention: e.KV_FEED_RETENTION, bufferSize: e.KV_FEED_BUFFER },
+    feed: { retention: e.KV_FEED_RETENTION, bufferSize: e.KV_FEED_BUFFER, bufferBytes: e.KV_FEED_BUFFER_BYTES },
     limits: {
       maxKeyBytes: e.KV_MAX_KEY_BYTES,
       maxValueBytes: e.KV_MAX_VALUE_BYTES,

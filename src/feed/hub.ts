@@ -11,6 +11,14 @@ import { StoreError } from '../store/errors.js';
 export interface HubOptions {
   /** Events a subscription may have waiting before it is ended as a slow consumer. */
   bufferSize: number;
+  /**
+   * Bytes of keys and values (UTF-8) a subscription may leave unread from one of the loop's
+   * reads to the next before it is ended as a slow consumer: with large values, bufferSize
+   * events alone could hold a gigabyte. Counted between reads, not within one, so that a
+   * consumer that keeps up is never ended by the size of a single read (at most batchSize
+   * events per partition), however large its values.
+   */
+  bufferBytes: number;
   /** Longest XREAD BLOCK wait; the loop re-checks for shutdown this often. */
   blockMs: number;
   /** Events per read, per partition. */
@@ -64,8 +72,18 @@ class FeedGap extends Error {}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** What an event holds in memory while it waits, as bufferBytes counts it. */
+function eventBytes(e: FeedEvent): number {
+  return Buffer.byteLength(e.key) + (e.entry ? Buffer.byteLength(e.entry.value) : 0);
+}
+
 class Subscriber {
-  readonly queue: Delivery[] = [];
+  /** Deliveries waiting for the consumer, each with its eventBytes. */
+  private readonly queue: { d: Delivery; bytes: number }[] = [];
+  /** The sum of the queue's bytes. */
+  private queuedBytes = 0;
+  /** The part of queuedBytes that came from the loop's current read. */
+  private readBytes = 0;
   failure: Error | null = null;
   private wake: (() => void) | null = null;
 
@@ -73,6 +91,7 @@ class Subscriber {
     readonly position: Position[],
     private readonly range: KeyRange,
     private readonly bufferSize: number,
+    private readonly bufferBytes: number,
     private readonly onOverflow: (s: Subscriber, gap?: FeedGap) => void,
   ) {}
 
@@ -95,7 +114,7 @@ class Subscriber {
   }
 
   /** From the hub: queue it, or end the subscription if the queue is full. */
-  offer(event: FeedEvent): void {
+  offer(event: FeedEvent, bytes: number): void {
     if (this.failure) return;
     let d: Delivery | null;
     try {
@@ -106,13 +125,29 @@ class Subscriber {
       return;
     }
     if (!d) return;
-    if (this.queue.length >= this.bufferSize) {
+    if (this.queue.length >= this.bufferSize || this.queuedBytes - this.readBytes > this.bufferBytes) {
       this.queue.length = 0; // free the memory now: the subscription is over
+      this.queuedBytes = 0;
       this.onOverflow(this);
     } else {
-      this.queue.push(d);
+      this.queue.push({ d, bytes });
+      this.queuedBytes += bytes;
+      this.readBytes += bytes;
     }
     this.notify();
+  }
+
+  /** From the hub, before it offers the events of a new read: what is queued now was left unread. */
+  newRead(): void {
+    this.readBytes = 0;
+  }
+
+  /** The next queued delivery, for the consumer. */
+  take(): Delivery | undefined {
+    const item = this.queue.shift();
+    if (!item) return undefined;
+    this.queuedBytes -= item.bytes;
+    return item.d;
   }
 
   fail(err: Error): void {
@@ -169,9 +204,11 @@ export class FeedHub {
         from.map((p) => ({ ...p })),
         opts.range,
         this.opts.bufferSize,
+        this.opts.bufferBytes,
         (s, gap) => {
           this.subscribers.delete(s);
-          s.fail(gap ?? new Error(`the subscriber fell more than ${this.opts.bufferSize} events behind; resume from the last cursor received`));
+          const limits = `${this.opts.bufferSize} events or ${this.opts.bufferBytes} bytes`;
+          s.fail(gap ?? new Error(`the subscriber fell more than ${limits} behind; resume from the last cursor received`));
         },
       );
       // The position after the last event handed to the consumer: where it can resume.
@@ -201,8 +238,7 @@ export class FeedHub {
         }
         this.subscribers.add(sub);
         for (;;) {
-          while (sub.queue.length > 0) {
-            const d = sub.queue.shift()!;
+          for (let d = sub.take(); d; d = sub.take()) {
             yield d;
             delivered = d.position;
           }
@@ -277,9 +313,12 @@ export class FeedHub {
         await sleep(200);
         continue;
       }
+      for (const s of this.subscribers) s.newRead();
       for (const e of events) {
         this.position![e.partition] = { id: e.id, seq: e.seq };
-        for (const s of this.subscribers) s.offer(e);
+        if (this.subscribers.size === 0) continue;
+        const bytes = eventBytes(e);
+        for (const s of this.subscribers) s.offer(e, bytes);
       }
     }
   }

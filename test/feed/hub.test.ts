@@ -1,8 +1,10 @@
 // The hub's reading loop runs only while someone subscribes: a process nobody listens to must
 // not be woken by every write, and a subscription that comes later (fresh, or resuming from a
-// cursor taken before the loop stopped) must still get exactly its events.
+// cursor taken before the loop stopped) must still get exactly its events. And what a slow
+// subscription may hold is bounded in bytes as well as in events.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FeedHub, type Delivery } from '../../src/feed/hub.js';
+import { FeedHub, SlowConsumerError, type Delivery } from '../../src/feed/hub.js';
+import { partitionOf } from '../../src/store/keys.js';
 import { prefixRange } from '../../src/store/order.js';
 import type { FeedReader } from '../../src/store/feed.js';
 import { createTestApp, type TestApp } from '../harness/app.js';
@@ -24,7 +26,7 @@ beforeAll(async () => {
     reads++;
     return wait(...args);
   };
-  hub = new FeedHub(reader, { bufferSize: 100, blockMs: BLOCK_MS, batchSize: 100 });
+  hub = new FeedHub(reader, { bufferSize: 100, bufferBytes: 1_000_000, blockMs: BLOCK_MS, batchSize: 100 });
 });
 
 afterAll(async () => {
@@ -108,5 +110,56 @@ describe('the feed hub', () => {
     for (let i = 0; i < 5; i++) await put(`e${i}`);
     await sleep(BLOCK_MS * 4);
     expect(reads).toBe(stoppedAgain);
+  });
+});
+
+describe('the byte bound on what a subscription leaves unread (bufferBytes)', () => {
+  it('ends a subscription that leaves more than bufferBytes unread from one read to the next, never one that keeps up', async () => {
+    const BOUND = 10_000;
+    const VALUE = 'x'.repeat(2000);
+    // bufferSize alone (1000 events) would let the slow one hold every event of this test.
+    const bytesHub = new FeedHub(app.store.feedReader(BLOCK_MS), { bufferSize: 1000, bufferBytes: BOUND, blockMs: BLOCK_MS, batchSize: 100 });
+    try {
+      const range = prefixRange('big:');
+      const fast = bytesHub.subscribe({ range });
+      const slow = bytesHub.subscribe({ range });
+      const fastFirst = fast.next();
+      const slowFirst = slow.next(); // its only read until the end
+      await sleep(50); // both subscribed (from the heads) before the writes
+      const got: string[] = [];
+
+      // One write of 40 KB (20 events, all in one partition: one script, one stream): one read
+      // of the hub, four times the bound. The fast one takes it all; the slow one keeps 19
+      // events queued, and is not ended for one read's size.
+      const keys: string[] = [];
+      for (let i = 0; keys.length < 20; i++) {
+        const key = `big:a${String(i).padStart(3, '0')}`;
+        if (partitionOf(key, bytesHub.partitions) === partitionOf('big:a000', bytesHub.partitions)) keys.push(key);
+      }
+      const batch = keys.map((key) => ({ key, value: VALUE }));
+      await app.store.batchPut(batch);
+      got.push(((await fastFirst).value as Delivery).event.key);
+      got.push(...(await take(fast, 19)).map((d) => d.event.key));
+      expect(got).toEqual(batch.map((b) => b.key));
+      expect(bytesHub.subscriberCount).toBe(2);
+
+      // The next read finds 38 KB left unread by the slow one: it is ended; the fast one is not.
+      for (let i = 0; i < 5; i++) {
+        await put(`big:b${i}`);
+        got.push((await take(fast, 1))[0]!.event.key);
+      }
+      expect(bytesHub.subscriberCount).toBe(1);
+      expect(((await slowFirst).value as Delivery).event.key).toBe(keys[0]);
+      const end = await slow.next().then(
+        () => null,
+        (err: unknown) => err,
+      );
+      expect(end).toBeInstanceOf(SlowConsumerError);
+      expect((end as SlowConsumerError).message).toMatch(/1000 events or 10000 bytes behind/);
+      expect(got).toHaveLength(25);
+      await fast.return(undefined);
+    } finally {
+      bytesHub.close();
+    }
   });
 });

@@ -93,6 +93,8 @@ export interface TestAppOptions {
   errors?: unknown[];
   feedRetention?: number;
   feedBuffer?: number;
+  /** KV_FEED_BUFFER_BYTES (16 MiB, its default, when absent). */
+  feedBufferBytes?: number;
   /**
    * How `gql` reaches the server: "http" (default) over a real socket through `yoga.listener`, as
    * production serves it; "in-process" through `yoga.fetch`, for tests that need requests sent
@@ -156,7 +158,7 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
     replication: opts.replication,
     replicaReader: replica,
   });
-  const feed = new FeedHub(store.feedReader(200), { bufferSize: opts.feedBuffer ?? 1000, blockMs: 200, batchSize: 100 });
+  const feed = new FeedHub(store.feedReader(200), { bufferSize: opts.feedBuffer ?? 1000, bufferBytes: opts.feedBufferBytes ?? 16 * 1024 * 1024, blockMs: 200, batchSize: 100 });
   const yoga = createKvYoga({
     store,
     limits,

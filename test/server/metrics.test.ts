@@ -96,7 +96,7 @@ async function createApp(name: string, opts: { maxBodyBytes?: number; maxInFligh
   redis.on('error', () => {});
   await redis.connect();
   const store = await KvStore.open(redis, { prefix: uniquePrefix(name), partitions: 1 });
-  const feed = new FeedHub(store.feedReader(200), { bufferSize: opts.feedBuffer ?? 1000, blockMs: 200, batchSize: 100 });
+  const feed = new FeedHub(store.feedReader(200), { bufferSize: opts.feedBuffer ?? 1000, bufferBytes: 16 * 1024 * 1024, blockMs: 200, batchSize: 100 });
   const { log, captured } = capturingLogger('debug');
   const limits = { ...defaultLimits(), ...(opts.maxBodyBytes ? { maxBodyBytes: opts.maxBodyBytes } : {}) };
   const load = { ...defaultLoad(), ...(opts.maxInFlight ? { maxInFlight: opts.maxInFlight } : {}) };
