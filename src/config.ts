@@ -95,6 +95,7 @@ const EnvSchema = z.object({
   KV_FEED_RETENTION: int(100_000, 1, 100_000_000),
   KV_FEED_BUFFER: int(1000, 1, 1_000_000),
   KV_FEED_BUFFER_BYTES: int(16 * MiB, 1, 4096 * MiB),
+  KV_MAX_SUBSCRIPTIONS: int(10_000, 1, 10_000_000),
   // Limits under load (README, "Limits under load"): admission, deadline, operation limits.
   KV_MAX_IN_FLIGHT: int(128, 1, 1_000_000),
   KV_REQUEST_TIMEOUT_MS: int(10_000, 10, 3_600_000),
@@ -207,6 +208,8 @@ export interface FeedConfig {
   bufferSize: number;
   /** Bytes of keys and values one subscription may have waiting, likewise. */
   bufferBytes: number;
+  /** Subscriptions one process serves at once; beyond: OVERLOADED. */
+  maxSubscriptions: number;
 }
 
 /**
@@ -422,7 +425,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     partitions,
     buckets: e.KV_BUCKETS,
     redisTimeoutMs: e.KV_REDIS_TIMEOUT_MS,
-    feed: { retention: e.KV_FEED_RETENTION, bufferSize: e.KV_FEED_BUFFER, bufferBytes: e.KV_FEED_BUFFER_BYTES },
+    feed: { retention: e.KV_FEED_RETENTION, bufferSize: e.KV_FEED_BUFFER, bufferBytes: e.KV_FEED_BUFFER_BYTES, maxSubscriptions: e.KV_MAX_SUBSCRIPTIONS },
     limits: {
       maxKeyBytes: e.KV_MAX_KEY_BYTES,
       maxValueBytes: e.KV_MAX_VALUE_BYTES,

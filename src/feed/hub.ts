@@ -23,6 +23,8 @@ export interface HubOptions {
   blockMs: number;
   /** Events per read, per partition. */
   batchSize: number;
+  /** Subscriptions this process serves at once (admit); unlimited when absent. */
+  maxSubscriptions?: number;
   log?: (message: string) => void;
 }
 
@@ -50,6 +52,13 @@ export class SlowConsumerError extends StoreError {
     readonly position: Position[],
   ) {
     super('SLOW_CONSUMER', message);
+  }
+}
+
+/** A subscription refused because the process already serves maxSubscriptions. */
+export class TooManySubscriptionsError extends StoreError {
+  constructor(max: number) {
+    super('OVERLOADED', `this server already serves its maximum of ${max} subscriptions; try again later (or on another instance)`);
   }
 }
 
@@ -174,6 +183,8 @@ export class FeedHub {
   private started: Promise<void> | null = null;
   /** Subscriptions in progress, catching up or live: the loop runs while there is one. */
   private active = 0;
+  /** Subscriptions admitted and not yet given back (admit). */
+  private admitted = 0;
   private closed = false;
   private readonly log: (m: string) => void;
 
@@ -186,6 +197,30 @@ export class FeedHub {
 
   get subscriberCount(): number {
     return this.subscribers.size;
+  }
+
+  /**
+   * Takes a place for a subscription about to start, or throws TooManySubscriptionsError when
+   * maxSubscriptions are taken: every subscription costs memory and a share of each event's
+   * fan-out, so past a bound a new one is refused rather than slowing every other. Synchronous,
+   * so subscriptions starting together cannot overshoot. The returned function gives the place
+   * back (once, however often it is called).
+   */
+  admit(): () => void {
+    const max = this.opts.maxSubscriptions ?? Infinity;
+    if (this.admitted >= max) throw new TooManySubscriptionsError(max);
+    this.admitted++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.admitted--;
+    };
+  }
+
+  /** Subscriptions admitted and not yet ended. */
+  get admittedCount(): number {
+    return this.admitted;
   }
 
   /**

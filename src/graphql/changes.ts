@@ -2,7 +2,8 @@
 // resumable from any cursor it handed out while the feed still retains what follows it.
 import { GraphQLError } from 'graphql';
 import { REVOKED_MESSAGE, UNAUTHENTICATED } from '../auth/tokens.js';
-import { CursorExpiredError, SlowConsumerError, type Delivery } from '../feed/hub.js';
+import { OVERLOADED, RETRY_AFTER_SECONDS } from '../admission.js';
+import { CursorExpiredError, SlowConsumerError, TooManySubscriptionsError, type Delivery, type FeedHub } from '../feed/hub.js';
 import { StoreError } from '../store/errors.js';
 import type { Position } from '../store/feed.js';
 import type { Entry } from '../store/store.js';
@@ -43,6 +44,21 @@ export function decodeFeedCursor(cursor: string, partitions: number): Position[]
 }
 
 type Payload = ChangeEventShape | { error: GraphQLError };
+
+/**
+ * A place for a new subscription (FeedHub.admit), or a refusal as the process refuses requests
+ * when it is full: OVERLOADED, and over SSE an HTTP 503 with Retry-After.
+ */
+function admit(feed: FeedHub): () => void {
+  try {
+    return feed.admit();
+  } catch (err) {
+    if (!(err instanceof TooManySubscriptionsError)) throw err;
+    throw new GraphQLError(err.message, {
+      extensions: { code: OVERLOADED, http: { status: 503, headers: { 'retry-after': String(RETRY_AFTER_SECONDS) } } },
+    });
+  }
+}
 
 function shape(d: Delivery): ChangeEventShape {
   return {
@@ -134,27 +150,41 @@ export function addChanges(builder: Builder, v: Validators): void {
         // Not a generator: a bad or expired cursor must fail the subscription at once, before
         // any stream is opened.
         subscribe: async (_, args, ctx) => {
-          const range = toKeyRange(args);
-          requireRange(ctx.principal, 'read', range);
-          let after: Position[] | undefined;
-          if (args.after != null) {
-            after = decodeFeedCursor(args.after, ctx.feed.partitions);
-            const check = await ctx.feed.check(after);
-            if (check.foreign) throw badInput('after: not a change-feed cursor of this keyspace');
-            if (check.expired) {
-              throw new StoreError('CURSOR_EXPIRED', 'events after this cursor are no longer retained; resume from oldestCursor (and re-read what you need)', {
-                oldestCursor: encodeFeedCursor(check.oldest),
-              });
+          // First, before any await: a place among KV_MAX_SUBSCRIPTIONS, or OVERLOADED.
+          const release = admit(ctx.feed);
+          try {
+            const range = toKeyRange(args);
+            requireRange(ctx.principal, 'read', range);
+            let after: Position[] | undefined;
+            if (args.after != null) {
+              after = decodeFeedCursor(args.after, ctx.feed.partitions);
+              const check = await ctx.feed.check(after);
+              if (check.foreign) throw badInput('after: not a change-feed cursor of this keyspace');
+              if (check.expired) {
+                throw new StoreError('CURSOR_EXPIRED', 'events after this cursor are no longer retained; resume from oldestCursor (and re-read what you need)', {
+                  oldestCursor: encodeFeedCursor(check.oldest),
+                });
+              }
             }
+            const leave = new AbortController();
+            // Revocation ends the subscription like a client leaving; the listener goes with it.
+            const revoked = ctx.revoked;
+            const onRevoke = () => leave.abort();
+            revoked?.addEventListener('abort', onRevoke, { once: true });
+            const stop = () => revoked?.removeEventListener('abort', onRevoke);
+            leave.signal.addEventListener('abort', stop, { once: true });
+            // The place is given back when the client leaves (leave aborts, also for a
+            // subscription that never started) or the subscription ends by itself.
+            leave.signal.addEventListener('abort', release, { once: true });
+            const done = () => {
+              stop();
+              release();
+            };
+            return endingOnReturn(payloads(ctx.feed.subscribe({ range, after, signal: leave.signal }), revoked, done), leave);
+          } catch (err) {
+            release();
+            throw err;
           }
-          const leave = new AbortController();
-          // Revocation ends the subscription like a client leaving; the listener goes with it.
-          const revoked = ctx.revoked;
-          const onRevoke = () => leave.abort();
-          revoked?.addEventListener('abort', onRevoke, { once: true });
-          const stop = () => revoked?.removeEventListener('abort', onRevoke);
-          leave.signal.addEventListener('abort', stop, { once: true });
-          return endingOnReturn(payloads(ctx.feed.subscribe({ range, after, signal: leave.signal }), revoked, stop), leave);
         },
         resolve: (payload: Payload) => {
           if ('error' in payload) throw payload.error;

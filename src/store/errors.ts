@@ -10,7 +10,8 @@ export type StoreErrorCode =
   | 'CURSOR_EXPIRED'
   | 'SLOW_CONSUMER'
   | 'REPLICATION_TIMEOUT'
-  | 'CROSS_PARTITION_CAS';
+  | 'CROSS_PARTITION_CAS'
+  | 'OVERLOADED';
 
 export class StoreError extends Error {
   /**
