@@ -21,7 +21,10 @@ export interface HubOptions {
   bufferBytes: number;
   /** Longest XREAD BLOCK wait; the loop re-checks for shutdown this often. */
   blockMs: number;
-  /** Events per read, per partition. */
+  /**
+   * At most this many events per read, per partition. Fewer while events are large: a read
+   * (the loop's, or a subscription's catch-up) is sized to hold about bufferBytes (ReadSizer).
+   */
   batchSize: number;
   /** Subscriptions this process serves at once (admit); unlimited when absent. */
   maxSubscriptions?: number;
@@ -84,6 +87,39 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** What an event holds in memory while it waits, as bufferBytes counts it. */
 function eventBytes(e: FeedEvent): number {
   return Buffer.byteLength(e.key) + (e.entry ? Buffer.byteLength(e.entry.value) : 0);
+}
+
+/** The first read's size, in events per partition, before anything is known of event sizes. */
+const FIRST_READ = 50;
+
+/**
+ * How many events per partition the next read asks for, so that one read holds about
+ * `targetBytes` however large the values are (up to 1,000 of 1 MiB would be a gigabyte): it
+ * starts at FIRST_READ, doubles while reads come back full and under half the target, and
+ * shrinks in proportion when a read comes back over it.
+ */
+export class ReadSizer {
+  count: number;
+
+  constructor(
+    private readonly max: number,
+    private readonly targetBytes: number,
+  ) {
+    this.count = Math.min(max, FIRST_READ);
+  }
+
+  /** After a read that asked for `count` per partition and returned `events` of `bytes` in all. */
+  update(events: number, bytes: number): void {
+    if (bytes > this.targetBytes) this.count = Math.max(1, Math.floor((this.count * this.targetBytes) / bytes));
+    else if (events >= this.count && bytes * 2 <= this.targetBytes) this.count = Math.min(this.max, this.count * 2);
+  }
+}
+
+/** eventBytes of a read's events, in all. */
+function readBytes(events: readonly FeedEvent[]): number {
+  let n = 0;
+  for (const e of events) n += eventBytes(e);
+  return n;
 }
 
 class Subscriber {
@@ -185,6 +221,8 @@ export class FeedHub {
   private active = 0;
   /** Subscriptions admitted and not yet given back (admit). */
   private admitted = 0;
+  /** The size of the loop's reads. */
+  private readonly loopReads: ReadSizer;
   private closed = false;
   private readonly log: (m: string) => void;
 
@@ -193,6 +231,7 @@ export class FeedHub {
     private readonly opts: HubOptions,
   ) {
     this.log = opts.log ?? (() => {});
+    this.loopReads = new ReadSizer(opts.batchSize, opts.bufferBytes);
   }
 
   get subscriberCount(): number {
@@ -252,11 +291,13 @@ export class FeedHub {
       try {
         // Catch up from the stream itself until this subscriber has reached the hub's position,
         // then join the hub in the same tick, so that no event falls between the two.
+        const catchUp = new ReadSizer(this.opts.batchSize, this.opts.bufferBytes);
         for (;;) {
           let behind = false;
           for (let p = 0; p < sub.position.length; p++) {
             while (compareIds(sub.position[p]!.id, this.position![p]!.id) < 0) {
-              const events = await this.retrying(() => this.reader.after(p, sub!.position[p]!, this.opts.batchSize));
+              const events = await this.retrying(() => this.reader.after(p, sub!.position[p]!, catchUp.count));
+              catchUp.update(events.length, readBytes(events));
               if (events.length === 0) break;
               for (const e of events) {
                 const d = sub.advance(e);
@@ -338,7 +379,7 @@ export class FeedHub {
       }
       let events: FeedEvent[];
       try {
-        events = await this.reader.wait(this.position!, this.opts.batchSize, this.opts.blockMs);
+        events = await this.reader.wait(this.position!, this.loopReads.count, this.opts.blockMs);
         if (failing) this.log('change feed: reading again');
         failing = false;
       } catch (err) {
@@ -349,12 +390,14 @@ export class FeedHub {
         continue;
       }
       for (const s of this.subscribers) s.newRead();
+      let bytesRead = 0;
       for (const e of events) {
         this.position![e.partition] = { id: e.id, seq: e.seq };
-        if (this.subscribers.size === 0) continue;
         const bytes = eventBytes(e);
+        bytesRead += bytes;
         for (const s of this.subscribers) s.offer(e, bytes);
       }
+      this.loopReads.update(events.length, bytesRead);
     }
   }
 

@@ -3,10 +3,10 @@
 // cursor taken before the loop stopped) must still get exactly its events. And what a slow
 // subscription may hold is bounded in bytes as well as in events.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FeedHub, SlowConsumerError, type Delivery } from '../../src/feed/hub.js';
+import { FeedHub, ReadSizer, SlowConsumerError, type Delivery } from '../../src/feed/hub.js';
 import { partitionOf } from '../../src/store/keys.js';
 import { prefixRange } from '../../src/store/order.js';
-import type { FeedReader } from '../../src/store/feed.js';
+import type { FeedEvent, FeedReader } from '../../src/store/feed.js';
 import { createTestApp, type TestApp } from '../harness/app.js';
 
 const BLOCK_MS = 100;
@@ -160,6 +160,82 @@ describe('the byte bound on what a subscription leaves unread (bufferBytes)', ()
       await fast.return(undefined);
     } finally {
       bytesHub.close();
+    }
+  });
+});
+
+describe('the size of the feed reads (ReadSizer)', () => {
+  it('starts small, grows while reads are small and full, and shrinks in proportion past the target', () => {
+    const r = new ReadSizer(500, 10_000);
+    expect(r.count).toBe(50);
+    r.update(50, 5_000); // full, half the target: may double
+    expect(r.count).toBe(100);
+    r.update(30, 100); // not full: the feed is drained, no reason to grow
+    expect(r.count).toBe(100);
+    r.update(100, 40_000); // four times the target
+    expect(r.count).toBe(25);
+    r.update(25, 10_000); // at the target: stays
+    expect(r.count).toBe(25);
+    r.update(1, 1_000_000); // one huge event: never below one
+    expect(r.count).toBe(1);
+    for (let i = 0; i < 20; i++) r.update(r.count, 10);
+    expect(r.count, 'never above batchSize').toBe(500);
+    expect(new ReadSizer(20, 10_000).count, 'never above batchSize').toBe(20);
+  });
+
+  it('keeps each catch-up and live read near bufferBytes when values are large', async () => {
+    const BOUND = 10_000;
+    const VALUE = 'y'.repeat(2000);
+    const reads: { kind: 'after' | 'wait'; count: number; events: number; bytes: number }[] = [];
+    const sized = app.store.feedReader(BLOCK_MS);
+    const bytesOf = (events: FeedEvent[]) => events.reduce((n, e) => n + Buffer.byteLength(e.key) + Buffer.byteLength(e.entry?.value ?? ''), 0);
+    const after = sized.after.bind(sized);
+    sized.after = async (p, pos, count) => {
+      const events = await after(p, pos, count);
+      reads.push({ kind: 'after', count, events: events.length, bytes: bytesOf(events) });
+      return events;
+    };
+    const wait = sized.wait.bind(sized);
+    sized.wait = async (pos, count, blockMs) => {
+      const events = await wait(pos, count, blockMs);
+      if (events.length > 0) reads.push({ kind: 'wait', count, events: events.length, bytes: bytesOf(events) });
+      return events;
+    };
+    const sizedHub = new FeedHub(sized, { bufferSize: 10_000, bufferBytes: BOUND, blockMs: BLOCK_MS, batchSize: 100 });
+    try {
+      const range = prefixRange('size:');
+      // Keys of one partition, so that a read's size is the count it asked for (XREAD and
+      // XRANGE count per partition; over several partitions the sizer converges more slowly).
+      const keys: string[] = [];
+      for (let i = 0; keys.length < 300; i++) {
+        const key = `size:${String(i).padStart(4, '0')}`;
+        if (partitionOf(key, sizedHub.partitions) === partitionOf('size:0000', sizedHub.partitions)) keys.push(key);
+      }
+      // 200 events of 2 KB written before the subscription: it catches up from the stream.
+      const from = await sized.heads();
+      for (let i = 0; i < 200; i += 50) await app.store.batchPut(keys.slice(i, i + 50).map((key) => ({ key, value: VALUE })));
+      const sub = sizedHub.subscribe({ range, after: from });
+      expect((await take(sub, 200)).map((d) => d.event.key)).toEqual(keys.slice(0, 200));
+      const catchUp = reads.filter((r) => r.kind === 'after' && r.events > 0);
+      // Without the sizer, one read of batchSize (100): 200 KB. With it, the first read asks
+      // for FIRST_READ (50: 100 KB, nothing known yet), and every later one stays in the bound.
+      expect(catchUp[0]!.count).toBe(50);
+      for (const r of catchUp.slice(1)) expect(r.bytes, JSON.stringify(r)).toBeLessThanOrEqual(BOUND);
+      expect(catchUp.length, 'the other 150 events in reads of at most 5').toBeGreaterThanOrEqual(1 + 150 / 5);
+
+      // Live: a write of 200 KB at once reaches the subscriber in reads within the bound (after
+      // the loop's own first read, which knew nothing of the sizes either).
+      reads.length = 0;
+      const live = keys.slice(200);
+      const next = take(sub, live.length);
+      await app.store.batchPut(live.map((key) => ({ key, value: VALUE })));
+      expect((await next).map((d) => d.event.key)).toEqual(live);
+      const loopReads = reads.filter((r) => r.kind === 'wait');
+      expect(loopReads.length).toBeGreaterThan(1);
+      for (const r of loopReads.slice(1)) expect(r.bytes, JSON.stringify(r)).toBeLessThanOrEqual(BOUND);
+      await sub.return(undefined);
+    } finally {
+      sizedHub.close();
     }
   });
 });
