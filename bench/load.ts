@@ -10,14 +10,21 @@
 //   3. overload: an open loop at OVERLOAD x capacity (requests are sent on schedule whether or
 //      not earlier ones returned; at most MAX_OUTSTANDING at once, the rest counted as not sent)
 //      -> admitted/s, refused share, latency of admitted requests, API memory every second.
+//   4. the price of an answer on the server's core: API + Redis CPU time per admitted request
+//      (during phase 2), per refusal (every admission slot held while Redis is paused, 64
+//      connections asking as fast as they can), and per answer of a bare node:http server
+//      sending the same 503 (bench/bareRefusal.ts: Node's floor on this machine) -> how much of
+//      the core answering everything offered in phase 3 would take.
 // Mix: 70% get, 20% put, 10% range(first: 20), over 10,000 keys.
 // Unless --shared: the server (API and Redis) runs on CPU 0 and this generator on CPU 1 (taskset),
 // so that the load it offers is not taken out of the capacity it measures; on two cores the
 // generator would otherwise compete with the server it overloads.
-// Usage: npm run load-test [-- --seconds S --overload X | --rate R --outstanding N --shared]
+// Usage: npm run load-test [-- --seconds S --overload X | --rate R --outstanding N --shared --quick]
 import { execFileSync, spawn } from 'node:child_process';
 import { cpus } from 'node:os';
 import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import { defaultLoad } from '../src/config.js';
 import { freePort, startTestRedis } from '../test/harness/redisServer.js';
 import { httpClient } from './driver.js';
 
@@ -25,7 +32,10 @@ const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : def;
 };
-const SECONDS = arg('seconds', 15);
+// --quick: every phase short (npm test runs it, with --shared): a smoke run, not a measurement.
+const QUICK = process.argv.includes('--quick');
+const PHASE_MS = QUICK ? 1000 : 3000;
+const SECONDS = arg('seconds', QUICK ? 2 : 15);
 const OVERLOAD = arg('overload', 4);
 // A fixed offered rate (requests/s) instead of OVERLOAD x the capacity measured: to compare
 // server settings (KV_MAX_IN_FLIGHT, ...) that change the capacity they would be measured at.
@@ -65,6 +75,12 @@ function histogramPercentile(before: Map<number, number>, after: Map<number, num
     if ((after.get(le) ?? 0) - (before.get(le) ?? 0) >= (p / 100) * total) return le === Infinity ? '> 10 s' : `<= ${le * 1000} ms`;
   }
   return 'n/a';
+}
+
+/** CPU time (user + system) a process has used so far, in ms (clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 function rssMiB(pid: number): number {
@@ -135,17 +151,20 @@ async function main(): Promise<void> {
       );
       return ok;
     };
-    await closedLoop(3000);
+    await closedLoop(PHASE_MS);
 
     // 1. Unloaded latency.
     const unloaded: number[] = [];
-    for (const end = now() + 3000; now() < end; ) unloaded.push((await request()).ms);
+    for (const end = now() + PHASE_MS; now() < end; ) unloaded.push((await request()).ms);
     unloaded.sort((a, b) => a - b);
 
     // 2. Capacity: closed loop, 32 clients.
+    const serverCpu = () => cpuMs(api.pid!) + cpuMs(redis.pid!);
+    const capCpu = serverCpu();
     const capStart = now();
-    const done = await closedLoop(5000);
+    const done = await closedLoop(QUICK ? 2000 : 5000);
     const capacity = done / ((now() - capStart) / 1000);
+    const admittedCpuUs = ((serverCpu() - capCpu) * 1000) / done;
 
     // 3. Overload: open loop at OVERLOAD x capacity.
     const histBefore = await serverHistogram(`http://127.0.0.1:${port}`);
@@ -197,6 +216,53 @@ async function main(): Promise<void> {
     );
     const answered = total.admitted + total.refused + total.other;
 
+    // 4. The price of a refusal, and Node's floor under it.
+    const body = JSON.stringify({ query: 'query($k:String!){ get(key:$k){ value version } }', variables: { k: 'k1' } });
+    const flood = async (target: ReturnType<typeof httpClient>, pid: number, ms: number) => {
+      const statuses = new Map<number, number>();
+      const cpu0 = cpuMs(pid);
+      const end = now() + ms;
+      const t0 = now();
+      await Promise.all(
+        Array.from({ length: 64 }, async () => {
+          while (now() < end) {
+            const { status } = await target.send('/graphql', body);
+            statuses.set(status, (statuses.get(status) ?? 0) + 1);
+          }
+        }),
+      );
+      const n = [...statuses.values()].reduce((a, b) => a + b, 0);
+      return { perSecond: n / ((now() - t0) / 1000), cpuUs: ((cpuMs(pid) - cpu0) * 1000) / n, refusedShare: (statuses.get(503) ?? 0) / n };
+    };
+    const slots = Number(process.env.KV_MAX_IN_FLIGHT ?? defaultLoad().maxInFlight);
+    const admin = new Redis(redis.url, { lazyConnect: true });
+    await admin.connect();
+    // Held for 1.9 s: less than the API's Redis command timeout (2 s), so the held requests
+    // simply wait, and then answer.
+    await admin.call('CLIENT', 'PAUSE', '1900', 'ALL');
+    const holders = Array.from({ length: slots }, () => client.send('/graphql', body).catch(() => undefined));
+    await sleep(200);
+    const refusing = await flood(client, api.pid!, QUICK ? 500 : 1500);
+    await Promise.all(holders);
+    admin.disconnect();
+    const floorPort = await freePort();
+    const floor = spawn(process.execPath, ['--import', 'tsx', 'bench/bareRefusal.ts'], { env: { ...process.env, PORT: String(floorPort) }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    let bare: Awaited<ReturnType<typeof flood>>;
+    try {
+      await new Promise((resolve, reject) => {
+        floor.once('message', resolve);
+        floor.once('exit', () => reject(new Error('bench/bareRefusal.ts exited before it listened')));
+      });
+      if (PIN) pin(floor.pid!, 0);
+      const floorClient = httpClient(`http://127.0.0.1:${floorPort}/graphql`, 64);
+      await flood(floorClient, floor.pid!, 500); // warm-up
+      bare = await flood(floorClient, floor.pid!, QUICK ? 500 : 1500);
+      floorClient.close();
+    } finally {
+      floor.kill('SIGTERM');
+    }
+    const everything = (capacity * admittedCpuUs + Math.max(0, rate - capacity) * refusing.cpuUs) / 1e6;
+
     console.log(`\nload experiment: mix 70% get / 20% put / 10% range(first: 20), ${KEYS} keys`);
     console.log(PIN ? 'server (API + Redis) on CPU 0, this generator on CPU 1' : 'server and generator share every CPU (--shared)');
     console.log(`unloaded (1 client):   p50 ${pct(unloaded, 50).toFixed(2)} ms, p99 ${pct(unloaded, 99).toFixed(2)} ms`);
@@ -210,6 +276,15 @@ async function main(): Promise<void> {
     console.log('  second  admitted  refused  other  not-sent  API RSS MiB');
     perSecond.forEach((s, i) =>
       console.log(`  ${String(i + 1).padStart(6)} ${String(s.admitted).padStart(9)} ${String(s.refused).padStart(8)} ${String(s.other).padStart(6)} ${String(s.notSent).padStart(9)} ${s.rss.toFixed(0).padStart(12)}`),
+    );
+    console.log(`the price of an answer on the server's core (${PIN ? 'CPU 0' : 'shared CPUs'}):`);
+    console.log(`  admitted, at capacity (phase 2):   ${admittedCpuUs.toFixed(1)} µs of API + Redis CPU time per request`);
+    console.log(
+      `  refused, every slot held:          ${refusing.perSecond.toFixed(0)} answers/s to 64 connections, ${(100 * refusing.refusedShare).toFixed(1)}% of them 503, ${refusing.cpuUs.toFixed(1)} µs of API CPU time each`,
+    );
+    console.log(`  a bare node:http server's 503:     ${bare.perSecond.toFixed(0)} answers/s, ${bare.cpuUs.toFixed(1)} µs each (Node's floor here)`);
+    console.log(
+      `  answering all ${rate.toFixed(0)} requests/s offered (capacity admitted, the rest refused) would take ${everything.toFixed(2)} s of CPU time per second${PIN ? ' of the one core' : ''}`,
     );
     client.close();
     const alive = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false);

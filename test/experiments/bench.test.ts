@@ -1,7 +1,8 @@
-// The benchmarks' short forms (the full runs are `npm run bench` and `npm run bench:feed`):
-// `bench/run.ts --quick` end to end, as its own process, writing to a temp directory, and
-// `bench/feed.ts --quick`. They check that every figure was measured and is a positive finite
-// number, and that the chart is well-formed XML; never how fast anything is. Runs in the p1
+// The benchmarks' short forms (the full runs are `npm run bench`, `npm run bench:feed` and
+// `npm run load-test`): `bench/run.ts --quick` end to end, as its own process, writing to a
+// temp directory, `bench/feed.ts --quick` and `bench/load.ts --quick`. They check that every
+// figure was measured and is a positive finite number, that the chart is well-formed XML, and
+// that a full server refuses with OVERLOADED; never how fast anything is. Runs in the p1
 // project only.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -125,6 +126,31 @@ describe('the benchmark, short form', () => {
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
+  }, 130_000);
+
+  it('runs the load experiment: the API stays up, every error is OVERLOADED, and with every slot held it refuses', async () => {
+    // --shared: no CPU pinning beside the other test files.
+    const { code, output } = await runBench(['--quick', '--shared'], 100_000, 'bench/load.ts');
+    expect(code, output).toBe(0);
+    expect(output).toContain('the API is up after the run');
+    expect(output).toMatch(/; other errors 0;/);
+    const figure = (re: RegExp) => {
+      const m = re.exec(output);
+      expect(m, `${re} in:\n${output}`).not.toBeNull();
+      return m!.slice(1).map(Number);
+    };
+    const [unloadedP50, unloadedP99] = figure(/unloaded \(1 client\): +p50 ([\d.]+) ms, p99 ([\d.]+) ms/);
+    expect(positive(unloadedP50!) && unloadedP99! >= unloadedP50!).toBe(true);
+    expect(positive(figure(/capacity \(32 clients\): (\d+) requests\/s admitted/)[0]!)).toBe(true);
+    expect(positive(figure(/ admitted (\d+) requests\/s;/)[0]!)).toBe(true);
+    expect(positive(figure(/admitted, at capacity \(phase 2\): +([\d.]+) µs/)[0]!)).toBe(true);
+    // Every slot held (Redis paused): the answers to the flood are refusals.
+    const [answers, share503, refusalUs] = figure(/refused, every slot held: +(\d+) answers\/s to 64 connections, ([\d.]+)% of them 503, ([\d.]+) µs/);
+    expect(positive(answers!) && positive(refusalUs!)).toBe(true);
+    expect(share503).toBeGreaterThanOrEqual(90);
+    const [floorAnswers, floorUs] = figure(/a bare node:http server's 503: +(\d+) answers\/s, ([\d.]+) µs each/);
+    expect(positive(floorAnswers!) && positive(floorUs!)).toBe(true);
+    expect(positive(figure(/would take ([\d.]+) s of CPU time per second/)[0]!)).toBe(true);
   }, 130_000);
 
   it('measures the change feed beside raw Redis: every row has latencies, samples and a delivery rate', async () => {
