@@ -27,6 +27,10 @@ export function attachWebSocket(server: Server, yoga: KvYoga, log: (message: str
   const wss = new WebSocketServer({
     server,
     path: yoga.graphqlEndpoint,
+    // A message is held whole before it is parsed, as a request body is: the same bound
+    // (KV_MAX_BODY_BYTES), where ws's own default (100 MiB) would ignore it. Over it, ws closes
+    // the socket with 1009 (message too big).
+    maxPayload: yoga.limits.maxBodyBytes,
     // Browsers open WebSockets to any site without CORS: the same Origin allow-list as HTTP, and
     // without tokens a loopback Host only (auth/browser.ts). Refused before the upgrade (ws answers 401).
     verifyClient: ({ origin, req }: { origin?: string; req: IncomingMessage }) =>

@@ -68,6 +68,8 @@ export type KvYoga = YogaServerInstance<Record<string, unknown>, Context> & {
   /** KV_TRUSTED_DOCUMENTS and the browser policy, for graphql-ws. */
   trustedDocuments?: TrustedDocuments;
   browser: BrowserPolicy;
+  /** The request limits, for graphql-ws (a message is bounded as a request body is). */
+  limits: Limits;
 };
 
 /** yoga's masking of errors (with the logging of what it masks), which it keeps private. */
@@ -154,7 +156,7 @@ export function createKvYoga({
     context: (principal) => createContext(store, limits, feed, principal),
     maskError: (error) => masking.maskError(error, masking.errorMessage),
   });
-  return Object.assign(yoga, { listener, auth, rateLimiter, trustedDocuments, browser }) as unknown as KvYoga;
+  return Object.assign(yoga, { listener, auth, rateLimiter, trustedDocuments, browser, limits }) as unknown as KvYoga;
 }
 
 function validationRules(rules: ValidationRule[]): Plugin {

@@ -1,5 +1,6 @@
 // Every input limit through GraphQL: configurable, enforced before Redis is touched, and
 // reported with the right extensions.code. Runs with 1 and 4 partitions.
+import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, PARTITIONS, storedKeysOf, writtenOf, type GqlResult, type TestApp } from '../harness/app.js';
 
@@ -315,6 +316,39 @@ describe('request body size', () => {
     const body = bodyOfSize(BODY_LIMIT + 1, 'body:cl');
     await expect413(await post(body, { 'content-length': String(BODY_LIMIT + 1) }));
     expect((await small.gql(GET, { key: 'body:cl' })).data!.get).toBeNull();
+  });
+
+  it('bounds a graphql-ws message the same way: one over the limit closes the socket with 1009, one at it is served', async () => {
+    // An app of its own (this describe's other tests expect nothing written to theirs).
+    const ws = await createTestApp('limits-ws', { limits: { maxBodyBytes: BODY_LIMIT, maxValueBytes: 1 << 20 }, websocket: true });
+    try {
+      const session = async (size: number) => {
+        const socket = new WebSocket(ws.url.replace(/^http/, 'ws'), 'graphql-transport-ws');
+        const received: Record<string, any>[] = [];
+        socket.on('message', (m) => received.push(JSON.parse(String(m))));
+        const closed = new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)));
+        await new Promise((resolve) => socket.on('open', resolve));
+        socket.send(JSON.stringify({ type: 'connection_init' }));
+        for (let i = 0; i < 100 && !received.some((m) => m.type === 'connection_ack'); i++) await new Promise((r) => setTimeout(r, 20));
+        const key = `ws:${size}`;
+        const shell = JSON.stringify({ id: '1', type: 'subscribe', payload: { query: PUT, variables: { key, value: '' } } });
+        const message = JSON.stringify({ id: '1', type: 'subscribe', payload: { query: PUT, variables: { key, value: 'x'.repeat(size - Buffer.byteLength(shell)) } } });
+        expect(Buffer.byteLength(message)).toBe(size);
+        socket.send(message);
+        const code = await Promise.race([closed, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000))]);
+        socket.close();
+        return { code, next: received.find((m) => m.id === '1' && m.type === 'next'), key };
+      };
+      const over = await session(BODY_LIMIT + 1);
+      expect(over.code).toBe(1009);
+      expect(over.next).toBeUndefined();
+      expect((await ws.gql(GET, { key: over.key })).data!.get, 'nothing was written').toBeNull();
+      const at = await session(BODY_LIMIT);
+      expect(at.code, 'the socket stays open').toBeUndefined();
+      expect(at.next?.payload?.data?.put?.version).toBe(1);
+    } finally {
+      await ws.close();
+    }
   });
 
   it('refuses on the declared Content-Length alone, without reading the body', async () => {
