@@ -57,6 +57,31 @@ export class Admission {
   }
 }
 
+/**
+ * Bytes of request bodies the process holds (KV_MAX_BODY_BYTES_IN_FLIGHT). No release closures,
+ * unlike Admission: it is asked on every request, and its caller keeps what it took.
+ */
+export class ByteBudget {
+  private held = 0;
+
+  constructor(readonly max: number) {}
+
+  get inFlight(): number {
+    return this.held;
+  }
+
+  /** Takes `bytes`; false (taking nothing) when they would go over the bound. */
+  take(bytes: number): boolean {
+    if (this.held + bytes > this.max) return false;
+    this.held += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.held -= bytes;
+  }
+}
+
 /** Set on the server context of an admitted HTTP request; graphql-ws contexts never have it. */
 const ADMITTED = Symbol('kvql.admitted');
 
@@ -72,6 +97,12 @@ function overloadedMessage(max: number): string {
 /** The body of an HTTP refusal (503 with Retry-After), on yoga's path and the fast lane's. */
 export function overloadedBody(max: number): string {
   return JSON.stringify({ errors: [{ message: overloadedMessage(max), extensions: { code: OVERLOADED } }] });
+}
+
+/** The body of a refusal for want of room for the request's body (KV_MAX_BODY_BYTES_IN_FLIGHT). */
+export function bodyBytesOverloadedBody(maxBytes: number): string {
+  const message = `the server is holding its maximum of ${maxBytes} bytes of request bodies; retry in ${RETRY_AFTER_SECONDS} s`;
+  return JSON.stringify({ errors: [{ message, extensions: { code: OVERLOADED } }] });
 }
 
 function overloadedResponse(fetchAPI: { Response: typeof Response }, max: number): Response {

@@ -99,6 +99,7 @@ const EnvSchema = z.object({
   // Limits under load (README, "Limits under load"): admission, deadline, operation limits.
   KV_MAX_IN_FLIGHT: int(128, 1, 1_000_000),
   KV_REQUEST_TIMEOUT_MS: int(10_000, 10, 3_600_000),
+  KV_MAX_BODY_BYTES_IN_FLIGHT: int(512 * MiB, 1024, 64 * 1024 * MiB),
   KV_MAX_DEPTH: int(8, 1, 1000),
   KV_MAX_ALIASES: int(30, 0, 100_000),
   KV_MAX_TOKENS: int(5000, 1, 10_000_000),
@@ -155,6 +156,11 @@ export interface LoadConfig {
   maxInFlight: number;
   /** A query or mutation still running after this long ends with DEADLINE_EXCEEDED. */
   requestTimeoutMs: number;
+  /**
+   * Bytes of request bodies one process holds at once, from before the first byte is read until
+   * the response is done; a request that would go over is refused with OVERLOADED.
+   */
+  maxBodyBytesInFlight: number;
 }
 
 export interface Config {
@@ -366,6 +372,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('  REDIS_SENTINEL_USERNAME: needs REDIS_SENTINEL_PASSWORD (an ACL user signs in with both)');
   if (targets.length === 0 && e.PORT !== 0 && e.PORT === e.KV_MANAGED_REDIS_PORT)
     problems.push('  KV_MANAGED_REDIS_PORT: the managed Redis cannot listen on the API port (PORT)');
+  if (e.KV_MAX_BODY_BYTES_IN_FLIGHT < e.KV_MAX_BODY_BYTES)
+    problems.push('  KV_MAX_BODY_BYTES_IN_FLIGHT: must be at least KV_MAX_BODY_BYTES, or a request of the largest size allowed could never be read');
   if (e.KV_MAX_REQUEST_ITEMS < Math.max(e.KV_MAX_BATCH_ITEMS, e.KV_PAGE_MAX, e.KV_DELETE_RANGE_MAX))
     problems.push('  KV_MAX_REQUEST_ITEMS: must be at least KV_MAX_BATCH_ITEMS, KV_PAGE_MAX and KV_DELETE_RANGE_MAX, or one field at its own limit would exceed the budget');
   const tokenSources = { inline: e.KV_TOKENS, file: e.KV_TOKENS_FILE };
@@ -443,7 +451,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxDirectives: e.KV_MAX_DIRECTIVES,
       maxRequestItems: e.KV_MAX_REQUEST_ITEMS,
     },
-    load: { maxInFlight: e.KV_MAX_IN_FLIGHT, requestTimeoutMs: e.KV_REQUEST_TIMEOUT_MS },
+    load: { maxInFlight: e.KV_MAX_IN_FLIGHT, requestTimeoutMs: e.KV_REQUEST_TIMEOUT_MS, maxBodyBytesInFlight: e.KV_MAX_BODY_BYTES_IN_FLIGHT },
     tokens,
     tokenSources,
   };

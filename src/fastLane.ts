@@ -24,7 +24,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { execute } from '@graphql-tools/executor';
 import { getOperationAST, type DocumentNode, type ExecutionArgs, type ExecutionResult, type GraphQLSchema } from 'graphql';
 import { processRegularResult } from 'graphql-yoga';
-import { executeWithDeadline, overloadedBody as refusalBody, OVERLOADED, RETRY_AFTER_SECONDS, type Admission } from './admission.js';
+import { bodyBytesOverloadedBody, executeWithDeadline, overloadedBody as refusalBody, OVERLOADED, RETRY_AFTER_SECONDS, type Admission, type ByteBudget } from './admission.js';
 import { HOST_REFUSAL, loopbackHost, writeRefusal } from './auth/browser.js';
 import { authenticateNode, isGraphiQLPage, writeUnauthenticated, type Principals } from './auth/http.js';
 import { rateLimitRefusal, type RateLimiter, type RateVerdict } from './auth/rateLimit.js';
@@ -59,10 +59,23 @@ export interface YogaForFastLane {
   };
 }
 
+/** Bodies from this size on count against KV_MAX_BODY_BYTES_IN_FLIGHT (see holdBody). */
+export const BODY_BYTES_COUNTED_FROM = 64 * 1024;
+
+/** What a response holds of KV_MAX_BODY_BYTES_IN_FLIGHT, in bytes (see holdBody). */
+const HELD = Symbol('kvql.bodyBytesHeld');
+type Holding = ServerResponse & { [HELD]?: number };
+
 export interface FastLaneOptions {
   yoga: YogaForFastLane;
   endpoint: string;
   admission: Admission;
+  /**
+   * Bytes of request bodies held at once (KV_MAX_BODY_BYTES_IN_FLIGHT): `admission`'s slots are
+   * taken once a body has been read, so without this, many large bodies arriving together (or
+   * slowly) would all be held in memory before any slot was asked for.
+   */
+  bodyBytes: ByteBudget;
   load: LoadConfig;
   limits: Limits;
   observer: RequestObserver;
@@ -161,10 +174,11 @@ class CapturedResponse {
 const capture = { Response: CapturedResponse } as unknown as typeof globalThis;
 
 export function createRequestListener(opts: FastLaneOptions): NodeListener {
-  const { yoga, endpoint, admission, limits, observer, trustedDocuments: trusted } = opts;
+  const { yoga, endpoint, admission, bodyBytes, limits, observer, trustedDocuments: trusted } = opts;
   const { requestTimeoutMs, maxInFlight } = opts.load;
   const prepared = new BoundedCache<Prepared | null>();
   const overloadedBody = refusalBody(maxInFlight);
+  const bodyBytesRefusal = bodyBytesOverloadedBody(opts.load.maxBodyBytesInFlight);
   // Bound once: labelled inc() would look the label set up on every request.
   const fastLane = observer.metrics.lanes.labels({ lane: 'fast' });
   const yogaLane = observer.metrics.lanes.labels({ lane: 'yoga' });
@@ -212,18 +226,46 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
     res.end();
   };
 
-  const refuse = (req: IncomingMessage, res: ServerResponse, start: number) => {
+  const refuse = (req: IncomingMessage, res: ServerResponse, start: number, body = overloadedBody) => {
     const st = observer.begin(header(req, REQUEST_ID_HEADER), true, start);
     st.outcome = OVERLOADED;
     st.status = 503;
     res.writeHead(503, {
       'content-type': 'application/json; charset=utf-8',
-      'content-length': Buffer.byteLength(overloadedBody),
+      'content-length': Buffer.byteLength(body),
       'retry-after': String(RETRY_AFTER_SECONDS),
       [REQUEST_ID_HEADER]: st.id,
     });
-    res.end(overloadedBody);
+    res.end(body);
     observer.finish(st, 'POST', false);
+  };
+
+  /**
+   * Takes room for the request's body before a byte of it is read, and gives it back once the
+   * response is done, or the client gone (on this path the body and what is parsed from it live
+   * that long); false when there is no room. A body without a Content-Length (chunked) may be as
+   * large as the limit, so it takes that much; one over the limit takes nothing (it is refused
+   * with 413 without being read), nor does a request without a body, nor a small one (under
+   * BODY_BYTES_COUNTED_FROM): those arrive with their headers, and counting every request cost
+   * more than the memory it bounds (README, "Limits under load").
+   */
+  const holdBody = (req: IncomingMessage, res: ServerResponse, length: string | undefined): boolean => {
+    if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return true;
+    const declared = length === undefined ? limits.maxBodyBytes : Number(length);
+    if (!(declared <= limits.maxBodyBytes) || declared < BODY_BYTES_COUNTED_FROM) return true;
+    if (!bodyBytes.take(declared)) return false;
+    (res as Holding)[HELD] = declared;
+    res.on('close', giveBack);
+    return true;
+  };
+  /** A 'close' listener of a response that holds room (`this` is the response); once only. */
+  function giveBack(this: Holding): void {
+    bodyBytes.give(this[HELD]!);
+    this[HELD] = 0;
+  }
+  /** On yoga's path the body is read first, and a subscription's response may last for hours. */
+  const bodyRead = (req: IncomingMessage, res: ServerResponse) => {
+    if ((res as Holding)[HELD]) req.once('end', () => giveBack.call(res as Holding));
   };
 
   const unauthenticated = (req: IncomingMessage, res: ServerResponse, start: number) => {
@@ -291,6 +333,7 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
     // A refusal here costs an HTTP parse and nothing else: no body read, no yoga.
     if (admission.full && req.method !== 'OPTIONS') return refuse(req, res, start);
     const length = req.headers['content-length'];
+    if (!holdBody(req, res, length)) return refuse(req, res, start, bodyBytesRefusal);
     const accepted = negotiateCached(header(req, 'accept') ?? undefined);
     if (
       req.method !== 'POST' ||
@@ -302,6 +345,7 @@ export function createRequestListener(opts: FastLaneOptions): NodeListener {
       !(Number(length) <= limits.maxBodyBytes)
     ) {
       if (req.method === 'POST') yogaLane.inc();
+      bodyRead(req, res);
       return void yoga(req, res);
     }
     const chunks: Buffer[] = [];

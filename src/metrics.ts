@@ -31,6 +31,7 @@ const timedStores = new WeakSet<object>();
 export class Metrics {
   readonly registry = new Registry();
   private feed: FeedHub | undefined;
+  private bodyBytes: { inFlight: number } | undefined;
 
   readonly requests = new Counter({
     name: 'kvql_graphql_requests_total',
@@ -51,6 +52,13 @@ export class Metrics {
     name: 'kvql_graphql_requests_in_flight',
     help: 'GraphQL requests over HTTP being handled now',
     registers: [this.registry],
+  });
+
+  readonly bodyBytesInFlight: Gauge = new Gauge({
+    name: 'kvql_request_body_bytes_in_flight',
+    help: 'Bytes of request bodies held now, counted from before a body is read (KV_MAX_BODY_BYTES_IN_FLIGHT bounds it)',
+    registers: [this.registry],
+    collect: (): void => this.bodyBytesInFlight.set(this.bodyBytes?.inFlight ?? 0),
   });
 
   readonly lanes = new Counter({
@@ -102,6 +110,11 @@ export class Metrics {
   constructor(opts: { processMetrics?: boolean } = {}) {
     this.includeProcess = opts.processMetrics !== false;
     if (this.includeProcess) processMetrics();
+  }
+
+  /** The body-bytes gauge reads this budget (fastLane.ts) at each scrape. */
+  observeBodyBytes(budget: { inFlight: number }): void {
+    this.bodyBytes = budget;
   }
 
   /** The subscriber gauge reads this hub's count at each scrape. */

@@ -3,7 +3,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { GraphQLError, NoSchemaIntrospectionCustomRule, type ValidationRule } from 'graphql';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
-import { Admission, admissionPlugin } from './admission.js';
+import { Admission, admissionPlugin, ByteBudget } from './admission.js';
 import { browserPlugins, corsOptions, type BrowserPolicy } from './auth/browser.js';
 import { authPlugin, PRINCIPAL, type Principals } from './auth/http.js';
 import { RateLimiter } from './auth/rateLimit.js';
@@ -95,6 +95,8 @@ export function createKvYoga({
   metrics.observeFeed(feed);
   const schema = buildSchema(limits);
   const admission = new Admission(load.maxInFlight);
+  const bodyBytes = new ByteBudget(load.maxBodyBytesInFlight);
+  metrics.observeBodyBytes(bodyBytes);
   const observer = new RequestObserver(metrics, log);
   const auth = new Authenticator(tokens);
   const rateLimiter = new RateLimiter(store, log ? { logger: log } : {});
@@ -145,6 +147,7 @@ export function createKvYoga({
     yoga: yoga as unknown as YogaForFastLane,
     endpoint: ENDPOINT,
     admission,
+    bodyBytes,
     load,
     limits,
     observer,

@@ -5,6 +5,7 @@
 // Requests are made slow deterministically: a gate in front of KvStore methods holds every call
 // for a key starting with "hold:" until the test opens it; one test hangs a dedicated Redis
 // with SIGSTOP instead.
+import { request, type ClientRequest } from 'node:http';
 import { getIntrospectionQuery } from 'graphql';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { BACKSTOP_GRACE_MS } from '../../src/admission.js';
@@ -12,8 +13,9 @@ import { loadConfig } from '../../src/config.js';
 import { encodeFeedCursor } from '../../src/graphql/changes.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { KvStore } from '../../src/store/store.js';
-import { createTestApp, writtenOf, BUCKETS, PARTITIONS, uniquePrefix, type GqlResult, type TestApp } from '../harness/app.js';
+import { createTestApp, storedKeysOf, writtenOf, BUCKETS, PARTITIONS, uniquePrefix, type GqlResult, type TestApp } from '../harness/app.js';
 import { startTestRedis } from '../harness/redisServer.js';
+import { until } from '../harness/until.js';
 import { sseSubscribe } from '../harness/sse.js';
 import { wsClient, type WsClient } from '../harness/ws.js';
 
@@ -474,6 +476,84 @@ describe('admission before the body', () => {
     expect(pulled).toBeLessThanOrEqual(1);
     gate.open();
     expect((await holding).status).toBe(200);
+  });
+});
+
+describe('room for request bodies (KV_MAX_BODY_BYTES_IN_FLIGHT)', () => {
+  // Bodies from BODY_BYTES_COUNTED_FROM (64 KiB) on count: room for one 200 KB body, not two.
+  const ROOM = 300_000;
+  const LIMIT = 256 * 1024;
+  const BIG = 200_000;
+  let app: TestApp;
+  beforeAll(async () => {
+    app = await createTestApp('body-bytes', { limits: { maxBodyBytes: LIMIT }, load: { maxBodyBytesInFlight: ROOM } });
+  });
+  afterAll(() => app?.close());
+
+  const START = '{"query":"{ get(key: \\"x\\") { key } }","variables":{"padding":"';
+
+  /** A POST over a real socket that sends its headers and the first bytes of a body, and waits. */
+  function startPost(headers: Record<string, string>): { req: ClientRequest; answer: Promise<{ status: number; body: string }>; finish(size: number): void } {
+    const u = new URL(app.url);
+    let req!: ClientRequest;
+    const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      req = request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json', ...headers } }, (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      });
+      req.on('error', reject);
+    });
+    req.write(START);
+    // The rest of a body of `size` bytes in all (padding, then the end of the JSON).
+    const finish = (size: number) => req.end(`${'x'.repeat(size - START.length - 3)}"}}`);
+    return { req, answer, finish };
+  }
+
+  /** A put whose JSON body is exactly `size` bytes, over a real socket. */
+  async function putOfSize(size: number, key: string): Promise<{ status: number; body: string; retryAfter: string | null }> {
+    const shell = JSON.stringify({ query: PUT, variables: { key, value: '' } });
+    const body = JSON.stringify({ query: PUT, variables: { key, value: 'x'.repeat(size - Buffer.byteLength(shell)) } });
+    const res = await fetch(app.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body });
+    return { status: res.status, body: await res.text(), retryAfter: res.headers.get('retry-after') };
+  }
+
+  const held = async () => {
+    const text = await (await fetch(app.url.replace(/\/graphql$/, '/metrics'))).text();
+    return Number(/^kvql_request_body_bytes_in_flight (\d+)$/m.exec(text)?.[1]);
+  };
+  const waitForAsync = (what: string, cond: () => Promise<boolean>) => until(5000, what, async () => ((await cond()) ? true : undefined));
+
+  it('refuses a body it has no room for before reading it, and has the room again however a held body ends', async () => {
+    // A 200 KB body arriving slowly holds 200 KB of room from its headers on.
+    const slow = startPost({ 'content-length': String(BIG) });
+    await waitForAsync('the slow body to hold its room', async () => (await held()) === BIG);
+
+    // Another 200 KB would go over: 503 OVERLOADED, Retry-After, nothing written.
+    const refused = await putOfSize(BIG, 'bb:refused');
+    expect(refused.status).toBe(503);
+    expect(refused.retryAfter).toBe('1');
+    expect(JSON.parse(refused.body).errors[0]).toMatchObject({ extensions: { code: 'OVERLOADED' }, message: expect.stringMatching(/300000 bytes of request bodies/) });
+    // A body without a Content-Length might be as large as the limit: no room for it either.
+    const chunked = startPost({ 'transfer-encoding': 'chunked' });
+    chunked.finish(1000);
+    expect((await chunked.answer).status).toBe(503);
+    // A smaller one fits beside it (64 KB: counted, and room for it).
+    expect((await putOfSize(64 * 1024, 'bb:small')).status).toBe(200);
+
+    // The slow body ends: it is served, and its room comes back.
+    slow.finish(BIG);
+    expect((await slow.answer).status).toBe(200);
+    await waitForAsync('the room to come back', async () => (await held()) === 0);
+    expect((await putOfSize(BIG, 'bb:after')).status).toBe(200);
+
+    // A client that gives up halfway gives its room back too.
+    const quitter = startPost({ 'content-length': String(BIG) });
+    await waitForAsync('the second slow body to hold its room', async () => (await held()) === BIG);
+    quitter.req.destroy();
+    await quitter.answer.catch(() => undefined);
+    await waitForAsync('the room to come back after the client left', async () => (await held()) === 0);
+    expect(await storedKeysOf(app.redis, app.prefix), 'the refused put wrote nothing').toEqual(['bb:after', 'bb:small']);
   });
 });
 

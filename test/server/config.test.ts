@@ -53,7 +53,7 @@ describe('loadConfig', () => {
         maxDirectives: 50,
         maxRequestItems: 20_000,
       },
-      load: { maxInFlight: 128, requestTimeoutMs: 10_000 },
+      load: { maxInFlight: 128, requestTimeoutMs: 10_000, maxBodyBytesInFlight: 512 * MiB },
       tokens: [],
       tokenSources: { inline: undefined, file: undefined },
       graphiql: true,
@@ -92,6 +92,7 @@ describe('loadConfig', () => {
       KV_MAX_SUBSCRIPTIONS: '12',
       KV_MAX_IN_FLIGHT: '7',
       KV_REQUEST_TIMEOUT_MS: '2500',
+      KV_MAX_BODY_BYTES_IN_FLIGHT: '16384',
       KV_MAX_DEPTH: '5',
       KV_MAX_ALIASES: '3',
       KV_MAX_TOKENS: '900',
@@ -134,7 +135,7 @@ describe('loadConfig', () => {
         maxDirectives: 4,
         maxRequestItems: 60,
       },
-      load: { maxInFlight: 7, requestTimeoutMs: 2500 },
+      load: { maxInFlight: 7, requestTimeoutMs: 2500, maxBodyBytesInFlight: 16_384 },
       tokens: [],
       tokenSources: { inline: undefined, file: undefined },
       graphiql: true,
@@ -282,6 +283,8 @@ describe('loadConfig', () => {
     ['KV_MAX_SUBSCRIPTIONS', '0'],
     ['KV_MAX_SUBSCRIPTIONS', 'lots'],
     ['KV_MAX_IN_FLIGHT', '0'],
+    ['KV_MAX_BODY_BYTES_IN_FLIGHT', '1023'],
+    ['KV_MAX_BODY_BYTES_IN_FLIGHT', 'half'],
     ['KV_MAX_IN_FLIGHT', 'many'],
     ['KV_REQUEST_TIMEOUT_MS', '9'],
     ['KV_REQUEST_TIMEOUT_MS', '3600001'],
@@ -349,12 +352,14 @@ describe('loadConfig', () => {
 
   it('refuses a work budget below what one field may ask for, naming the variables', () => {
     expect(configError({ KV_MAX_REQUEST_ITEMS: '9999' }).message).toMatch(/KV_MAX_REQUEST_ITEMS.*KV_MAX_BATCH_ITEMS/);
+    expect(configError({ KV_MAX_BODY_BYTES_IN_FLIGHT: String(64 * MiB) }).message).toMatch(/KV_MAX_BODY_BYTES_IN_FLIGHT: must be at least KV_MAX_BODY_BYTES/);
+    expect(loadConfig({ KV_MAX_BODY_BYTES: '4096', KV_MAX_BODY_BYTES_IN_FLIGHT: '4096' }).load.maxBodyBytesInFlight).toBe(4096);
     expect(configError({ KV_MAX_REQUEST_ITEMS: '1000', KV_MAX_BATCH_ITEMS: '10', KV_PAGE_MAX: '1001' }).message).toMatch(/KV_MAX_REQUEST_ITEMS/);
     expect(loadConfig({ KV_MAX_REQUEST_ITEMS: '1000', KV_MAX_BATCH_ITEMS: '1000' }).limits.maxRequestItems).toBe(1000);
   });
 
   it('accepts the ends of the load ranges', () => {
-    expect(loadConfig({ KV_MAX_IN_FLIGHT: '1', KV_REQUEST_TIMEOUT_MS: '10' }).load).toEqual({ maxInFlight: 1, requestTimeoutMs: 10 });
+    expect(loadConfig({ KV_MAX_IN_FLIGHT: '1', KV_REQUEST_TIMEOUT_MS: '10' }).load).toEqual({ maxInFlight: 1, requestTimeoutMs: 10, maxBodyBytesInFlight: 512 * MiB });
     expect(loadConfig({ KV_MAX_ALIASES: '0', KV_MAX_DIRECTIVES: '0' }).limits).toMatchObject({ maxAliases: 0, maxDirectives: 0 });
   });
 

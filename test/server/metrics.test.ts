@@ -161,6 +161,7 @@ describe('/metrics', () => {
       [REFUSALS, 'counter'],
       [REDIS, 'histogram'],
       ['kvql_feed_subscribers', 'gauge'],
+      ['kvql_request_body_bytes_in_flight', 'gauge'],
       ['kvql_feed_events_delivered_total', 'counter'],
       ['kvql_feed_subscription_errors_total', 'counter'],
       ['process_cpu_user_seconds_total', 'counter'],
