@@ -100,6 +100,7 @@ const EnvSchema = z.object({
   KV_MAX_IN_FLIGHT: int(128, 1, 1_000_000),
   KV_REQUEST_TIMEOUT_MS: int(10_000, 10, 3_600_000),
   KV_MAX_BODY_BYTES_IN_FLIGHT: int(512 * MiB, 1024, 64 * 1024 * MiB),
+  KV_MAX_CONNECTIONS: int(10_000, 1, 1_000_000),
   KV_MAX_DEPTH: int(8, 1, 1000),
   KV_MAX_ALIASES: int(30, 0, 100_000),
   KV_MAX_TOKENS: int(5000, 1, 10_000_000),
@@ -161,6 +162,8 @@ export interface LoadConfig {
    * the response is done; a request that would go over is refused with OVERLOADED.
    */
   maxBodyBytesInFlight: number;
+  /** Open client connections (HTTP and WebSocket) one process keeps; beyond, new ones are closed at once. */
+  maxConnections: number;
 }
 
 export interface Config {
@@ -451,7 +454,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxDirectives: e.KV_MAX_DIRECTIVES,
       maxRequestItems: e.KV_MAX_REQUEST_ITEMS,
     },
-    load: { maxInFlight: e.KV_MAX_IN_FLIGHT, requestTimeoutMs: e.KV_REQUEST_TIMEOUT_MS, maxBodyBytesInFlight: e.KV_MAX_BODY_BYTES_IN_FLIGHT },
+    load: { maxInFlight: e.KV_MAX_IN_FLIGHT, requestTimeoutMs: e.KV_REQUEST_TIMEOUT_MS, maxBodyBytesInFlight: e.KV_MAX_BODY_BYTES_IN_FLIGHT, maxConnections: e.KV_MAX_CONNECTIONS },
     tokens,
     tokenSources,
   };

@@ -167,6 +167,19 @@ export async function startServer(
       logger,
     );
     server.on('request', yoga.listener);
+    // Every connection holds a file descriptor and buffers: past the bound, a new one is closed
+    // as soon as it is accepted (before anything is read), so the process never runs out of
+    // descriptors and the connections it has keep being served. Said once a minute at most.
+    server.maxConnections = config.load.maxConnections;
+    let droppedSince = 0;
+    let lastSaid = 0;
+    server.on('drop', () => {
+      droppedSince++;
+      if (Date.now() - lastSaid < 60_000) return;
+      logger.warn(`KV_MAX_CONNECTIONS (${config.load.maxConnections}) reached: new connections are closed at once (${droppedSince} since this was last said)`);
+      droppedSince = 0;
+      lastSaid = Date.now();
+    });
     wss = attachWebSocket(server, yoga, (m) => logger.error(m));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

@@ -53,7 +53,7 @@ describe('loadConfig', () => {
         maxDirectives: 50,
         maxRequestItems: 20_000,
       },
-      load: { maxInFlight: 128, requestTimeoutMs: 10_000, maxBodyBytesInFlight: 512 * MiB },
+      load: { maxInFlight: 128, requestTimeoutMs: 10_000, maxBodyBytesInFlight: 512 * MiB, maxConnections: 10_000 },
       tokens: [],
       tokenSources: { inline: undefined, file: undefined },
       graphiql: true,
@@ -93,6 +93,7 @@ describe('loadConfig', () => {
       KV_MAX_IN_FLIGHT: '7',
       KV_REQUEST_TIMEOUT_MS: '2500',
       KV_MAX_BODY_BYTES_IN_FLIGHT: '16384',
+      KV_MAX_CONNECTIONS: '50',
       KV_MAX_DEPTH: '5',
       KV_MAX_ALIASES: '3',
       KV_MAX_TOKENS: '900',
@@ -135,7 +136,7 @@ describe('loadConfig', () => {
         maxDirectives: 4,
         maxRequestItems: 60,
       },
-      load: { maxInFlight: 7, requestTimeoutMs: 2500, maxBodyBytesInFlight: 16_384 },
+      load: { maxInFlight: 7, requestTimeoutMs: 2500, maxBodyBytesInFlight: 16_384, maxConnections: 50 },
       tokens: [],
       tokenSources: { inline: undefined, file: undefined },
       graphiql: true,
@@ -284,6 +285,8 @@ describe('loadConfig', () => {
     ['KV_MAX_SUBSCRIPTIONS', 'lots'],
     ['KV_MAX_IN_FLIGHT', '0'],
     ['KV_MAX_BODY_BYTES_IN_FLIGHT', '1023'],
+    ['KV_MAX_CONNECTIONS', '0'],
+    ['KV_MAX_CONNECTIONS', 'unlimited'],
     ['KV_MAX_BODY_BYTES_IN_FLIGHT', 'half'],
     ['KV_MAX_IN_FLIGHT', 'many'],
     ['KV_REQUEST_TIMEOUT_MS', '9'],
@@ -359,7 +362,7 @@ describe('loadConfig', () => {
   });
 
   it('accepts the ends of the load ranges', () => {
-    expect(loadConfig({ KV_MAX_IN_FLIGHT: '1', KV_REQUEST_TIMEOUT_MS: '10' }).load).toEqual({ maxInFlight: 1, requestTimeoutMs: 10, maxBodyBytesInFlight: 512 * MiB });
+    expect(loadConfig({ KV_MAX_IN_FLIGHT: '1', KV_REQUEST_TIMEOUT_MS: '10' }).load).toEqual({ maxInFlight: 1, requestTimeoutMs: 10, maxBodyBytesInFlight: 512 * MiB, maxConnections: 10_000 });
     expect(loadConfig({ KV_MAX_ALIASES: '0', KV_MAX_DIRECTIVES: '0' }).limits).toMatchObject({ maxAliases: 0, maxDirectives: 0 });
   });
 

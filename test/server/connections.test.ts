@@ -1,0 +1,76 @@
+// KV_MAX_CONNECTIONS: past the bound, a new connection is closed as soon as it is accepted,
+// before anything is read, and the connections the process has keep being served; once one of
+// them closes, a new one is accepted again. Said in the log.
+import { connect, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { startServer, type RunningServer } from '../../src/server.js';
+import { uniquePrefix } from '../harness/app.js';
+
+const MAX = 3;
+let server: RunningServer;
+const logged: string[] = [];
+const sockets: Socket[] = [];
+
+beforeAll(async () => {
+  server = await startServer(loadConfig({ PORT: '0', REDIS_URL: inject('redisUrl'), KV_PREFIX: uniquePrefix('conns'), KV_MAX_CONNECTIONS: String(MAX) }), (m) => logged.push(m));
+});
+
+afterAll(async () => {
+  for (const s of sockets) s.destroy();
+  await server?.close();
+});
+
+/** A TCP connection to the API, and what becomes of it: the bytes it receives, and its close. */
+async function open(): Promise<{ socket: Socket; received: () => string; closed: Promise<void> }> {
+  const u = new URL(server.url);
+  const socket = connect(Number(u.port), u.hostname);
+  sockets.push(socket);
+  let text = '';
+  socket.on('data', (c) => (text += c));
+  socket.on('error', () => {});
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  return { socket, received: () => text, closed };
+}
+
+/** Sends a GET /health on an open connection (keep-alive) and resolves its status line. */
+async function health(c: { socket: Socket; received: () => string }): Promise<string> {
+  const before = c.received().length;
+  c.socket.write(`GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  for (let i = 0; i < 100; i++) {
+    const text = c.received().slice(before);
+    if (/\r\n\r\n/.test(text)) return text.split('\r\n')[0]!;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error('no answer on a kept connection');
+}
+
+const settle = (p: Promise<void>, ms: number) => Promise.race([p.then(() => 'closed'), new Promise((r) => setTimeout(() => r('open'), ms))]);
+
+describe('KV_MAX_CONNECTIONS', () => {
+  it('closes a connection past the bound at once, keeps serving the others, and accepts again once one closes', async () => {
+    const kept = [await open(), await open(), await open()];
+    for (const c of kept) expect(await health(c)).toMatch(/^HTTP\/1\.1 200/);
+
+    const extra = await open();
+    expect(await settle(extra.closed, 2000), 'the fourth connection was closed').toBe('closed');
+    expect(extra.received(), 'nothing was answered on it').toBe('');
+    for (const c of kept) expect(await health(c), 'the others are still served').toMatch(/^HTTP\/1\.1 200/);
+    expect(logged.some((m) => /KV_MAX_CONNECTIONS \(3\) reached/.test(m)), logged.join('\n')).toBe(true);
+
+    kept[0]!.socket.destroy();
+    await kept[0]!.closed;
+    // The server counts the closed connection out when it sees its end: try until it has.
+    let again: Awaited<ReturnType<typeof open>> | undefined;
+    for (let i = 0; i < 50 && !again; i++) {
+      const c = await open();
+      if ((await settle(c.closed, 100)) === 'open') again = c;
+    }
+    expect(again, 'a new connection once one closed').toBeDefined();
+    expect(await health(again!)).toMatch(/^HTTP\/1\.1 200/);
+  });
+});
