@@ -207,8 +207,10 @@ describe('rateLimit.lua through KvStore.rateLimit', () => {
     const allowed = rate * burst + rate * elapsedS;
     // Never above the limit (plus one request of slack for the clocks' edges)...
     expect(total).toBeLessThanOrEqual(Math.floor(allowed) + 1);
-    // ...and not far below it: it does limit rather than refuse everything (or nothing).
-    expect(total).toBeGreaterThanOrEqual(Math.floor(rate * burst + rate * elapsedS * 0.8));
+    // ...and not far below it: it does limit rather than refuse everything. Not closer than half
+    // the limit: on a loaded machine the loops can stall for longer than the burst (0.2 s), and
+    // a bucket does not keep what it could not hold (a fresh-clone CI run got 51 of 70 allowed).
+    expect(total).toBeGreaterThanOrEqual(Math.floor(rate * burst + rate * elapsedS * 0.5));
     expect(refusals).toBeGreaterThan(total); // the loops asked far more than the limit
     // Both processes got a share.
     expect(passes[0]).toBeGreaterThan(0);
