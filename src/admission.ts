@@ -30,38 +30,12 @@ export const RETRY_AFTER_SECONDS = 1;
 /** How long past its deadline an HTTP request may go on before the backstop answers it. */
 export const BACKSTOP_GRACE_MS = 1000;
 
-/** The process's slots. Each release function frees its slot once, however often it is called. */
-export class Admission {
-  private running = 0;
-
-  constructor(readonly max: number) {}
-
-  get inFlight(): number {
-    return this.running;
-  }
-
-  get full(): boolean {
-    return this.running >= this.max;
-  }
-
-  /** Takes a slot; undefined when none is free. */
-  tryAcquire(): (() => void) | undefined {
-    if (this.full) return undefined;
-    this.running++;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.running--;
-    };
-  }
-}
-
 /**
- * Bytes of request bodies the process holds (KV_MAX_BODY_BYTES_IN_FLIGHT). No release closures,
- * unlike Admission: it is asked on every request, and its caller keeps what it took.
+ * A bounded count of what the process holds: bytes of request bodies
+ * (KV_MAX_BODY_BYTES_IN_FLIGHT), or, as Admission, requests. The caller keeps what it took and
+ * gives that back.
  */
-export class ByteBudget {
+export class Budget {
   private held = 0;
 
   constructor(readonly max: number) {}
@@ -70,15 +44,33 @@ export class ByteBudget {
     return this.held;
   }
 
-  /** Takes `bytes`; false (taking nothing) when they would go over the bound. */
-  take(bytes: number): boolean {
-    if (this.held + bytes > this.max) return false;
-    this.held += bytes;
+  /** Takes `units`; false (taking nothing) when they would go over the bound. */
+  take(units: number): boolean {
+    if (this.held + units > this.max) return false;
+    this.held += units;
     return true;
   }
 
-  give(bytes: number): void {
-    this.held -= bytes;
+  give(units: number): void {
+    this.held -= units;
+  }
+}
+
+/** The process's slots. Each release function frees its slot once, however often it is called. */
+export class Admission extends Budget {
+  get full(): boolean {
+    return this.inFlight >= this.max;
+  }
+
+  /** Takes a slot; undefined when none is free. */
+  tryAcquire(): (() => void) | undefined {
+    if (!this.take(1)) return undefined;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.give(1);
+    };
   }
 }
 

@@ -24,7 +24,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { execute } from '@graphql-tools/executor';
 import { getOperationAST, type DocumentNode, type ExecutionArgs, type ExecutionResult, type GraphQLSchema } from 'graphql';
 import { processRegularResult } from 'graphql-yoga';
-import { bodyBytesOverloadedBody, executeWithDeadline, overloadedBody as refusalBody, OVERLOADED, RETRY_AFTER_SECONDS, type Admission, type ByteBudget } from './admission.js';
+import { bodyBytesOverloadedBody, executeWithDeadline, overloadedBody as refusalBody, OVERLOADED, RETRY_AFTER_SECONDS, type Admission, type Budget } from './admission.js';
 import { HOST_REFUSAL, loopbackHost, writeRefusal } from './auth/browser.js';
 import { authenticateNode, isGraphiQLPage, writeUnauthenticated, type Principals } from './auth/http.js';
 import { rateLimitRefusal, type RateLimiter, type RateVerdict } from './auth/rateLimit.js';
@@ -75,7 +75,7 @@ export interface FastLaneOptions {
    * taken once a body has been read, so without this, many large bodies arriving together (or
    * slowly) would all be held in memory before any slot was asked for.
    */
-  bodyBytes: ByteBudget;
+  bodyBytes: Budget;
   load: LoadConfig;
   limits: Limits;
   observer: RequestObserver;

@@ -3,7 +3,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { GraphQLError, NoSchemaIntrospectionCustomRule, type ValidationRule } from 'graphql';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
-import { Admission, admissionPlugin, ByteBudget } from './admission.js';
+import { Admission, admissionPlugin, Budget } from './admission.js';
 import { browserPlugins, corsOptions, type BrowserPolicy } from './auth/browser.js';
 import { authPlugin, PRINCIPAL, type Principals } from './auth/http.js';
 import { RateLimiter } from './auth/rateLimit.js';
@@ -95,7 +95,7 @@ export function createKvYoga({
   metrics.observeFeed(feed);
   const schema = buildSchema(limits);
   const admission = new Admission(load.maxInFlight);
-  const bodyBytes = new ByteBudget(load.maxBodyBytesInFlight);
+  const bodyBytes = new Budget(load.maxBodyBytesInFlight);
   metrics.observeBodyBytes(bodyBytes);
   const observer = new RequestObserver(metrics, log);
   const auth = new Authenticator(tokens);

@@ -128,7 +128,7 @@ class Subscriber {
   /** The sum of the queue's bytes. */
   private queuedBytes = 0;
   /** The part of queuedBytes that came from the loop's current read. */
-  private readBytes = 0;
+  private bytesThisRead = 0;
   failure: Error | null = null;
   private wake: (() => void) | null = null;
 
@@ -170,21 +170,21 @@ class Subscriber {
       return;
     }
     if (!d) return;
-    if (this.queue.length >= this.bufferSize || this.queuedBytes - this.readBytes > this.bufferBytes) {
+    if (this.queue.length >= this.bufferSize || this.queuedBytes - this.bytesThisRead > this.bufferBytes) {
       this.queue.length = 0; // free the memory now: the subscription is over
       this.queuedBytes = 0;
       this.onOverflow(this);
     } else {
       this.queue.push({ d, bytes });
       this.queuedBytes += bytes;
-      this.readBytes += bytes;
+      this.bytesThisRead += bytes;
     }
     this.notify();
   }
 
   /** From the hub, before it offers the events of a new read: what is queued now was left unread. */
   newRead(): void {
-    this.readBytes = 0;
+    this.bytesThisRead = 0;
   }
 
   /** The next queued delivery, for the consumer. */
