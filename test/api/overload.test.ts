@@ -15,7 +15,7 @@ import { startServer, type RunningServer } from '../../src/server.js';
 import { KvStore } from '../../src/store/store.js';
 import { createTestApp, storedKeysOf, writtenOf, BUCKETS, PARTITIONS, uniquePrefix, type GqlResult, type TestApp } from '../harness/app.js';
 import { startTestRedis } from '../harness/redisServer.js';
-import { until } from '../harness/until.js';
+import { until, within } from '../harness/until.js';
 import { sseSubscribe } from '../harness/sse.js';
 import { wsClient, type WsClient } from '../harness/ws.js';
 
@@ -27,17 +27,6 @@ async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Pro
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(5);
   }
-}
-
-/** Rejects when `p` has not settled within `ms`. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-    }),
-  ]);
 }
 
 // --- the gate: holds store calls on "hold:" keys until opened -------------------------------
@@ -219,7 +208,7 @@ describe('admission control over HTTP (a listening server, KV_MAX_IN_FLIGHT=4)',
     expect(gate.entered).toBe(MAX);
 
     gate.open();
-    const results = await within(Promise.all(all), 5000, 'the admitted requests');
+    const results = await within(5000, 'the admitted requests', Promise.all(all));
     const ok = results.filter((r) => r.status === 200);
     expect(ok).toHaveLength(MAX);
     for (const r of ok) expect(r.errors, JSON.stringify(r.errors)).toBeUndefined();
@@ -234,7 +223,7 @@ describe('admission control over HTTP (a listening server, KV_MAX_IN_FLIGHT=4)',
     expect(Date.now() - started).toBeLessThan(2000);
     // A refused write wrote nothing.
     gate.open();
-    for (const r of await within(Promise.all(pending), 5000, 'the held requests')) expect(r.status).toBe(200);
+    for (const r of await within(5000, 'the held requests', Promise.all(pending))) expect(r.status).toBe(200);
     const again = await Promise.all(Array.from({ length: MAX }, () => post(server.url, GET, { key: 'free' })));
     for (const r of again) {
       expect(r.status).toBe(200);
@@ -254,7 +243,7 @@ describe('admission control over HTTP (a listening server, KV_MAX_IN_FLIGHT=4)',
     }
     expectOverloaded(await post(server.url, GET, { key: 'x' }));
     gate.open();
-    await within(Promise.all(pending), 5000, 'the held requests');
+    await within(5000, 'the held requests', Promise.all(pending));
   });
 
   it('gives the slot back after errors: bad input, an unexpected failure, a parse error', async () => {
@@ -276,7 +265,7 @@ describe('admission control over HTTP (a listening server, KV_MAX_IN_FLIGHT=4)',
     const pending = await fill();
     expectOverloaded(await post(server.url, GET, { key: 'x' }));
     gate.open();
-    await within(Promise.all(pending), 5000, 'the held requests');
+    await within(5000, 'the held requests', Promise.all(pending));
   });
 
   it('gives the slot back when clients abort: once their operations end, every slot is free', async () => {
@@ -299,7 +288,7 @@ describe('admission control over HTTP (a listening server, KV_MAX_IN_FLIGHT=4)',
     const refill = await fill();
     expectOverloaded(await post(server.url, GET, { key: 'x' }));
     gate.open();
-    await within(Promise.all(refill), 5000, 'the held requests');
+    await within(5000, 'the held requests', Promise.all(refill));
   });
 
   it('counts a subscription over SSE only until its response starts', async () => {
@@ -311,7 +300,7 @@ describe('admission control over HTTP (a listening server, KV_MAX_IN_FLIGHT=4)',
       const pending = await fill();
       expectOverloaded(await post(server.url, GET, { key: 'x' }));
       gate.open();
-      await within(Promise.all(pending), 5000, 'the held requests');
+      await within(5000, 'the held requests', Promise.all(pending));
       const put = await post(server.url, PUT, { key: 'sse:1', value: 'v' });
       expect(put.status).toBe(200);
       for (const s of streams) expect((await s.next()).data).toEqual({ changes: { key: 'sse:1', version: 1 } });
@@ -340,7 +329,7 @@ describe('admission control over HTTP (a listening server, KV_MAX_IN_FLIGHT=4)',
     const sub2 = ws.subscribe('subscription { changes(prefix: "ws:") { key version } }');
     await sleep(200);
     gate.open();
-    await within(Promise.all(pending), 5000, 'the held requests');
+    await within(5000, 'the held requests', Promise.all(pending));
 
     const ok = ws.subscribe(PUT, { key: 'ws:1', value: 'v' });
     expect((await ok.next()).data).toEqual({ put: { key: 'ws:1', version: 1 } });
@@ -426,7 +415,7 @@ describe('admission when Redis hangs (SIGSTOP)', () => {
       expect(settled).toHaveLength(7);
       expect((await fetch(server.url.replace(/graphql$/, 'health'))).status).toBe(200);
       redis.resume();
-      const results = await within(Promise.all(all), 10_000, 'the held requests');
+      const results = await within(10_000, 'the held requests', Promise.all(all));
       expect(results.filter((r) => r.status === 200 && r.data?.get === null)).toHaveLength(3);
       const after = await Promise.all(Array.from({ length: 3 }, () => post(server.url, GET, { key: 'k' })));
       for (const r of after) expect(r.status).toBe(200);
@@ -459,6 +448,8 @@ describe('admission before the body', () => {
       },
     });
     const res = await within(
+      3000,
+      'the refusal',
       Promise.resolve(
         app.yoga.fetch('http://kvql.test/graphql', {
           method: 'POST',
@@ -467,8 +458,6 @@ describe('admission before the body', () => {
           duplex: 'half',
         } as RequestInit),
       ),
-      3000,
-      'the refusal',
     );
     expect(res.status).toBe(503);
     expect(res.headers.get('retry-after')).toBe('1');
@@ -570,7 +559,7 @@ describe('the request deadline (KV_REQUEST_TIMEOUT_MS=300, KV_MAX_IN_FLIGHT=1)',
   it('ends a query still running past its deadline with DEADLINE_EXCEEDED, HTTP 504, and frees the slot', async () => {
     gate.close();
     const started = Date.now();
-    const r = await within(app.gql(GET, { key: `${HOLD}q` }), 5000, 'the held query');
+    const r = await within(5000, 'the held query', app.gql(GET, { key: `${HOLD}q` }));
     const took = Date.now() - started;
     expect(r.status).toBe(504);
     expectCode(r, 'DEADLINE_EXCEEDED');
@@ -663,6 +652,8 @@ describe('the request deadline (KV_REQUEST_TIMEOUT_MS=300, KV_MAX_IN_FLIGHT=1)',
       const cursor = encodeFeedCursor(Array.from({ length: PARTITIONS }, () => ({ id: '0-0', seq: 0 })));
       const started = Date.now();
       const res = await within(
+        TIMEOUT + BACKSTOP_GRACE_MS + 3000,
+        'the hung subscription',
         Promise.resolve(
           app.yoga.fetch('http://kvql.test/graphql', {
             method: 'POST',
@@ -670,8 +661,6 @@ describe('the request deadline (KV_REQUEST_TIMEOUT_MS=300, KV_MAX_IN_FLIGHT=1)',
             body: JSON.stringify({ query: `subscription { changes(after: "${cursor}") { key } }` }),
           }),
         ),
-        TIMEOUT + BACKSTOP_GRACE_MS + 3000,
-        'the hung subscription',
       );
       expect(Date.now() - started).toBeGreaterThanOrEqual(TIMEOUT + BACKSTOP_GRACE_MS - 10);
       expect(res.status).toBe(504);

@@ -19,6 +19,7 @@ import { FeedHub } from '../../src/feed/hub.js';
 import type { TokenEntry } from '../../src/auth/tokens.js';
 import { attachWebSocket } from '../../src/websocket.js';
 import { parseSeedList } from './cluster.js';
+import { within } from './until.js';
 
 export const PARTITIONS = Number(process.env.KV_TEST_PARTITIONS ?? '1');
 /** Buckets per partition: the default (16384) in one project, a handful in the other, so that
@@ -141,8 +142,13 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
   const redis: RedisClient = seeds
     ? createRedis({ clusterNodes: seeds }, { commandTimeoutMs: 2000 })
     : createRedis(opts.redisUrl ?? inject('redisUrl'), { commandTimeoutMs: 2000 });
-  redis.on('error', () => {});
-  await redis.connect();
+  const errors: string[] = [];
+  redis.on('error', (err: Error) => void (errors.length < 20 && errors.push(err.message)));
+  // Bounded below the hook timeout, so a stall says which step it was in (a fresh-clone run
+  // once saw this function not return within 60 s, and did not say where).
+  const step = <T>(what: string, p: Promise<T>) =>
+    within(20_000, () => `createTestApp(${name}): ${what} (Redis client ${redis.status}; errors: ${[...new Set(errors)].join(' | ') || 'none'})`, p);
+  await step('connecting', redis.connect());
   const limits = { ...defaultLimits(), ...opts.limits };
   let replica: Redis | undefined;
   if (opts.replicaUrl) {
@@ -150,14 +156,14 @@ export async function createTestApp(name: string, opts: TestAppOptions = {}): Pr
     replica.on('error', () => {});
     await replica.connect();
   }
-  const store = await KvStore.open(redis, {
+  const store = await step('opening the keyspace', KvStore.open(redis, {
     prefix,
     partitions: opts.partitions ?? PARTITIONS,
     buckets: opts.buckets ?? BUCKETS,
     feedRetention: opts.feedRetention,
     replication: opts.replication,
     replicaReader: replica,
-  });
+  }));
   const feed = new FeedHub(store.feedReader(200), { bufferSize: opts.feedBuffer ?? 1000, bufferBytes: opts.feedBufferBytes ?? 16 * 1024 * 1024, blockMs: 200, batchSize: 100 });
   const yoga = createKvYoga({
     store,

@@ -20,3 +20,19 @@ export async function until<T>(ms: number, what: string, check: () => Promise<T 
     await sleep(every);
   }
 }
+
+/**
+ * Rejects, saying `what` did not finish, when `p` has not settled within `ms` (`what` may be a
+ * function, to describe the state at that moment).
+ */
+export async function within<T>(ms: number, what: string | (() => string), p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${typeof what === 'function' ? what() : what}: not within ${ms} ms`)), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
