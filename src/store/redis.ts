@@ -1,5 +1,6 @@
 // The one place that creates Redis connections, with the options every guarantee relies on.
 import { Cluster, Redis, type RedisOptions as IoRedisOptions } from 'ioredis';
+import { coalesceWrites } from './coalesce.js';
 
 export interface RedisOptions {
   /** Upper bound on any single command; past it the client gets STORE_UNAVAILABLE. */
@@ -73,7 +74,7 @@ export function duplicateClient<T extends RedisClient>(redis: T, commandTimeoutM
       redisOptions: { ...redis.options.redisOptions, commandTimeout: commandTimeoutMs },
     }) as T;
   }
-  return (redis as Redis).duplicate({ commandTimeout: commandTimeoutMs, enableAutoPipelining: false }) as T;
+  return coalesceWrites((redis as Redis).duplicate({ commandTimeout: commandTimeoutMs, enableAutoPipelining: false })) as T;
 }
 
 export function createRedis(target: string | SentinelTarget, opts: RedisOptions): Redis;
@@ -95,15 +96,16 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
     // tick, which cost more than it saved here. Measured with `npm run bench:ab` against it on:
     // getMany of 100 keys at one client 1.445x, get at one client 1.193x, a range page at one
     // client 1.070x, put at one client 1.076x, put at 32 clients 1.057x, get at 32 clients
-    // 1.005x (README, "How a request is served"). Node still coalesces the writes of one tick
-    // while the socket is busy. It also bounds a request by one command timeout when Redis
-    // hangs: a pipeline waiting in flight no longer holds back the commands issued after it.
+    // 1.005x (README, "How a request is served"). Commands issued together while the
+    // connection is busy still leave in one write (coalesce.ts). It also bounds a request by
+    // one command timeout when Redis hangs: a pipeline waiting in flight no longer holds back
+    // the commands issued after it.
     enableAutoPipelining: false,
   };
   if (typeof target === 'string') {
     // ioredis turns on TLS for a rediss:// URL; these options only say whom to trust and who we are.
     const tls = opts.tls && /^rediss:/i.test(target) ? { tls: { ...opts.tls } } : {};
-    return new Redis(target, { ...common, ...tls });
+    return coalesceWrites(new Redis(target, { ...common, ...tls }));
   }
   if ('clusterNodes' in target) {
     const { enableAutoPipelining: _pipelining, lazyConnect, enableOfflineQueue: _queue, ...node } = common;
@@ -144,7 +146,7 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
       clusterRetryStrategy: (attempt: number) => Math.min(100 * attempt, 1000),
     });
   }
-  return new SentinelRedis({
+  return coalesceWrites(new SentinelRedis({
     ...common,
     // ioredis asks the sentinels for the primary on every (re)connect, and with failoverDetector
     // also listens for +switch-master, so it follows a failover within moments of it.
@@ -163,7 +165,7 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
     // A demoted primary answers writes with READONLY until ioredis notices the switch:
     // reconnect (through the sentinels) at once, without resending the refused command.
     reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 1 : false),
-  });
+  }));
 }
 
 /**
