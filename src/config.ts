@@ -101,6 +101,8 @@ const EnvSchema = z.object({
   KV_REQUEST_TIMEOUT_MS: int(10_000, 10, 3_600_000),
   KV_MAX_BODY_BYTES_IN_FLIGHT: int(512 * MiB, 1024, 64 * 1024 * MiB),
   KV_MAX_CONNECTIONS: int(10_000, 1, 1_000_000),
+  KV_HEADERS_TIMEOUT_MS: int(10_000, 100, 3_600_000),
+  KV_RECEIVE_TIMEOUT_MS: int(30_000, 100, 3_600_000),
   KV_MAX_DEPTH: int(8, 1, 1000),
   KV_MAX_ALIASES: int(30, 0, 100_000),
   KV_MAX_TOKENS: int(5000, 1, 10_000_000),
@@ -164,6 +166,10 @@ export interface LoadConfig {
   maxBodyBytesInFlight: number;
   /** Open client connections (HTTP and WebSocket) one process keeps; beyond, new ones are closed at once. */
   maxConnections: number;
+  /** A request whose headers have not all arrived this long after it began gets 408 and its connection closed. */
+  headersTimeoutMs: number;
+  /** The same for the whole request, headers and body (not the response: subscriptions last). */
+  receiveTimeoutMs: number;
 }
 
 export interface Config {
@@ -377,6 +383,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('  KV_MANAGED_REDIS_PORT: the managed Redis cannot listen on the API port (PORT)');
   if (e.KV_MAX_BODY_BYTES_IN_FLIGHT < e.KV_MAX_BODY_BYTES)
     problems.push('  KV_MAX_BODY_BYTES_IN_FLIGHT: must be at least KV_MAX_BODY_BYTES, or a request of the largest size allowed could never be read');
+  if (e.KV_RECEIVE_TIMEOUT_MS < e.KV_HEADERS_TIMEOUT_MS)
+    problems.push('  KV_RECEIVE_TIMEOUT_MS: must be at least KV_HEADERS_TIMEOUT_MS (the headers are part of the request)');
   if (e.KV_MAX_REQUEST_ITEMS < Math.max(e.KV_MAX_BATCH_ITEMS, e.KV_PAGE_MAX, e.KV_DELETE_RANGE_MAX))
     problems.push('  KV_MAX_REQUEST_ITEMS: must be at least KV_MAX_BATCH_ITEMS, KV_PAGE_MAX and KV_DELETE_RANGE_MAX, or one field at its own limit would exceed the budget');
   const tokenSources = { inline: e.KV_TOKENS, file: e.KV_TOKENS_FILE };
@@ -454,7 +462,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxDirectives: e.KV_MAX_DIRECTIVES,
       maxRequestItems: e.KV_MAX_REQUEST_ITEMS,
     },
-    load: { maxInFlight: e.KV_MAX_IN_FLIGHT, requestTimeoutMs: e.KV_REQUEST_TIMEOUT_MS, maxBodyBytesInFlight: e.KV_MAX_BODY_BYTES_IN_FLIGHT, maxConnections: e.KV_MAX_CONNECTIONS },
+    load: { maxInFlight: e.KV_MAX_IN_FLIGHT, requestTimeoutMs: e.KV_REQUEST_TIMEOUT_MS, maxBodyBytesInFlight: e.KV_MAX_BODY_BYTES_IN_FLIGHT, maxConnections: e.KV_MAX_CONNECTIONS,
+      headersTimeoutMs: e.KV_HEADERS_TIMEOUT_MS, receiveTimeoutMs: e.KV_RECEIVE_TIMEOUT_MS },
     tokens,
     tokenSources,
   };

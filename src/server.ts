@@ -118,7 +118,13 @@ export async function startServer(
   let feed: FeedHub | undefined;
   let wss: WebSocketServer | undefined;
   let tokenWatch: TokenWatch | undefined;
-  const server: Server = createServer();
+  // Node's own bounds on receiving a request are 60 s for the headers and 300 s for the whole,
+  // checked every 30 s: a client trickling bytes held its connection (one of
+  // KV_MAX_CONNECTIONS) for minutes. Checked every second, a stalled request gets 408 within a
+  // second of its bound.
+  const server: Server = createServer({ connectionsCheckingInterval: Math.min(1000, config.load.headersTimeoutMs) });
+  server.headersTimeout = config.load.headersTimeoutMs;
+  server.requestTimeout = config.load.receiveTimeoutMs;
   try {
     redis = await connect(target, config.redisTimeoutMs, logger, config.redisTls);
     if (config.sentinel) {

@@ -53,7 +53,7 @@ describe('loadConfig', () => {
         maxDirectives: 50,
         maxRequestItems: 20_000,
       },
-      load: { maxInFlight: 128, requestTimeoutMs: 10_000, maxBodyBytesInFlight: 512 * MiB, maxConnections: 10_000 },
+      load: { maxInFlight: 128, requestTimeoutMs: 10_000, maxBodyBytesInFlight: 512 * MiB, maxConnections: 10_000, headersTimeoutMs: 10_000, receiveTimeoutMs: 30_000 },
       tokens: [],
       tokenSources: { inline: undefined, file: undefined },
       graphiql: true,
@@ -94,6 +94,8 @@ describe('loadConfig', () => {
       KV_REQUEST_TIMEOUT_MS: '2500',
       KV_MAX_BODY_BYTES_IN_FLIGHT: '16384',
       KV_MAX_CONNECTIONS: '50',
+      KV_HEADERS_TIMEOUT_MS: '4000',
+      KV_RECEIVE_TIMEOUT_MS: '20000',
       KV_MAX_DEPTH: '5',
       KV_MAX_ALIASES: '3',
       KV_MAX_TOKENS: '900',
@@ -136,7 +138,7 @@ describe('loadConfig', () => {
         maxDirectives: 4,
         maxRequestItems: 60,
       },
-      load: { maxInFlight: 7, requestTimeoutMs: 2500, maxBodyBytesInFlight: 16_384, maxConnections: 50 },
+      load: { maxInFlight: 7, requestTimeoutMs: 2500, maxBodyBytesInFlight: 16_384, maxConnections: 50, headersTimeoutMs: 4000, receiveTimeoutMs: 20_000 },
       tokens: [],
       tokenSources: { inline: undefined, file: undefined },
       graphiql: true,
@@ -287,6 +289,9 @@ describe('loadConfig', () => {
     ['KV_MAX_BODY_BYTES_IN_FLIGHT', '1023'],
     ['KV_MAX_CONNECTIONS', '0'],
     ['KV_MAX_CONNECTIONS', 'unlimited'],
+    ['KV_HEADERS_TIMEOUT_MS', '99'],
+    ['KV_HEADERS_TIMEOUT_MS', '10s'],
+    ['KV_RECEIVE_TIMEOUT_MS', '3600001'],
     ['KV_MAX_BODY_BYTES_IN_FLIGHT', 'half'],
     ['KV_MAX_IN_FLIGHT', 'many'],
     ['KV_REQUEST_TIMEOUT_MS', '9'],
@@ -357,12 +362,15 @@ describe('loadConfig', () => {
     expect(configError({ KV_MAX_REQUEST_ITEMS: '9999' }).message).toMatch(/KV_MAX_REQUEST_ITEMS.*KV_MAX_BATCH_ITEMS/);
     expect(configError({ KV_MAX_BODY_BYTES_IN_FLIGHT: String(64 * MiB) }).message).toMatch(/KV_MAX_BODY_BYTES_IN_FLIGHT: must be at least KV_MAX_BODY_BYTES/);
     expect(loadConfig({ KV_MAX_BODY_BYTES: '4096', KV_MAX_BODY_BYTES_IN_FLIGHT: '4096' }).load.maxBodyBytesInFlight).toBe(4096);
+    expect(configError({ KV_HEADERS_TIMEOUT_MS: '40000' }).message).toMatch(/KV_RECEIVE_TIMEOUT_MS: must be at least KV_HEADERS_TIMEOUT_MS/);
+    expect(loadConfig({ KV_HEADERS_TIMEOUT_MS: '5000', KV_RECEIVE_TIMEOUT_MS: '5000' }).load).toMatchObject({ headersTimeoutMs: 5000, receiveTimeoutMs: 5000 });
     expect(configError({ KV_MAX_REQUEST_ITEMS: '1000', KV_MAX_BATCH_ITEMS: '10', KV_PAGE_MAX: '1001' }).message).toMatch(/KV_MAX_REQUEST_ITEMS/);
     expect(loadConfig({ KV_MAX_REQUEST_ITEMS: '1000', KV_MAX_BATCH_ITEMS: '1000' }).limits.maxRequestItems).toBe(1000);
   });
 
   it('accepts the ends of the load ranges', () => {
-    expect(loadConfig({ KV_MAX_IN_FLIGHT: '1', KV_REQUEST_TIMEOUT_MS: '10' }).load).toEqual({ maxInFlight: 1, requestTimeoutMs: 10, maxBodyBytesInFlight: 512 * MiB, maxConnections: 10_000 });
+    expect(loadConfig({ KV_MAX_IN_FLIGHT: '1', KV_REQUEST_TIMEOUT_MS: '10' }).load).toEqual({ maxInFlight: 1, requestTimeoutMs: 10, maxBodyBytesInFlight: 512 * MiB, maxConnections: 10_000, headersTimeoutMs: 10_000, receiveTimeoutMs: 30_000 });
+    expect(loadConfig({ KV_HEADERS_TIMEOUT_MS: '100', KV_RECEIVE_TIMEOUT_MS: '3600000' }).load).toMatchObject({ headersTimeoutMs: 100, receiveTimeoutMs: 3_600_000 });
     expect(loadConfig({ KV_MAX_ALIASES: '0', KV_MAX_DIRECTIVES: '0' }).limits).toMatchObject({ maxAliases: 0, maxDirectives: 0 });
   });
 

@@ -1,6 +1,8 @@
 // KV_MAX_CONNECTIONS: past the bound, a new connection is closed as soon as it is accepted,
 // before anything is read, and the connections the process has keep being served; once one of
 // them closes, a new one is accepted again. Said in the log.
+// KV_HEADERS_TIMEOUT_MS and KV_RECEIVE_TIMEOUT_MS: a request whose headers, or whose body, stop
+// arriving gets 408 and its connection closed near its bound; a response may last longer.
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
@@ -22,8 +24,8 @@ afterAll(async () => {
 });
 
 /** A TCP connection to the API, and what becomes of it: the bytes it receives, and its close. */
-async function open(): Promise<{ socket: Socket; received: () => string; closed: Promise<void> }> {
-  const u = new URL(server.url);
+async function open(to: RunningServer = server): Promise<{ socket: Socket; received: () => string; closed: Promise<void> }> {
+  const u = new URL(to.url);
   const socket = connect(Number(u.port), u.hostname);
   sockets.push(socket);
   let text = '';
@@ -73,4 +75,70 @@ describe('KV_MAX_CONNECTIONS', () => {
     expect(again, 'a new connection once one closed').toBeDefined();
     expect(await health(again!)).toMatch(/^HTTP\/1\.1 200/);
   });
+});
+
+describe('KV_HEADERS_TIMEOUT_MS and KV_RECEIVE_TIMEOUT_MS', () => {
+  const HEADERS_MS = 600;
+  const RECEIVE_MS = 1500;
+  let slow: RunningServer;
+  const prefix = uniquePrefix('recv');
+  beforeAll(async () => {
+    slow = await startServer(loadConfig({ PORT: '0', REDIS_URL: inject('redisUrl'), KV_PREFIX: prefix, KV_HEADERS_TIMEOUT_MS: String(HEADERS_MS), KV_RECEIVE_TIMEOUT_MS: String(RECEIVE_MS) }), () => {});
+  });
+  afterAll(async () => {
+    await slow?.close();
+  });
+
+  /** How long after `since` the connection closed, and what it was answered. */
+  async function closedAfter(c: Awaited<ReturnType<typeof open>>, since: number): Promise<{ ms: number; status: string }> {
+    expect(await settle(c.closed, 10_000), 'the connection was closed').toBe('closed');
+    return { ms: Date.now() - since, status: c.received().split('\r\n')[0]! };
+  }
+
+  it('answers 408 and closes a request whose headers stop arriving, near KV_HEADERS_TIMEOUT_MS', async () => {
+    const c = await open(slow);
+    const since = Date.now();
+    c.socket.write('POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+    const { ms, status } = await closedAfter(c, since);
+    expect(status).toBe('HTTP/1.1 408 Request Timeout');
+    // Checked every second (connectionsCheckingInterval): within its bound plus one check.
+    expect(ms).toBeGreaterThanOrEqual(HEADERS_MS - 50);
+    expect(ms).toBeLessThan(HEADERS_MS + 1000 + 500);
+  });
+
+  it('answers 408 and closes a request whose body stops arriving, near KV_RECEIVE_TIMEOUT_MS, and writes nothing', async () => {
+    const c = await open(slow);
+    const since = Date.now();
+    const body = JSON.stringify({ query: 'mutation { put(key: "stalled", value: "v") { version } }' });
+    c.socket.write(`POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`);
+    const { ms, status } = await closedAfter(c, since);
+    expect(status).toBe('HTTP/1.1 408 Request Timeout');
+    expect(ms).toBeGreaterThanOrEqual(RECEIVE_MS - 50);
+    expect(ms).toBeLessThan(RECEIVE_MS + 1000 + 500);
+    const res = await fetch(slow.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ get(key: "stalled") { value } }' }) });
+    expect(await res.json()).toEqual({ data: { get: null } });
+  });
+
+  it('does not bound a response: an SSE subscription outlives KV_RECEIVE_TIMEOUT_MS and still delivers', async () => {
+    const res = await fetch(slow.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+      body: JSON.stringify({ query: 'subscription { changes { key } }' }),
+    });
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    try {
+      await new Promise((r) => setTimeout(r, RECEIVE_MS + 1200));
+      const put = await fetch(slow.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: 'mutation { put(key: "late", value: "v") { version } }' }) });
+      expect((await put.json()).data.put.version).toBe(1);
+      let text = '';
+      while (!text.includes('"late"')) {
+        const { value, done } = await reader.read();
+        expect(done, `the stream ended early: ${text}`).toBe(false);
+        text += new TextDecoder().decode(value);
+      }
+    } finally {
+      await reader.cancel();
+    }
+  }, 15_000);
 });
