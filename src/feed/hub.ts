@@ -26,6 +26,12 @@ export interface HubOptions {
    * (the loop's, or a subscription's catch-up) is sized to hold about bufferBytes (ReadSizer).
    */
   batchSize: number;
+  /**
+   * The most bytes one event can hold (a key and a value at their limits). The first read, made
+   * before any event size is known, asks for no more than would fit in bufferBytes if every
+   * event were this large. Without it the first read asks for FIRST_READ.
+   */
+  largestEventBytes?: number;
   /** Subscriptions this process serves at once (admit); unlimited when absent. */
   maxSubscriptions?: number;
   log?: (message: string) => void;
@@ -95,8 +101,9 @@ const FIRST_READ = 50;
 /**
  * How many events per partition the next read asks for, so that one read holds about
  * `targetBytes` however large the values are (up to 1,000 of 1 MiB would be a gigabyte): it
- * starts at FIRST_READ, doubles while reads come back full and under half the target, and
- * shrinks in proportion when a read comes back over it.
+ * starts at FIRST_READ, or fewer when `largestEvent` events from each of the `perRead`
+ * partitions one read spans would not fit in the target; then it doubles while reads come back
+ * full and under half the target, and shrinks in proportion when a read comes back over it.
  */
 export class ReadSizer {
   count: number;
@@ -104,8 +111,11 @@ export class ReadSizer {
   constructor(
     private readonly max: number,
     private readonly targetBytes: number,
+    largestEvent = 0,
+    perRead = 1,
   ) {
-    this.count = Math.min(max, FIRST_READ);
+    const fits = largestEvent > 0 ? Math.max(1, Math.floor(targetBytes / (largestEvent * perRead))) : FIRST_READ;
+    this.count = Math.min(max, FIRST_READ, fits);
   }
 
   /** After a read that asked for `count` per partition and returned `events` of `bytes` in all. */
@@ -231,7 +241,8 @@ export class FeedHub {
     private readonly opts: HubOptions,
   ) {
     this.log = opts.log ?? (() => {});
-    this.loopReads = new ReadSizer(opts.batchSize, opts.bufferBytes);
+    // The loop's reads span every partition; a catch-up read, one.
+    this.loopReads = new ReadSizer(opts.batchSize, opts.bufferBytes, opts.largestEventBytes, reader.partitions);
   }
 
   get subscriberCount(): number {
@@ -291,7 +302,7 @@ export class FeedHub {
       try {
         // Catch up from the stream itself until this subscriber has reached the hub's position,
         // then join the hub in the same tick, so that no event falls between the two.
-        const catchUp = new ReadSizer(this.opts.batchSize, this.opts.bufferBytes);
+        const catchUp = new ReadSizer(this.opts.batchSize, this.opts.bufferBytes, this.opts.largestEventBytes);
         for (;;) {
           let behind = false;
           for (let p = 0; p < sub.position.length; p++) {

@@ -183,6 +183,16 @@ describe('the size of the feed reads (ReadSizer)', () => {
     expect(new ReadSizer(20, 10_000).count, 'never above batchSize').toBe(20);
   });
 
+  it('makes the first read fit the target even if every event were as large as the limits allow', () => {
+    const MiB = 1024 * 1024;
+    const largest = 1024 + MiB; // KV_MAX_KEY_BYTES and KV_MAX_VALUE_BYTES at their defaults
+    expect(new ReadSizer(500, 16 * MiB, largest).count).toBe(15);
+    expect(new ReadSizer(500, 16 * MiB, largest, 4).count, 'a read over 4 partitions').toBe(3);
+    expect(new ReadSizer(500, 16 * MiB, largest, 16).count, 'never below one').toBe(1);
+    expect(new ReadSizer(500, 16 * MiB, 1124).count, 'small limits: FIRST_READ').toBe(50);
+    expect(new ReadSizer(10, 16 * MiB, 1124).count, 'never above batchSize').toBe(10);
+  });
+
   it('keeps each catch-up and live read near bufferBytes when values are large', async () => {
     const BOUND = 10_000;
     const VALUE = 'y'.repeat(2000);
@@ -201,7 +211,9 @@ describe('the size of the feed reads (ReadSizer)', () => {
       if (events.length > 0) reads.push({ kind: 'wait', count, events: events.length, bytes: bytesOf(events) });
       return events;
     };
-    const sizedHub = new FeedHub(sized, { bufferSize: 10_000, bufferBytes: BOUND, blockMs: BLOCK_MS, batchSize: 100 });
+    // Keys of 9 bytes and values of 2,000: the largest event this hub is told of.
+    const LARGEST = 9 + VALUE.length;
+    const sizedHub = new FeedHub(sized, { bufferSize: 10_000, bufferBytes: BOUND, blockMs: BLOCK_MS, batchSize: 100, largestEventBytes: LARGEST });
     try {
       const range = prefixRange('size:');
       // Keys of one partition, so that a read's size is the count it asked for (XREAD and
@@ -217,14 +229,14 @@ describe('the size of the feed reads (ReadSizer)', () => {
       const sub = sizedHub.subscribe({ range, after: from });
       expect((await take(sub, 200)).map((d) => d.event.key)).toEqual(keys.slice(0, 200));
       const catchUp = reads.filter((r) => r.kind === 'after' && r.events > 0);
-      // Without the sizer, one read of batchSize (100): 200 KB. With it, the first read asks
-      // for FIRST_READ (50: 100 KB, nothing known yet), and every later one stays in the bound.
-      expect(catchUp[0]!.count).toBe(50);
-      for (const r of catchUp.slice(1)) expect(r.bytes, JSON.stringify(r)).toBeLessThanOrEqual(BOUND);
-      expect(catchUp.length, 'the other 150 events in reads of at most 5').toBeGreaterThanOrEqual(1 + 150 / 5);
+      // Without the sizer, one read of batchSize (100): 200 KB. With it, the first read asks for
+      // as many of the largest events as fit (4), and every read stays in the bound.
+      expect(catchUp[0]!.count).toBe(Math.floor(BOUND / LARGEST));
+      for (const r of catchUp) expect(r.bytes, JSON.stringify(r)).toBeLessThanOrEqual(BOUND);
+      expect(catchUp.length, 'the 200 events in reads of at most 5').toBeGreaterThanOrEqual(200 / 5);
 
-      // Live: a write of 200 KB at once reaches the subscriber in reads within the bound (after
-      // the loop's own first read, which knew nothing of the sizes either).
+      // Live: a write of 200 KB at once reaches the subscriber in reads within the bound, the
+      // loop's first read included (it spans every partition, and asks for fewer per partition).
       reads.length = 0;
       const live = keys.slice(200);
       const next = take(sub, live.length);
@@ -232,7 +244,7 @@ describe('the size of the feed reads (ReadSizer)', () => {
       expect((await next).map((d) => d.event.key)).toEqual(live);
       const loopReads = reads.filter((r) => r.kind === 'wait');
       expect(loopReads.length).toBeGreaterThan(1);
-      for (const r of loopReads.slice(1)) expect(r.bytes, JSON.stringify(r)).toBeLessThanOrEqual(BOUND);
+      for (const r of loopReads) expect(r.bytes, JSON.stringify(r)).toBeLessThanOrEqual(BOUND);
       await sub.return(undefined);
     } finally {
       sizedHub.close();
