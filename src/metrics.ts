@@ -2,6 +2,7 @@
 // and the /metrics endpoint (text exposition format). The request plugin (observe.ts) records
 // the GraphQL requests. Labels take values from small fixed sets only: operation names of our
 // schema, error codes, store operations. Never a key.
+import type { Server } from 'node:http';
 import type { Plugin } from 'graphql-yoga';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { FeedHub } from './feed/hub.js';
@@ -32,6 +33,7 @@ export class Metrics {
   readonly registry = new Registry();
   private feed: FeedHub | undefined;
   private bodyBytes: { inFlight: number } | undefined;
+  private server: Server | undefined;
 
   readonly requests = new Counter({
     name: 'kvql_graphql_requests_total',
@@ -103,6 +105,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly connectionsDropped = new Counter({
+    name: 'kvql_connections_dropped_total',
+    help: 'Client connections closed as soon as they were accepted, because KV_MAX_CONNECTIONS were open',
+    registers: [this.registry],
+  });
+
+  readonly connectionsOpen: Gauge = new Gauge({
+    name: 'kvql_connections_open',
+    help: 'Client connections (HTTP and WebSocket) open now; KV_MAX_CONNECTIONS bounds them',
+    registers: [this.registry],
+    collect: async (): Promise<void> => this.connectionsOpen.set(this.server ? await openConnections(this.server) : 0),
+  });
+
   readonly contentType = this.registry.contentType;
   /** Whether render() includes the process metrics (prom-client's defaults). */
   private readonly includeProcess: boolean;
@@ -115,6 +130,12 @@ export class Metrics {
   /** The body-bytes gauge reads this budget (fastLane.ts) at each scrape. */
   observeBodyBytes(budget: { inFlight: number }): void {
     this.bodyBytes = budget;
+  }
+
+  /** Counts `server`'s dropped connections, and reads its open ones at each scrape. */
+  observeConnections(server: Server): void {
+    this.server = server;
+    server.on('drop', () => this.connectionsDropped.inc());
   }
 
   /** The subscriber gauge reads this hub's count at each scrape. */
@@ -163,4 +184,8 @@ export function metricsPlugin(metrics: Metrics): Plugin {
       endResponse(new fetchAPI.Response(await metrics.render(), { headers: { 'content-type': metrics.contentType } }));
     },
   };
+}
+
+function openConnections(server: Server): Promise<number> {
+  return new Promise((resolve) => server.getConnections((err, n) => resolve(err ? 0 : n)));
 }

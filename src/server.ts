@@ -10,6 +10,7 @@ import { startManagedRedis, type ManagedRedis } from './managedRedis.js';
 import { clusterSeedProblem, createRedis, sentinelProblem, type RedisClient, type RedisTarget, type RedisTls } from './store/redis.js';
 import { KvStore } from './store/store.js';
 import { attachWebSocket } from './websocket.js';
+import { Metrics } from './metrics.js';
 import { createKvYoga } from './yoga.js';
 
 /** The longest a feed read blocks in Redis; shutdown waits for at most this long. */
@@ -150,10 +151,13 @@ export async function startServer(
     });
     if (store.cluster) rollForward = startRollForward(store, config.load.requestTimeoutMs, logger);
     feed = new FeedHub(store.feedReader(FEED_BLOCK_MS), { bufferSize: config.feed.bufferSize, bufferBytes: config.feed.bufferBytes, largestEventBytes: config.limits.maxKeyBytes + config.limits.maxValueBytes, maxSubscriptions: config.feed.maxSubscriptions, blockMs: FEED_BLOCK_MS, batchSize: 500, log: (m) => logger.warn(m) });
+    const metrics = new Metrics();
+    metrics.observeConnections(server);
     const yoga = createKvYoga({
       store,
       limits: config.limits,
       feed,
+      metrics,
       load: config.load,
       log: logger,
       tokens: config.tokens,

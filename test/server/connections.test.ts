@@ -74,6 +74,15 @@ describe('KV_MAX_CONNECTIONS', () => {
     }
     expect(again, 'a new connection once one closed').toBeDefined();
     expect(await health(again!)).toMatch(/^HTTP\/1\.1 200/);
+
+    // The metrics say so: the drops counted, and the connections open now (the kept two and
+    // this one; the dropped ones are gone).
+    again!.socket.write('GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+    await again!.closed;
+    const metrics = again!.received();
+    const dropped = Number(/^kvql_connections_dropped_total (\d+)$/m.exec(metrics)?.[1]);
+    expect(dropped, metrics).toBeGreaterThanOrEqual(1);
+    expect(metrics).toMatch(/^kvql_connections_open 3$/m);
   });
 });
 
