@@ -4,8 +4,9 @@
 // change is judged by running both versions side by side: one Redis (redis.conf) with the same
 // keys, this tree's API, the other revision's API (checked out with `git worktree` into a temp
 // dir, sharing this tree's node_modules) and the bare-Node baseline, each its own process, driven
-// in turn by the bench's driver process, round after round. Prints each measurement, then the
-// sums over the rounds and their ratios. Everything it starts, and the worktree, is removed.
+// in turn by the bench's driver process, round after round (each round starting with the next
+// system; use a multiple of three rounds). Prints each measurement, then the sums over the
+// rounds and their ratios. Everything it starts, and the worktree, is removed.
 //
 // Usage: npm run bench:ab -- <rev> [--op get|put|getMany|batchPut|range] [--concurrency 32]
 //                                  [--items 1] [--seconds 5] [--rounds 3] [--keys 100000]
@@ -73,7 +74,10 @@ try {
   console.log(`bench:ab: ${op} at concurrency ${concurrency}${items > 1 ? `, ${items} items` : ''}, ${rounds} rounds of ${seconds} s, ${keys} keys`);
   const sums = new Map<string, number>();
   for (let round = 1; round <= rounds; round++) {
-    for (const [name, system, p, target] of systems) {
+    // Each round starts one system further on, so that over a multiple of three rounds each
+    // system runs in each place alike (the machine's drift within a round falls on all).
+    const start = (round - 1) % systems.length;
+    for (const [name, system, p, target] of [...systems.slice(start), ...systems.slice(0, start)]) {
       const f = await driver.run({ system, op, concurrency, items, seconds, warmupSeconds: 1, loadedKeys: keys, target: target(p) });
       if (f.errors > 0) throw new Error(`${name}: ${f.errors} errors, the first: ${f.firstError}`);
       sums.set(name, (sums.get(name) ?? 0) + f.opsPerSec);
