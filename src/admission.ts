@@ -20,6 +20,7 @@
 // the same 504, so a slot is always given back.
 import { getOperationAST, GraphQLError, type ExecutionArgs, type ExecutionResult } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
+import { Budget } from './budget.js';
 import type { LoadConfig } from './config.js';
 import { expireContext } from './graphql/deadline.js';
 
@@ -30,49 +31,8 @@ export const RETRY_AFTER_SECONDS = 1;
 /** How long past its deadline an HTTP request may go on before the backstop answers it. */
 export const BACKSTOP_GRACE_MS = 1000;
 
-/**
- * A bounded count of what the process holds: bytes of request bodies
- * (KV_MAX_BODY_BYTES_IN_FLIGHT), or, as Admission, requests. The caller keeps what it took and
- * gives that back.
- */
-export class Budget {
-  private held = 0;
-
-  constructor(readonly max: number) {}
-
-  get inFlight(): number {
-    return this.held;
-  }
-
-  /** Takes `units`; false (taking nothing) when they would go over the bound. */
-  take(units: number): boolean {
-    if (this.held + units > this.max) return false;
-    this.held += units;
-    return true;
-  }
-
-  give(units: number): void {
-    this.held -= units;
-  }
-}
-
-/** The process's slots. Each release function frees its slot once, however often it is called. */
-export class Admission extends Budget {
-  get full(): boolean {
-    return this.inFlight >= this.max;
-  }
-
-  /** Takes a slot; undefined when none is free. */
-  tryAcquire(): (() => void) | undefined {
-    if (!this.take(1)) return undefined;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.give(1);
-    };
-  }
-}
+/** The process's slots: one unit per request (budget.ts). */
+export class Admission extends Budget {}
 
 /** Set on the server context of an admitted HTTP request; graphql-ws contexts never have it. */
 const ADMITTED = Symbol('kvql.admitted');

@@ -3,7 +3,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { GraphQLError, NoSchemaIntrospectionCustomRule, type ValidationRule } from 'graphql';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
-import { Admission, admissionPlugin, Budget } from './admission.js';
+import { Admission, admissionPlugin } from './admission.js';
+import { Budget } from './budget.js';
 import { browserPlugins, corsOptions, type BrowserPolicy } from './auth/browser.js';
 import { authPlugin, PRINCIPAL, type Principals } from './auth/http.js';
 import { RateLimiter } from './auth/rateLimit.js';

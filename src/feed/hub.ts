@@ -4,6 +4,7 @@
 // starts or resumes). The loop runs only while someone subscribes: with no subscription left it
 // stops after its current read (at most blockMs), so a process nobody listens to is not woken
 // by every write; the next subscription starts it again from the feed's heads.
+import { Budget } from '../budget.js';
 import { inRange, type KeyRange } from '../store/order.js';
 import { compareIds, type FeedEvent, type FeedReader, type Position } from '../store/feed.js';
 import { StoreError } from '../store/errors.js';
@@ -229,8 +230,8 @@ export class FeedHub {
   private started: Promise<void> | null = null;
   /** Subscriptions in progress, catching up or live: the loop runs while there is one. */
   private active = 0;
-  /** Subscriptions admitted and not yet given back (admit). */
-  private admitted = 0;
+  /** Places of subscriptions admitted and not yet given back (admit). */
+  private readonly places: Budget;
   /** The size of the loop's reads. */
   private readonly loopReads: ReadSizer;
   private closed = false;
@@ -241,6 +242,7 @@ export class FeedHub {
     private readonly opts: HubOptions,
   ) {
     this.log = opts.log ?? (() => {});
+    this.places = new Budget(opts.maxSubscriptions ?? Infinity);
     // The loop's reads span every partition; a catch-up read, one.
     this.loopReads = new ReadSizer(opts.batchSize, opts.bufferBytes, opts.largestEventBytes, reader.partitions);
   }
@@ -257,20 +259,14 @@ export class FeedHub {
    * back (once, however often it is called).
    */
   admit(): () => void {
-    const max = this.opts.maxSubscriptions ?? Infinity;
-    if (this.admitted >= max) throw new TooManySubscriptionsError(max);
-    this.admitted++;
-    let held = true;
-    return () => {
-      if (!held) return;
-      held = false;
-      this.admitted--;
-    };
+    const release = this.places.tryAcquire();
+    if (!release) throw new TooManySubscriptionsError(this.places.max);
+    return release;
   }
 
   /** Subscriptions admitted and not yet ended. */
   get admittedCount(): number {
-    return this.admitted;
+    return this.places.inFlight;
   }
 
   /**
