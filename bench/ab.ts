@@ -11,7 +11,7 @@
 // Usage: npm run bench:ab -- <rev> [--op get|put|getMany|batchPut|range] [--concurrency 32]
 //                                  [--items 1] [--seconds 5] [--rounds 3] [--keys 100000]
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,6 +40,17 @@ const items = Number(value('items', op === 'getMany' || op === 'batchPut' || op 
 const seconds = Number(value('seconds', '5'));
 const rounds = Number(value('rounds', '3'));
 const keys = Number(value('keys', '100000'));
+
+// CPU time is steadier than throughput on a shared machine: the other processes' load moves a
+// system's ops/s far more than it moves what each request costs the system's own process.
+const TICK_MS = 1000 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
+/** User plus system CPU time of process `pid` so far, in ms (proc(5): fields 14 and 15 of stat). */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const git = (...args: string[]) => execFileSync('git', args, { cwd: REPO, encoding: 'utf8' }).trim();
 const commit = git('rev-parse', '--verify', `${rev}^{commit}`);
@@ -73,20 +84,40 @@ try {
 
   console.log(`bench:ab: ${op} at concurrency ${concurrency}${items > 1 ? `, ${items} items` : ''}, ${rounds} rounds of ${seconds} s, ${keys} keys`);
   const sums = new Map<string, number>();
+  const cpu = new Map<string, { ms: number; requests: number }>();
   for (let round = 1; round <= rounds; round++) {
     // Each round starts one system further on, so that over a multiple of three rounds each
     // system runs in each place alike (the machine's drift within a round falls on all).
     const start = (round - 1) % systems.length;
     for (const [name, system, p, target] of [...systems.slice(start), ...systems.slice(0, start)]) {
-      const f = await driver.run({ system, op, concurrency, items, seconds, warmupSeconds: 1, loadedKeys: keys, target: target(p) });
+      const warmupSeconds = 1;
+      const running = driver.run({ system, op, concurrency, items, seconds, warmupSeconds, loadedKeys: keys, target: target(p) });
+      // The process's CPU time over the measured window (from the end of the warm-up to the end).
+      const window = sleep(warmupSeconds * 1000).then(async () => {
+        const before = cpuMs(p.pid);
+        await sleep(seconds * 1000);
+        return cpuMs(p.pid) - before;
+      });
+      const [f, used] = await Promise.all([running, window]);
       if (f.errors > 0) throw new Error(`${name}: ${f.errors} errors, the first: ${f.firstError}`);
       sums.set(name, (sums.get(name) ?? 0) + f.opsPerSec);
-      console.log(`  round ${round} ${name.padEnd(10)} ${f.opsPerSec.toFixed(0).padStart(7)} ops/s  p50 ${f.p50Ms.toFixed(3)} ms  p99 ${f.p99Ms.toFixed(3)} ms`);
+      const c = cpu.get(name) ?? { ms: 0, requests: 0 };
+      cpu.set(name, { ms: c.ms + used, requests: c.requests + f.samples });
+      console.log(
+        `  round ${round} ${name.padEnd(10)} ${f.opsPerSec.toFixed(0).padStart(7)} ops/s  p50 ${f.p50Ms.toFixed(3)} ms  p99 ${f.p99Ms.toFixed(3)} ms  CPU ${((used * 1000) / f.samples).toFixed(1)} µs/request`,
+      );
     }
   }
   const [mine, theirs, bare] = systems.map(([name]) => sums.get(name)!);
   console.log(`sum of ops/s over the rounds: this tree ${mine!.toFixed(0)}, ${commit.slice(0, 7)} ${theirs!.toFixed(0)}, bare Node ${bare!.toFixed(0)}`);
   console.log(`this tree / ${commit.slice(0, 7)}: ${(mine! / theirs!).toFixed(3)}; this tree / bare Node: ${(mine! / bare!).toFixed(3)}; ${commit.slice(0, 7)} / bare Node: ${(theirs! / bare!).toFixed(3)}`);
+  // Lower is better: the CPU each system's own process spent per request, over all rounds.
+  const [cMine, cTheirs, cBare] = systems.map(([name]) => {
+    const c = cpu.get(name)!;
+    return (c.ms * 1000) / c.requests;
+  });
+  console.log(`CPU per request of each process (µs, all rounds): this tree ${cMine!.toFixed(1)}, ${commit.slice(0, 7)} ${cTheirs!.toFixed(1)}, bare Node ${cBare!.toFixed(1)}`);
+  console.log(`CPU per request, this tree / ${commit.slice(0, 7)}: ${(cMine! / cTheirs!).toFixed(3)} (lower is cheaper); this tree / bare Node: ${(cMine! / cBare!).toFixed(3)}`);
 } finally {
   for (let stop = started.pop(); stop; stop = started.pop()) await stop().catch((err: unknown) => console.error(`bench:ab: cleanup: ${String(err)}`));
   rmSync(dir, { recursive: true, force: true });
