@@ -39,7 +39,7 @@ export function addEntry(builder: Builder, v: Validators, Consistency: Consisten
       nullable: { list: false, items: true },
       description: 'Entries in the order asked, null where a key does not exist.',
       args: {
-        keys: t.arg.stringList({ required: true, validate: v.keyList.pipe(v.key.array()) }),
+        keys: t.arg.stringList({ required: true, validate: v.keyList }),
         consistency: t.arg({ type: Consistency, required: true, defaultValue: 'strong' }),
       },
       resolve: async (_, { keys, consistency }, ctx) => {
