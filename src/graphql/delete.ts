@@ -17,12 +17,12 @@ export function addDelete(builder: Builder, v: Validators): void {
     delete: t.field({
       type: DeleteResult,
       args: {
-        key: t.arg.string({ required: true, validate: v.key }),
+        key: t.arg.string({ required: true }),
         expectedVersion: t.arg.int({
           description: 'Compare-and-set: the version the key must have now; 0 means it must not exist.',
-          validate: v.version,
         }),
       },
+      validate: v.deleteArgs,
       resolve: (_, { key, expectedVersion }, ctx) => {
         requireKeys(ctx.principal, 'write', [key]);
         return ctx.store.delete(key, expectedVersion);

@@ -26,9 +26,10 @@ export function addEntry(builder: Builder, v: Validators, Consistency: Consisten
       nullable: true,
       description: 'The entry for a key; null when the key does not exist.',
       args: {
-        key: t.arg.string({ required: true, validate: v.key }),
+        key: t.arg.string({ required: true }),
         consistency: t.arg({ type: Consistency, required: true, defaultValue: 'strong' }),
       },
+      validate: v.getArgs,
       resolve: (_, { key, consistency }, ctx) => {
         requireKeys(ctx.principal, 'read', [key]);
         return loaderFor(ctx, consistency).load(key);
@@ -39,9 +40,10 @@ export function addEntry(builder: Builder, v: Validators, Consistency: Consisten
       nullable: { list: false, items: true },
       description: 'Entries in the order asked, null where a key does not exist.',
       args: {
-        keys: t.arg.stringList({ required: true, validate: v.keyList }),
+        keys: t.arg.stringList({ required: true }),
         consistency: t.arg({ type: Consistency, required: true, defaultValue: 'strong' }),
       },
+      validate: v.getManyArgs,
       resolve: async (_, { keys, consistency }, ctx) => {
         requireKeys(ctx.principal, 'read', keys);
         const entries = await loaderFor(ctx, consistency).loadMany(keys);

@@ -21,13 +21,13 @@ export function addPut(builder: Builder, v: Validators): void {
       description:
         'Creates or replaces a key. Acknowledged only once Redis has written it to its append-only file.',
       args: {
-        key: t.arg.string({ required: true, validate: v.key }),
-        value: t.arg.string({ required: true, validate: v.value }),
+        key: t.arg.string({ required: true }),
+        value: t.arg.string({ required: true }),
         expectedVersion: t.arg.int({
           description: 'Compare-and-set: the version the key must have now; 0 means it must not exist.',
-          validate: v.version,
         }),
       },
+      validate: v.putArgs,
       resolve: (_, args, ctx) => {
         requireKeys(ctx.principal, 'write', [args.key]);
         return ctx.store.put(args);

@@ -47,6 +47,31 @@ function add(issues: Refusal[] | undefined, failed: boolean, extra: Refusal): Re
 /** The refusals of `issues`, each with `prefix` in front of its path. */
 const under = (prefix: (string | number)[], issues: Refusal[]) => issues.map((i) => ({ ...i, path: [...prefix, ...(i.path ?? [])] }));
 
+/** Named values checked in order: an object's fields, or a field's arguments. */
+type Fields = readonly (readonly [name: string, check: Check<any>])[];
+
+/**
+ * The refusals of the first of `fields` that fails (absent and null ones are not checked), under
+ * `prefix` and its name; undefined when all pass. Only the first: the validation plugin stops at
+ * the first failing field of an object, and its answers were kept when the checks moved here.
+ */
+function firstRefused(fields: Fields, obj: Record<string, unknown>, prefix: (string | number)[] = []): Refusal[] | undefined {
+  for (const [name, check] of fields) {
+    const value = obj[name];
+    if (value === undefined || value === null) continue;
+    const refused = check(value);
+    if (refused) return under([...prefix, name], refused);
+  }
+  return undefined;
+}
+
+/**
+ * A field's arguments, checked by one schema on the field: the plugin's per-argument machinery
+ * (copied objects, paths and closures for every argument and list element) cost more than the
+ * checks. Paths and messages are those of a schema on each argument.
+ */
+const args = <T extends object>(fields: Fields) => schema<T>((obj) => firstRefused(fields, obj as Record<string, unknown>));
+
 export function validators(limits: Limits) {
   const { maxKeyBytes, maxValueBytes, maxBatchItems, maxBatchBytes } = limits;
 
@@ -66,44 +91,8 @@ export function validators(limits: Limits) {
   const versionCheck: Check<number> = (n) =>
     Number.isInteger(n) && n >= 0 ? undefined : [{ message: 'expectedVersion must be 0 (must not exist) or a positive version' }];
 
-  /**
-   * A batch of puts: each item's fields in order (key, value, expectedVersion), only the first
-   * failing field of an item reported, every item checked; then, when every item passed, the
-   * batch's size. Its messages and paths are those the plugin gave when the fields had their
-   * own schemas.
-   */
-  /** An item's first failing field (key, value, expectedVersion, in that order) and its refusals. */
-  const refusedField = (item: { key: string; value: string; expectedVersion?: number | null }): [string, Refusal[]] | undefined => {
-    let refused = keyCheck(item.key);
-    if (refused) return ['key', refused];
-    refused = valueCheck(item.value);
-    if (refused) return ['value', refused];
-    refused = item.expectedVersion == null ? undefined : versionCheck(item.expectedVersion);
-    return refused && ['expectedVersion', refused];
-  };
-
-  /**
-   * A batch of puts: every item, each reported by its first failing field only; then, when
-   * every item passed, the batch's size. Its messages and paths are those the plugin gave when
-   * PutInput's fields had schemas of their own.
-   */
-  const batch = <T extends { key: string; value: string; expectedVersion?: number | null }>(what: string) =>
-    schema<T[]>((items) => {
-      let issues: Refusal[] | undefined;
-      let bytes = 0;
-      for (let i = 0; i < items.length; i++) {
-        const item = items[i]!;
-        const refused = refusedField(item);
-        if (refused) (issues ??= []).push(...under([i, refused[0]], refused[1]));
-        else bytes += byteLength(item.key) + byteLength(item.value);
-      }
-      if (issues) return issues;
-      const sized = add(undefined, items.length > maxBatchItems, { message: `${what} may hold at most ${maxBatchItems} items`, params: tooLarge });
-      return add(sized, bytes > maxBatchBytes, { message: `${what} may hold at most ${maxBatchBytes} bytes of keys and values`, params: tooLarge });
-    });
-
   /** The keys of one request: their number first (alone when too many), then every key. */
-  const keyList = schema<string[]>((keys) => {
+  const keyListCheck: Check<string[]> = (keys) => {
     if (keys.length > maxBatchItems) return [{ message: `at most ${maxBatchItems} keys per request`, params: tooLarge }];
     let issues: Refusal[] | undefined;
     for (let i = 0; i < keys.length; i++) {
@@ -111,15 +100,38 @@ export function validators(limits: Limits) {
       if (refused) (issues ??= []).push(...under([i], refused));
     }
     return issues;
-  });
+  };
+
+  const putFields: Fields = [['key', keyCheck], ['value', valueCheck], ['expectedVersion', versionCheck]];
+
+  /**
+   * A batch of puts: every item, each reported by its first failing field only; then, when
+   * every item passed, the batch's size.
+   */
+  const batch = <T extends { key: string; value: string; expectedVersion?: number | null }>(what: string) =>
+    schema<T[]>((items) => {
+      let issues: Refusal[] | undefined;
+      let bytes = 0;
+      for (let i = 0; i < items.length; i++) {
+        const item = items[i]!;
+        const refused = firstRefused(putFields, item, [i]);
+        if (refused) (issues ??= []).push(...refused);
+        else bytes += byteLength(item.key) + byteLength(item.value);
+      }
+      if (issues) return issues;
+      const sized = add(undefined, items.length > maxBatchItems, { message: `${what} may hold at most ${maxBatchItems} items`, params: tooLarge });
+      return add(sized, bytes > maxBatchBytes, { message: `${what} may hold at most ${maxBatchBytes} bytes of keys and values`, params: tooLarge });
+    });
 
   return {
-    key: schema(keyCheck),
-    value: schema(valueCheck),
+    /** One range bound, on each argument that is one (rangeArgs: shared by three fields). */
     bound: schema(boundCheck),
-    version: schema(versionCheck),
+    /** The arguments of a field, checked together (the field's `validate`, its arguments have none). */
+    putArgs: args(putFields),
+    deleteArgs: args([['key', keyCheck], ['expectedVersion', versionCheck]]),
+    getArgs: args([['key', keyCheck]]),
+    getManyArgs: args([['keys', keyListCheck]]),
     batch,
-    keyList,
   };
 }
 
