@@ -15,6 +15,8 @@ export interface ScriptCommands {
   kvPut(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   kvDelete(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   kvRange(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
+  /** range.lua, with its bulk replies as Buffers (ioredis defines the Buffer form of every script): the packed entries are bytes. */
+  kvRangeBuffer(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   kvBatchPrepare(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   kvBatchApply(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   kvBatchForget(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;

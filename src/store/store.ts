@@ -390,7 +390,7 @@ export class KvStore {
     const windowArgs = [lexArg(window.lo, 'lo'), lexArg(window.hi, 'hi')] as const;
     // `from`: read the window from after this member on (round 1's later steps).
     const call = (p: number, members: string[], limit: number, from?: string) =>
-      redis.kvRange(
+      redis.kvRangeBuffer(
         1 + members.length,
         this.keys.index(p),
         ...members.map((m) => this.keys.bucket(m, p)),
@@ -426,7 +426,7 @@ export class KvStore {
         const r = parseRange(reply);
         counts[p] = [r.total, r.beyond];
         if (!r.matched) stable = false;
-        r.members.forEach((key, i) => values.set(key, toEntry(key, r.values, 4 * i)!));
+        r.members.forEach((key, i) => values.set(key, fromPacked(key, r.values[i] ?? null)!));
       });
       if (!stable) continue;
 
@@ -634,7 +634,8 @@ interface RangeReply {
   beyond: number;
   matched: boolean;
   members: string[];
-  values: (string | null)[];
+  /** When matched: each member's packed entry as stored in its bucket (null if it has none). */
+  values: (Buffer | null)[];
 }
 
 function parseRange(reply: unknown[]): RangeReply {
@@ -643,8 +644,8 @@ function parseRange(reply: unknown[]): RangeReply {
     total: Number(reply[0]),
     beyond: Number(reply[1]),
     matched: reply[2] === 1,
-    members: reply.slice(4, 4 + m) as string[],
-    values: reply.slice(4 + m) as (string | null)[],
+    members: (reply.slice(4, 4 + m) as Buffer[]).map((b) => b.toString('utf8')),
+    values: reply.slice(4 + m) as (Buffer | null)[],
   };
 }
 
