@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import type { RedisClient } from './redis.js';
 
-const SCRIPTS = ['put', 'delete', 'range', 'batchPrepare', 'batchApply', 'batchForget', 'rateLimit'] as const;
+const SCRIPTS = ['put', 'delete', 'get', 'range', 'batchPrepare', 'batchApply', 'batchForget', 'rateLimit'] as const;
 export type ScriptName = (typeof SCRIPTS)[number];
 
 function source(name: ScriptName): string {
@@ -14,6 +14,9 @@ function source(name: ScriptName): string {
 export interface ScriptCommands {
   kvPut(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   kvDelete(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
+  kvGet(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
+  /** get.lua with its replies as Buffers: packed entries are bytes. */
+  kvGetBuffer(numKeys: number, ...args: (string | Buffer | number)[]): Promise<(Buffer | null)[]>;
   kvRange(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   /** range.lua, with its bulk replies as Buffers (ioredis defines the Buffer form of every script): the packed entries are bytes. */
   kvRangeBuffer(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
@@ -27,6 +30,7 @@ export interface ScriptCommands {
 const COMMAND: Record<ScriptName, keyof ScriptCommands> = {
   put: 'kvPut',
   delete: 'kvDelete',
+  get: 'kvGet',
   range: 'kvRange',
   batchPrepare: 'kvBatchPrepare',
   batchApply: 'kvBatchApply',

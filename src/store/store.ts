@@ -259,27 +259,34 @@ export class KvStore {
   }
 
   /**
-   * Entries in the order asked, null where absent: one HMGET per bucket, all sent at once (on a
-   * cluster each follows its own redirection).
+   * Entries in the order asked, null where absent: per partition, one HMGET when its keys share
+   * a bucket (a get), else one get.lua call over all of them; all sent at once (on a cluster
+   * each follows its own redirection).
    */
   async getMany(keys: readonly string[], consistency: Consistency = 'strong'): Promise<(Entry | null)[]> {
     return this.read(consistency, (redis) => this.getManyFrom(redis, keys));
   }
 
   private async getManyFrom(redis: Client, keys: readonly string[]): Promise<(Entry | null)[]> {
-    // bucket hash (its name carries the partition) -> the indexes of the keys asked for in it
-    const byBucket = new Map<string, number[]>();
+    // partition -> the indexes of the keys asked for in it, their buckets, and whether they share one
+    const byPartition = new Map<number, { indexes: number[]; buckets: string[]; oneBucket: boolean }>();
     keys.forEach((key, i) => {
-      const bucket = this.keys.bucket(key);
-      const list = byBucket.get(bucket);
-      if (list) list.push(i);
-      else byBucket.set(bucket, [i]);
+      const p = this.keys.partition(key);
+      const bucket = this.keys.bucket(key, p);
+      const group = byPartition.get(p);
+      if (!group) byPartition.set(p, { indexes: [i], buckets: [bucket], oneBucket: true });
+      else {
+        group.indexes.push(i);
+        group.buckets.push(bucket);
+        if (bucket !== group.buckets[0]) group.oneBucket = false;
+      }
     });
     const result: (Entry | null)[] = new Array(keys.length).fill(null);
     try {
       await Promise.all(
-        [...byBucket].map(async ([bucket, indexes]) => {
-          const packed = await redis.hmgetBuffer(bucket, ...indexes.map((i) => keys[i]!));
+        [...byPartition.values()].map(async ({ indexes, buckets, oneBucket }) => {
+          const asked = indexes.map((i) => keys[i]!);
+          const packed = oneBucket ? await redis.hmgetBuffer(buckets[0]!, ...asked) : await redis.kvGetBuffer(asked.length, ...buckets, ...asked);
           indexes.forEach((i, f) => {
             result[i] = fromPacked(keys[i]!, packed[f] ?? null);
           });

@@ -1,0 +1,18 @@
+#!lua flags=no-writes
+--[[
+get.lua: read the entries of several keys of one partition in one call.
+
+One call instead of an HMGET per bucket: a getMany of 100 random keys touches about 100
+buckets, and each command costs the client far more than Redis's HGET does.
+
+KEYS   1..n      per key, the bucket hash it belongs to (keys.ts bucketOf; repeated when shared)
+ARGV   1..n      the keys, in the same order
+Returns
+       {packed_1, ..., packed_n}: each key's packed entry as stored (keys.ts), nil when absent
+Errors none
+]]
+local result = {}
+for i = 1, #KEYS do
+  result[i] = redis.call('HGET', KEYS[i], ARGV[i])
+end
+return result
