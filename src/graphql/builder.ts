@@ -8,14 +8,15 @@ import type { Limits } from '../config.js';
 import type { Principal } from '../auth/tokens.js';
 import type { FeedHub } from '../feed/hub.js';
 import type { Entry, KvStore } from '../store/store.js';
+import { isoTime } from './isoTime.js';
 
 export interface Context {
   store: KvStore;
   limits: Limits;
   /** Per request: every get/getMany of one operation shares one round trip per partition. */
   entries: DataLoader<string, Entry | null>;
-  /** The same for reads asked with consistency EVENTUAL (created on first use). */
-  eventualEntries: DataLoader<string, Entry | null>;
+  /** The same for reads asked with consistency EVENTUAL: built on first use (context.ts loaderFor). */
+  eventualEntries: DataLoader<string, Entry | null> | undefined;
   /** The process's change-feed hub (shared by every request). */
   feed: FeedHub;
   /** Who the request acts for (authenticated before the request got here): checked by access.ts. */
@@ -70,7 +71,7 @@ export function createBuilder() {
     serialize: (ms) => {
       if (ms !== lastMs) {
         lastMs = ms;
-        lastIso = new Date(ms).toISOString();
+        lastIso = isoTime(ms);
       }
       return lastIso;
     },

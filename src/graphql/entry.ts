@@ -1,10 +1,9 @@
 // Entry: one key with its value and metadata; the get and getMany queries.
 import { requireKeys } from './access.js';
-import type { Builder, Context } from './builder.js';
+import type { Builder } from './builder.js';
 import type { ConsistencyRef } from './consistency.js';
+import { loaderFor } from './context.js';
 import type { Validators } from './validators.js';
-
-const loaderFor = (ctx: Context, consistency: string | null | undefined) => (consistency === 'eventual' ? ctx.eventualEntries : ctx.entries);
 
 export function addEntry(builder: Builder, v: Validators, Consistency: ConsistencyRef): void {
   builder.objectType('Entry', {
