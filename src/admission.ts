@@ -92,31 +92,43 @@ const overloadedResult = (max: number): ExecutionResult => ({
  * Executes with the deadline: at `deadlineAt` the execution is cancelled (no root field starts
  * after it) and answered with DEADLINE_EXCEEDED. `http`: the error carries HTTP status 504.
  */
-export async function executeWithDeadline(
+export function executeWithDeadline(
   executeFn: (args: ExecutionArgs) => unknown,
   args: ExecutionArgs,
   deadlineAt: number,
   http: boolean,
   requestTimeoutMs: number,
 ): Promise<unknown> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<ExecutionResult>((resolve) => {
-    timer = setTimeout(() => {
+  // One promise settled by whichever comes first, not Promise.race over two: the race's extra
+  // promises and reactions showed at about 1.4 µs per request in a profile of the fast lane.
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
       // Built only when the deadline passes: most requests never need it.
       const mutation = getOperationAST(args.document, args.operationName)?.operation === 'mutation';
       const error = deadlineError(requestTimeoutMs, mutation, http);
       // No root field of this request starts from now on (graphql/deadline.ts).
       expireContext(args.contextValue, error);
-      resolve({ errors: [error] });
+      resolve({ errors: [error] } satisfies ExecutionResult);
     }, Math.max(0, deadlineAt - Date.now()));
+    let running: Promise<unknown>;
+    try {
+      running = Promise.resolve(executeFn(args));
+    } catch (err) {
+      clearTimeout(timer);
+      return reject(err);
+    }
+    // After the deadline, the execution's outcome is nobody's (resolving again does nothing).
+    running.then(
+      (result) => {
+        clearTimeout(timer);
+        resolve(result);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
   });
-  try {
-    const running = Promise.resolve(executeFn(args));
-    running.catch(() => {}); // after the deadline its outcome is nobody's
-    return await Promise.race([running, expired]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 export interface AdmissionPluginOptions extends LoadConfig {

@@ -282,16 +282,17 @@ export class KvStore {
       }
     });
     const result: (Entry | null)[] = new Array(keys.length).fill(null);
+    const readGroup = async ({ indexes, buckets, oneBucket }: { indexes: number[]; buckets: string[]; oneBucket: boolean }) => {
+      const asked = indexes.map((i) => keys[i]!);
+      const packed = oneBucket ? await redis.hmgetBuffer(buckets[0]!, ...asked) : await redis.kvGetBuffer(asked.length, ...buckets, ...asked);
+      indexes.forEach((i, f) => {
+        result[i] = fromPacked(keys[i]!, packed[f] ?? null);
+      });
+    };
     try {
-      await Promise.all(
-        [...byPartition.values()].map(async ({ indexes, buckets, oneBucket }) => {
-          const asked = indexes.map((i) => keys[i]!);
-          const packed = oneBucket ? await redis.hmgetBuffer(buckets[0]!, ...asked) : await redis.kvGetBuffer(asked.length, ...buckets, ...asked);
-          indexes.forEach((i, f) => {
-            result[i] = fromPacked(keys[i]!, packed[f] ?? null);
-          });
-        }),
-      );
+      // One partition (every get, and every read on one partition): no Promise.all to wait through.
+      if (byPartition.size === 1) await readGroup(byPartition.values().next().value!);
+      else await Promise.all([...byPartition.values()].map(readGroup));
     } catch (err) {
       throw fromRedisError(err, false);
     }
