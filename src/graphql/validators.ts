@@ -52,15 +52,15 @@ type Fields = readonly (readonly [name: string, check: Check<any>])[];
 
 /**
  * The refusals of the first of `fields` that fails (absent and null ones are not checked), under
- * `prefix` and its name; undefined when all pass. Only the first: the validation plugin stops at
- * the first failing field of an object, and its answers were kept when the checks moved here.
+ * its name; undefined when all pass. Only the first: the validation plugin stops at the first
+ * failing field of an object, and its answers were kept when the checks moved here.
  */
-function firstRefused(fields: Fields, obj: Record<string, unknown>, prefix: (string | number)[] = []): Refusal[] | undefined {
+function firstRefused(fields: Fields, obj: Record<string, unknown>): Refusal[] | undefined {
   for (const [name, check] of fields) {
     const value = obj[name];
     if (value === undefined || value === null) continue;
     const refused = check(value);
-    if (refused) return under([...prefix, name], refused);
+    if (refused) return under([name], refused);
   }
   return undefined;
 }
@@ -114,8 +114,8 @@ export function validators(limits: Limits) {
       let bytes = 0;
       for (let i = 0; i < items.length; i++) {
         const item = items[i]!;
-        const refused = firstRefused(putFields, item, [i]);
-        if (refused) (issues ??= []).push(...refused);
+        const refused = firstRefused(putFields, item);
+        if (refused) (issues ??= []).push(...under([i], refused));
         else bytes += byteLength(item.key) + byteLength(item.value);
       }
       if (issues) return issues;

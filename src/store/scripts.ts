@@ -14,11 +14,11 @@ function source(name: ScriptName): string {
 export interface ScriptCommands {
   kvPut(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   kvDelete(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
-  kvGet(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
-  /** get.lua with its replies as Buffers: packed entries are bytes. */
+  // The reads are called in their Buffer form (ioredis defines one for every command it is
+  // given): the packed entries they return are bytes.
+  /** get.lua. */
   kvGetBuffer(numKeys: number, ...args: (string | Buffer | number)[]): Promise<(Buffer | null)[]>;
-  kvRange(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
-  /** range.lua, with its bulk replies as Buffers (ioredis defines the Buffer form of every script): the packed entries are bytes. */
+  /** range.lua. */
   kvRangeBuffer(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   kvBatchPrepare(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   kvBatchApply(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
@@ -27,7 +27,8 @@ export interface ScriptCommands {
   kvRateLimit(numKeys: number, ...args: (string | Buffer | number)[]): Promise<number>;
 }
 
-const COMMAND: Record<ScriptName, keyof ScriptCommands> = {
+/** The command each script is defined as (the reads are called as `<command>Buffer`). */
+const COMMAND: Record<ScriptName, string> = {
   put: 'kvPut',
   delete: 'kvDelete',
   get: 'kvGet',
