@@ -84,7 +84,7 @@ try {
 
   console.log(`bench:ab: ${op} at concurrency ${concurrency}${items > 1 ? `, ${items} items` : ''}, ${rounds} rounds of ${seconds} s, ${keys} keys`);
   const sums = new Map<string, number>();
-  const cpu = new Map<string, { ms: number; requests: number }>();
+  const cpu = new Map<string, { ms: number; redisMs: number; driverMs: number; requests: number }>();
   for (let round = 1; round <= rounds; round++) {
     // Each round starts one system further on, so that over a multiple of three rounds each
     // system runs in each place alike (the machine's drift within a round falls on all).
@@ -92,19 +92,22 @@ try {
     for (const [name, system, p, target] of [...systems.slice(start), ...systems.slice(0, start)]) {
       const warmupSeconds = 1;
       const running = driver.run({ system, op, concurrency, items, seconds, warmupSeconds, loadedKeys: keys, target: target(p) });
-      // The process's CPU time over the measured window (from the end of the warm-up to the end).
+      // The CPU time over the measured window (from the end of the warm-up to the end) of the
+      // system's process, of Redis and of the driver: what one request costs each of them.
+      const pids = [p.pid, server.pid!, driver.pid];
       const window = sleep(warmupSeconds * 1000).then(async () => {
-        const before = cpuMs(p.pid);
+        const before = pids.map(cpuMs);
         await sleep(seconds * 1000);
-        return cpuMs(p.pid) - before;
+        return pids.map((pid, i) => cpuMs(pid) - before[i]!);
       });
-      const [f, used] = await Promise.all([running, window]);
+      const [f, [used, redisUsed, driverUsed]] = (await Promise.all([running, window])) as [Awaited<typeof running>, number[]];
       if (f.errors > 0) throw new Error(`${name}: ${f.errors} errors, the first: ${f.firstError}`);
       sums.set(name, (sums.get(name) ?? 0) + f.opsPerSec);
-      const c = cpu.get(name) ?? { ms: 0, requests: 0 };
-      cpu.set(name, { ms: c.ms + used, requests: c.requests + f.samples });
+      const c = cpu.get(name) ?? { ms: 0, redisMs: 0, driverMs: 0, requests: 0 };
+      cpu.set(name, { ms: c.ms + used!, redisMs: c.redisMs + redisUsed!, driverMs: c.driverMs + driverUsed!, requests: c.requests + f.samples });
+      const per = (ms: number) => ((ms * 1000) / f.samples).toFixed(1);
       console.log(
-        `  round ${round} ${name.padEnd(10)} ${f.opsPerSec.toFixed(0).padStart(7)} ops/s  p50 ${f.p50Ms.toFixed(3)} ms  p99 ${f.p99Ms.toFixed(3)} ms  CPU ${((used * 1000) / f.samples).toFixed(1)} µs/request`,
+        `  round ${round} ${name.padEnd(10)} ${f.opsPerSec.toFixed(0).padStart(7)} ops/s  p50 ${f.p50Ms.toFixed(3)} ms  p99 ${f.p99Ms.toFixed(3)} ms  CPU ${per(used!)} µs/request (Redis ${per(redisUsed!)}, driver ${per(driverUsed!)})`,
       );
     }
   }
@@ -117,6 +120,13 @@ try {
     return (c.ms * 1000) / c.requests;
   });
   console.log(`CPU per request of each process (µs, all rounds): this tree ${cMine!.toFixed(1)}, ${commit.slice(0, 7)} ${cTheirs!.toFixed(1)}, bare Node ${cBare!.toFixed(1)}`);
+  // What each system's requests cost Redis and the load generator too: on two shared cores the
+  // sum over the three processes is what throughput is divided into.
+  const others = systems.map(([name]) => {
+    const c = cpu.get(name)!;
+    return `${name} Redis ${((c.redisMs * 1000) / c.requests).toFixed(1)} + driver ${((c.driverMs * 1000) / c.requests).toFixed(1)} = all ${(((c.ms + c.redisMs + c.driverMs) * 1000) / c.requests).toFixed(1)}`;
+  });
+  console.log(`CPU per request in Redis and the driver (µs, all rounds): ${others.join('; ')}`);
   console.log(`CPU per request, this tree / ${commit.slice(0, 7)}: ${(cMine! / cTheirs!).toFixed(3)} (lower is cheaper); this tree / bare Node: ${(cMine! / cBare!).toFixed(3)}`);
 } finally {
   for (let stop = started.pop(); stop; stop = started.pop()) await stop().catch((err: unknown) => console.error(`bench:ab: cleanup: ${String(err)}`));

@@ -338,6 +338,8 @@ export function poolFigures(figures: readonly Figure[], seconds: number, items: 
 type Reply = { id: number; figure?: Figure; error?: string };
 
 export interface Driver {
+  /** The driver process's pid (bench:ab reads its CPU time). */
+  readonly pid: number;
   run(job: Job): Promise<Figure>;
   stop(): Promise<void>;
 }
@@ -368,6 +370,7 @@ export async function startDriver(): Promise<Driver> {
   });
   let seq = 0;
   return {
+    pid: child.pid!,
     run(job) {
       const id = ++seq;
       return new Promise((resolve, reject) => {
