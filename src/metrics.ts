@@ -4,8 +4,9 @@
 // schema, error codes, store operations. Never a key.
 import type { Server } from 'node:http';
 import type { Plugin } from 'graphql-yoga';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { FeedHub } from './feed/hub.js';
+import { LeanCounter, LeanHistogram } from './leanMetrics.js';
 import type { KvStore } from './store/store.js';
 
 /** Request latency buckets, in seconds: 0.5 ms (a cached read) to 10 s (past every timeout). */
@@ -35,14 +36,16 @@ export class Metrics {
   private bodyBytes: { inFlight: number } | undefined;
   private server: Server | undefined;
 
-  readonly requests = new Counter({
+  // The metrics updated on every request or event are lean (leanMetrics.ts); the registry
+  // renders them as it renders prom-client's own.
+  readonly requests = new LeanCounter({
     name: 'kvql_graphql_requests_total',
     help: 'GraphQL requests over HTTP, by operation (its root field, "multiple" or "other") and outcome ("ok" or the first error\'s extensions.code)',
     labelNames: ['operation', 'outcome'] as const,
     registers: [this.registry],
   });
 
-  readonly requestDuration = new Histogram({
+  readonly requestDuration = new LeanHistogram({
     name: 'kvql_graphql_request_duration_seconds',
     help: 'Time from receiving a GraphQL request to its response (for a subscription over SSE: to the start of its stream)',
     labelNames: ['operation'] as const,
@@ -50,10 +53,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  readonly inFlight = new Gauge({
+  /** GraphQL requests over HTTP being handled now: a plain count, read by the gauge at each scrape. */
+  requestsInFlight = 0;
+  readonly inFlight: Gauge = new Gauge({
     name: 'kvql_graphql_requests_in_flight',
     help: 'GraphQL requests over HTTP being handled now',
     registers: [this.registry],
+    collect: (): void => this.inFlight.set(this.requestsInFlight),
   });
 
   readonly bodyBytesInFlight: Gauge = new Gauge({
@@ -63,21 +69,21 @@ export class Metrics {
     collect: (): void => this.bodyBytesInFlight.set(this.bodyBytes?.inFlight ?? 0),
   });
 
-  readonly lanes = new Counter({
+  readonly lanes = new LeanCounter({
     name: 'kvql_http_requests_by_lane_total',
     help: 'POST requests to the GraphQL endpoint by the path that served them: "fast" (the fast lane) or "yoga" (handed to graphql-yoga)',
     labelNames: ['lane'] as const,
     registers: [this.registry],
   });
 
-  readonly refusals = new Counter({
+  readonly refusals = new LeanCounter({
     name: 'kvql_graphql_refusals_total',
     help: 'GraphQL requests refused without being served (overload, body too large, rate limit), by reason (the error code, or HTTP_<status>)',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
 
-  readonly redisDuration = new Histogram({
+  readonly redisDuration = new LeanHistogram({
     name: 'kvql_redis_operation_duration_seconds',
     help: 'Time one store operation spends on Redis (all its round trips), by operation and outcome (ok or error)',
     labelNames: ['operation', 'outcome'] as const,
@@ -92,9 +98,10 @@ export class Metrics {
     collect: (): void => this.feedSubscribers.set(this.feed?.subscriberCount ?? 0),
   });
 
-  readonly feedEvents = new Counter({
+  readonly feedEvents = new LeanCounter({
     name: 'kvql_feed_events_delivered_total',
     help: 'Change events delivered to subscriptions (one per event per subscriber)',
+    labelNames: [],
     registers: [this.registry],
   });
 
@@ -153,8 +160,8 @@ export class Metrics {
     const methods = store as unknown as Record<string, (a?: unknown, b?: unknown) => Promise<unknown>>;
     for (const op of STORE_OPERATIONS) {
       const call = methods[op]!;
-      const ok = this.redisDuration.labels(op, 'ok');
-      const failed = this.redisDuration.labels(op, 'error');
+      const ok = this.redisDuration.labels({ operation: op, outcome: 'ok' });
+      const failed = this.redisDuration.labels({ operation: op, outcome: 'error' });
       methods[op] = async (a?: unknown, b?: unknown) => {
         const t0 = performance.now();
         try {

@@ -154,7 +154,7 @@ export class RequestObserver {
   /** A request begins: its id (the client's if sane), its clock, and the in-flight gauge. */
   begin(givenId: string | null, graphql: boolean, start = performance.now()): RequestState {
     const st: RequestState = { id: requestId(givenId), start, graphql, operation: 'other', outcome: undefined, status: 0 };
-    if (graphql) this.metrics.inFlight.inc();
+    if (graphql) this.metrics.requestsInFlight++;
     return st;
   }
 
@@ -189,7 +189,7 @@ export class RequestObserver {
   finish(st: RequestState, method: string, threw: boolean): void {
     if (!st.graphql) return;
     const { metrics, log } = this;
-    metrics.inFlight.dec();
+    metrics.requestsInFlight--;
     if (threw && st.outcome === undefined) {
       st.outcome = 'INTERNAL_SERVER_ERROR';
       st.status = 500;
@@ -234,6 +234,7 @@ export function observePlugin({ metrics, log, graphqlEndpoint = '/graphql', obse
   };
 
   const stateOf = (context: unknown): RequestState | undefined => (context as WithState | undefined)?.[STATE];
+  const delivered = metrics.feedEvents.labels();
 
   // Hooks shared by every request (no closure per request).
   const executeHooks = {
@@ -246,7 +247,7 @@ export function observePlugin({ metrics, log, graphqlEndpoint = '/graphql', obse
   const nextHooks = {
     onNext({ args, result }: { args: { contextValue?: unknown }; result: { errors?: readonly ErrorLike[] } }) {
       if (!result.errors) {
-        metrics.feedEvents.inc();
+        delivered.inc();
         return;
       }
       metrics.feedEnded.inc({ code: label(result.errors[0]?.extensions?.code) });
