@@ -482,6 +482,47 @@ describe('cursors outside the range', () => {
   });
 });
 
+describe('a page whose keys change between its two reads', () => {
+  it('is read again, and answers the keys as they are after the change', async () => {
+    const keys = Array.from({ length: 12 }, (_, i) => `k${String(i).padStart(2, '0')}`);
+    const local = await appWith('range-changing', keys);
+    type RangeCall = (numKeys: number, ...args: unknown[]) => Promise<unknown[]>;
+    const client = local.redis as unknown as { kvRangeBuffer: RangeCall };
+    const original = client.kvRangeBuffer;
+    // A page's second read passes the buckets of its keys (numKeys > 1). Before the first one
+    // leaves, one key of the page is deleted and another written inside it; every second read
+    // (one per partition, issued together) waits for that, so each sees the change.
+    let changed: Promise<void> | undefined;
+    let firstReadsAfter = 0;
+    client.kvRangeBuffer = async function (this: unknown, numKeys, ...args) {
+      if (numKeys > 1) {
+        changed ??= (async () => {
+          expect((await local.gql(`mutation { delete(key: "k03") { deleted } }`)).errors).toBeUndefined();
+          expect((await local.gql(`mutation { put(key: "k05a", value: "new") { version } }`)).errors).toBeUndefined();
+        })();
+        await changed;
+      } else if (changed) firstReadsAfter++;
+      return original.call(this, numKeys, ...args);
+    } as RangeCall;
+    try {
+      const page = await range(local, { first: 6 });
+      expect(page.edges.map((e) => [e.node.key, e.node.value])).toEqual([
+        ['k00', 'v:k00'],
+        ['k01', 'v:k01'],
+        ['k02', 'v:k02'],
+        ['k04', 'v:k04'],
+        ['k05', 'v:k05'],
+        ['k05a', 'new'],
+      ]);
+      expect(page.totalCount).toBe(12);
+      expect(page.pageInfo.hasNextPage).toBe(true);
+      expect(firstReadsAfter).toBeGreaterThan(0); // the page's keys were read again
+    } finally {
+      client.kvRangeBuffer = original;
+    }
+  });
+});
+
 describe('byte order and awkward keys', () => {
   const KEYS = [
     '\u0000',
