@@ -48,6 +48,8 @@ export interface Row {
   /** Items per batchPut, keys per getMany, page size of range; 1 for get and put. */
   items: number;
   figures: Partial<Record<System, Figure>>;
+  /** AOF rewrites Redis began during each system's windows (absent in runs before 2026-11-27 10:30 UTC). */
+  aofRewrites?: Partial<Record<System, number>>;
 }
 
 export interface Ratio {
@@ -136,6 +138,7 @@ export function formatReport(r: Results): string {
       `(${mem.bytesPerKeyWithoutFeed.toFixed(1)} without the change feed's ${(mem.feedBytes / 2 ** 20).toFixed(1)} MiB stream; raw data 116 bytes/key)`,
     `recovery at ${num(r.recovery.keys)} keys: Redis kill -9 -> answering PING in ${r.recovery.seconds.toFixed(2)} s ` +
       `(AOF right after BGREWRITEAOF, ${(r.recovery.aofBytes / 2 ** 20).toFixed(0)} MiB)`,
+    ...aofRewriteLines(r),
     ...(r.redisTimePerBatch
       ? [
           `inside Redis per batchPut of ${num(r.redisTimePerBatch.items)} items (INFO commandstats): kvql's script ${msOrNa(r.redisTimePerBatch.kvqlScriptMs)}, ` +
@@ -151,4 +154,15 @@ export function formatReport(r: Results): string {
   }
   if (r.notes.length > 0) lines.push('', ...r.notes.map((n) => `note: ${n}`));
   return lines.join('\n');
+}
+
+/** Which rows' windows an AOF rewrite began in (each window starts with none running). */
+function aofRewriteLines(r: Results): string[] {
+  const parts = r.rows
+    .filter((row) => Object.values(row.aofRewrites ?? {}).some((n) => n > 0))
+    .map((row) => {
+      const who = SYSTEMS.filter((s) => (row.aofRewrites?.[s.id] ?? 0) > 0).map((s) => `${s.label} ${row.aofRewrites![s.id]}`);
+      return `${opLabel(row)} @${row.concurrency}: ${who.join(', ')}`;
+    });
+  return parts.length > 0 ? [`AOF rewrites begun in the windows (Redis rewrites when the file has doubled): ${parts.join('; ')}`] : [];
 }

@@ -189,10 +189,16 @@ async function main(): Promise<void> {
     const present = SYSTEMS.filter((s) => targets[s.id] !== undefined);
     const windows = new Map<System, Figure[]>();
     const redisCalls = new Map<System, { calls: number; usec: number }>();
+    /** AOF rewrites that began in each system's windows. */
+    const rewrites = new Map<System, number>();
     for (let round = 0; round < (opts.rounds ?? 1); round++) {
       // In turn, then back: a drift of the machine's speed during the row falls on all alike.
       for (const s of round % 2 === 0 ? present : [...present].reverse()) {
         const cmd = batchCommand[s.id];
+        // An AOF rewrite started by the writes of the system before (Redis rewrites whenever
+        // the file has doubled) would otherwise run into this system's window.
+        await rewriteDone(stats);
+        const rewritesBefore = await aofRewrites(stats);
         const before = redisTime && cmd ? (await commandStats(stats)).get(cmd) : undefined;
         const f = await driver.run({
           system: s.id,
@@ -206,6 +212,7 @@ async function main(): Promise<void> {
           keepSamples: true,
         });
         windows.set(s.id, [...(windows.get(s.id) ?? []), f]);
+        rewrites.set(s.id, (rewrites.get(s.id) ?? 0) + (await aofRewrites(stats)) - rewritesBefore);
         if (redisTime && cmd) {
           const after = (await commandStats(stats)).get(cmd);
           const sum = redisCalls.get(s.id) ?? { calls: 0, usec: 0 };
@@ -221,8 +228,10 @@ async function main(): Promise<void> {
       if (f.errors > 0) notes.push(`${s.label} ${opLabel(row)} @${concurrency}: ${f.errors} errors, the first: ${f.firstError}`);
       shown.push(`${s.label} ${Math.round(rate(row, f))}/s p50 ${f.p50Ms.toFixed(3)}`);
     }
+    row.aofRewrites = Object.fromEntries(rewrites);
     rows.push(row);
-    log(`  ${opLabel(row)} @${concurrency}: ${shown.join(' | ')} (${elapsed(t0)} s)`);
+    const rewritten = present.filter((s) => (rewrites.get(s.id) ?? 0) > 0).map((s) => `${s.label} ${rewrites.get(s.id)}`);
+    log(`  ${opLabel(row)} @${concurrency}: ${shown.join(' | ')} (${elapsed(t0)} s)${rewritten.length > 0 ? `; AOF rewrites in the windows: ${rewritten.join(', ')}` : ''}`);
   };
   for (const op of ['get', 'put'] as const) for (const c of opts.concurrency) await measureRow(op, c, 1);
   await measureRow('batchPut', opts.otherConcurrency, 100);
@@ -257,6 +266,19 @@ async function main(): Promise<void> {
   writeFileSync(join(opts.out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(opts.out, 'results.svg'), renderChart(results));
   log(`\n${formatReport(results)}\n\nwrote ${join(opts.out, 'results.json')} and ${join(opts.out, 'results.svg')}`);
+}
+
+/** Waits (at most 60 s) until Redis runs no AOF rewrite and has none scheduled. */
+async function rewriteDone(redis: ReturnType<typeof createRedis>): Promise<void> {
+  const until = performance.now() + 60_000;
+  while (/aof_rewrite_in_progress:1|aof_rewrite_scheduled:1/.test(await redis.info('persistence')) && performance.now() < until) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** AOF rewrites Redis has begun since it started (INFO persistence aof_rewrites: counted at the fork). */
+async function aofRewrites(redis: ReturnType<typeof createRedis>): Promise<number> {
+  return Number(/aof_rewrites:(\d+)/.exec(await redis.info('persistence'))?.[1] ?? 0);
 }
 
 /** INFO commandstats: calls and microseconds per command. */
