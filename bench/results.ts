@@ -48,7 +48,7 @@ export interface Row {
   /** Items per batchPut, keys per getMany, page size of range; 1 for get and put. */
   items: number;
   figures: Partial<Record<System, Figure>>;
-  /** AOF rewrites Redis began during each system's windows (absent in runs before 2026-11-27 10:30 UTC). */
+  /** AOF rewrites Redis began during each system's windows (absent in runs before 2026-11-27 10:10 UTC). */
   aofRewrites?: Partial<Record<System, number>>;
 }
 
