@@ -91,6 +91,7 @@ export class LeanCounter<N extends string = string> extends LeanMetric<N, Counte
     const s = this.series(values, (labels) => ({ labels, value: 0, listed: false }));
     return {
       inc: (by = 1) => {
+        if (!(by >= 0 && Number.isFinite(by))) throw new Error(`${this.name}: a counter only goes up, by a finite number: ${by}`);
         if (!s.listed) this.list(s);
         s.value += by;
       },

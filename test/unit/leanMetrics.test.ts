@@ -75,10 +75,12 @@ describe('lean metrics', () => {
     expect(text).toMatch(/^u_seconds_count 5\d\d$/m);
   });
 
-  it('refuse what prom-client refuses: an unknown label, a value that is not a number', () => {
+  it('refuse what prom-client refuses: an unknown label, a value that is not a number, a counter going down', () => {
     const p = pair();
     expect(() => p.counters[1].labels({ operation: 'get', nope: 'x' } as never)).toThrow(/unknown label nope/);
     expect(() => p.histograms[1].labels({ operation: 'get' }).observe(Number.NaN)).toThrow(/not a finite number/);
+    expect(() => p.counters[1].labels({ operation: 'get', outcome: 'ok' }).inc(-1)).toThrow(/only goes up/);
+    expect(() => p.counters[0].labels({ operation: 'get', outcome: 'ok' }).inc(-1)).toThrow(/decrease/); // as prom-client
     expect(() => new LeanHistogram({ name: 'x', help: 'x', labelNames: [], buckets: [1, 0.5], registers: [] })).toThrow(/increase/);
   });
 });
