@@ -1,6 +1,7 @@
 // The benchmarks' short forms (the full runs are `npm run bench`, `npm run bench:feed` and
 // `npm run load-test`): `bench/run.ts --quick` end to end, as its own process, writing to a
-// temp directory, `bench/feed.ts --quick` and `bench/load.ts --quick`. They check that every
+// temp directory, `bench/feed.ts --quick`, `bench/load.ts --quick` and a one-second
+// `bench/profile.ts`. They check that every
 // figure was measured and is a positive finite number, that the chart is well-formed XML, and
 // that a full server refuses with OVERLOADED; never how fast anything is. Runs in the p1
 // project only.
@@ -151,6 +152,25 @@ describe('the benchmark, short form', () => {
     const [floorAnswers, floorUs] = figure(/a bare node:http server's 503: +(\d+) answers\/s, ([\d.]+) µs each/);
     expect(positive(floorAnswers!) && positive(floorUs!)).toBe(true);
     expect(positive(figure(/would take ([\d.]+) s of CPU time per second/)[0]!)).toBe(true);
+  }, 130_000);
+
+  it('profiles the API under load: busy CPU per request by package and function, and a profile DevTools reads', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kvql-profile-test-'));
+    const out = join(dir, 'get.cpuprofile');
+    try {
+      const { code, output } = await runBench(['--op', 'get', '--concurrency', '4', '--seconds', '1', '--keys', '2000', '--top', '10', '--out', out], 100_000, 'bench/profile.ts');
+      expect(code, output).toBe(0);
+      const busy = Number(/per request: busy ([\d.]+) µs/.exec(output)?.[1]);
+      expect(positive(busy), output).toBe(true);
+      // Our own code and the executor show up by file and by package.
+      expect(output).toMatch(/^ +[\d.]+ {2}src\/fastLane\.ts$/m);
+      expect(output).toMatch(/^ +[\d.]+ {2}@graphql-tools\/executor$/m);
+      const profile = JSON.parse(readFileSync(out, 'utf8')) as { nodes: unknown[]; samples: unknown[]; timeDeltas: unknown[] };
+      expect(profile.nodes.length).toBeGreaterThan(0);
+      expect(profile.samples.length).toBe(profile.timeDeltas.length);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 130_000);
 
   it('measures the change feed beside raw Redis: every row has latencies, samples and a delivery rate', async () => {
