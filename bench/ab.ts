@@ -15,12 +15,9 @@ import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRedis } from '../src/store/redis.js';
-import { KvStore } from '../src/store/store.js';
 import { startApiProcess, type ApiProcess } from '../test/harness/apiProcess.js';
-import { startTestRedis } from '../test/harness/redisServer.js';
-import { loadKeys } from '../test/measure/dataset.js';
 import { startDriver, type Op, type System } from './driver.js';
+import { startLoadedRedis } from './loadedRedis.js';
 import { KV_PREFIX } from './rawRedis.js';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
@@ -65,12 +62,8 @@ try {
   started.push(async () => void git('worktree', 'remove', '--force', dir));
   symlinkSync(join(REPO, 'node_modules'), join(dir, 'node_modules'));
 
-  const server = await startTestRedis();
+  const server = await startLoadedRedis(keys);
   started.push(() => server.stop());
-  const redis = createRedis(server.url, { commandTimeoutMs: 120_000 });
-  await redis.connect();
-  await loadKeys(await KvStore.open(redis, { prefix: KV_PREFIX, partitions: 1 }), 0, keys);
-  redis.disconnect();
 
   const api = (script?: string) => startApiProcess({ redisUrl: server.url, prefix: KV_PREFIX, partitions: 1, env: { NODE_ENV: 'production' }, ...(script ? { script } : {}) });
   const systems: [name: string, system: System, process: ApiProcess, target: (p: ApiProcess) => string][] = [];

@@ -15,12 +15,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRedis } from '../src/store/redis.js';
-import { KvStore } from '../src/store/store.js';
 import { startApiProcess } from '../test/harness/apiProcess.js';
-import { startTestRedis } from '../test/harness/redisServer.js';
-import { loadKeys } from '../test/measure/dataset.js';
 import { startDriver, type Op } from './driver.js';
+import { startLoadedRedis } from './loadedRedis.js';
 import { KV_PREFIX } from './rawRedis.js';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
@@ -99,12 +96,8 @@ async function main(argv: string[]): Promise<void> {
   const raw = join(dir, 'server.cpuprofile');
   const started: (() => Promise<void>)[] = [];
   try {
-    const server = await startTestRedis();
+    const server = await startLoadedRedis(keys);
     started.push(() => server.stop());
-    const redis = createRedis(server.url, { commandTimeoutMs: 120_000 });
-    await redis.connect();
-    await loadKeys(await KvStore.open(redis, { prefix: KV_PREFIX, partitions: 1 }), 0, keys);
-    redis.disconnect();
     const api = await startApiProcess({
       redisUrl: server.url,
       prefix: KV_PREFIX,
