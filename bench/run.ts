@@ -30,7 +30,7 @@ import { KvStore } from '../src/store/store.js';
 import { startApiProcess } from '../test/harness/apiProcess.js';
 import { startTestRedis } from '../test/harness/redisServer.js';
 import { loadKeys, usedMemory } from '../test/measure/dataset.js';
-import { aofBytes, crashAndTime, rewriteAof } from '../test/measure/recovery.js';
+import { aofBytes, crashAndTime, rewriteAof, rewriteDone } from '../test/measure/recovery.js';
 import { renderChart } from './chart.js';
 import { poolFigures, startDriver, type Figure, type Op, type System } from './driver.js';
 import { etcdLoad, etcdVersion, startEtcd } from './etcd.js';
@@ -197,7 +197,7 @@ async function main(): Promise<void> {
         const cmd = batchCommand[s.id];
         // An AOF rewrite started by the writes of the system before (Redis rewrites whenever
         // the file has doubled) would otherwise run into this system's window.
-        await rewriteDone(stats);
+        await rewriteDone(stats, 60_000, 100);
         const rewritesBefore = await aofRewrites(stats);
         const before = redisTime && cmd ? (await commandStats(stats)).get(cmd) : undefined;
         const f = await driver.run({
@@ -266,14 +266,6 @@ async function main(): Promise<void> {
   writeFileSync(join(opts.out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(opts.out, 'results.svg'), renderChart(results));
   log(`\n${formatReport(results)}\n\nwrote ${join(opts.out, 'results.json')} and ${join(opts.out, 'results.svg')}`);
-}
-
-/** Waits (at most 60 s) until Redis runs no AOF rewrite and has none scheduled. */
-async function rewriteDone(redis: ReturnType<typeof createRedis>): Promise<void> {
-  const until = performance.now() + 60_000;
-  while (/aof_rewrite_in_progress:1|aof_rewrite_scheduled:1/.test(await redis.info('persistence')) && performance.now() < until) {
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** AOF rewrites Redis has begun since it started (INFO persistence aof_rewrites: counted at the fork). */

@@ -36,11 +36,17 @@ export async function crashAndTime(server: TestRedis): Promise<number> {
   return (performance.now() - t0) / 1000;
 }
 
+/** Waits until Redis runs no AOF rewrite and has none scheduled (at most `ms`). */
+export async function rewriteDone(redis: Redis, ms = Infinity, pollMs = 200): Promise<void> {
+  const until = performance.now() + ms;
+  while (/aof_rewrite_in_progress:1|aof_rewrite_scheduled:1/.test(await redis.info('persistence')) && performance.now() < until) await sleep(pollMs);
+}
+
 /** BGREWRITEAOF, and wait until it is done. */
 export async function rewriteAof(redis: Redis): Promise<void> {
-  while (/aof_rewrite_in_progress:1/.test(await redis.info('persistence'))) await sleep(200);
+  await rewriteDone(redis);
   await redis.bgrewriteaof();
-  while (/aof_rewrite_in_progress:1|aof_rewrite_scheduled:1/.test(await redis.info('persistence'))) await sleep(200);
+  await rewriteDone(redis);
 }
 
 async function measure(n: number): Promise<void> {
