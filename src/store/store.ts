@@ -427,21 +427,18 @@ export class KvStore {
       const second = await redisRead(() =>
         Promise.all(partitions.map((p) => (mine[p]!.length > 0 ? call(p, mine[p]!, mine[p]!.length) : null))),
       );
-      // Each partition's reply, once matched, lists mine[p] in page order: the page takes them
-      // in turn, without a lookup by key.
-      const values: (Buffer | null)[][] = [];
+      const values = new Map<string, Entry>();
       let stable = true;
       second.forEach((reply, p) => {
         if (!reply) return;
-        const r = parseRange(reply, false);
+        const r = parseRange(reply);
         counts[p] = [r.total, r.beyond];
         if (!r.matched) stable = false;
-        values[p] = r.values;
+        r.members.forEach((key, i) => values.set(key, fromPacked(key, r.values[i] ?? null)!));
       });
       if (!stable) continue;
 
-      const taken = partitions.map(() => 0);
-      const entries = page.map((e) => fromPacked(e.key, values[e.p]![taken[e.p]!++] ?? null)!);
+      const entries = page.map((e) => values.get(e.key)!);
       if (!forward) entries.reverse();
       const totalCount = counts.reduce((s, c) => s + c[0]!, 0);
       const beyondCount = counts.reduce((s, c) => s + c[1]!, 0);
@@ -484,7 +481,7 @@ export class KvStore {
       const limit = ask;
       const replies = (
         await redisRead(() => Promise.all(asking.map((p) => call(p, [], limit, got[p]!.length > 0 ? got[p]!.at(-1) : undefined))))
-      ).map((reply) => parseRange(reply));
+      ).map(parseRange);
       replies.forEach((r, i) => {
         const p = asking[i]!;
         got[p]!.push(...r.members);
@@ -492,9 +489,7 @@ export class KvStore {
         counts[p] = [r.total, r.beyond];
         read += r.members.length;
       });
-      // Each partition's members are in page order already: only several need sorting together.
-      const merged = got.flatMap((members, p) => members.map((key) => ({ key, p })));
-      if (got.filter((members) => members.length > 0).length > 1) merged.sort((a, b) => order(a.key, b.key));
+      const merged = got.flatMap((members, p) => members.map((key) => ({ key, p }))).sort((a, b) => order(a.key, b.key));
       // Certain: every member up to the earliest last member of a partition that may hold more.
       let horizon: string | undefined;
       for (const p of partitions) {
@@ -651,14 +646,13 @@ interface RangeReply {
   values: (Buffer | null)[];
 }
 
-/** `members: false` when the caller needs only the counts and entries (round 2 of a page). */
-function parseRange(reply: unknown[], members = true): RangeReply {
+function parseRange(reply: unknown[]): RangeReply {
   const m = Number(reply[3]);
   return {
     total: Number(reply[0]),
     beyond: Number(reply[1]),
     matched: reply[2] === 1,
-    members: members ? (reply.slice(4, 4 + m) as Buffer[]).map((b) => b.toString('utf8')) : [],
+    members: (reply.slice(4, 4 + m) as Buffer[]).map((b) => b.toString('utf8')),
     values: reply.slice(4 + m) as (Buffer | null)[],
   };
 }
@@ -681,7 +675,7 @@ function fromPacked(key: string, packed: Buffer | null): Entry | null {
   if (packed == null) return null;
   const e = unpackEntry(packed);
   if (!e) throw new Error(`the stored entry of a key is ${packed.length} bytes, shorter than its header: run npm run verify`);
-  return { key, value: e.value, version: e.version, createdAt: e.createdAt, updatedAt: e.updatedAt };
+  return { key, ...e };
 }
 
 function layoutError(prefix: string, layout: string | null): Error {
