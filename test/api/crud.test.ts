@@ -221,6 +221,57 @@ describe('batchPut', () => {
   });
 });
 
+describe('the change feed of a large batch and a deleteRange', () => {
+  /** Per partition, the events (type, key, sequence) past `after`'s sequences, in stream order. */
+  async function eventsAfter(after: number[]): Promise<[string, string, number][][]> {
+    const ks = app.store.keys;
+    const out: [string, string, number][][] = [];
+    for (let p = 0; p < ks.partitions; p++) {
+      const entries = (await app.redis.xrange(ks.stream(p), '-', '+')) as [string, string[]][];
+      const events = entries.map(([, f]) => {
+        const field = (name: string) => f[f.indexOf(name) + 1]!;
+        return [field('t'), field('k'), Number(field('q'))] as [string, string, number];
+      });
+      out.push(events.filter((e) => e[2] > after[p]!));
+    }
+    return out;
+  }
+
+  // The write scripts add a batch's new keys to each index (and take deleted ones out) in chunks
+  // of 500, after the items: every item must still get its own event, with consecutive
+  // sequences in item order, and every key its index entry.
+  it('gives every item an event with consecutive sequences in item order, and every key its index entry', async () => {
+    const keys = Array.from({ length: 1203 }, (_, i) => `fb:${String(1202 - i).padStart(4, '0')}`);
+    await app.gql(PUT, { key: keys[7]!, value: 'already there' });
+    const before = await feedSequencesOf(app);
+    const r = await app.gql(BATCH, { items: keys.map((key) => ({ key, value: 'v' })) });
+    expect(r.errors).toBeUndefined();
+    const after = await feedSequencesOf(app);
+    const events = await eventsAfter(before);
+    for (let p = 0; p < events.length; p++) {
+      const mine = keys.filter((k) => app.store.keys.partition(k) === p);
+      expect(events[p], `partition ${p}`).toEqual(mine.map((k, i) => ['P', k, before[p]! + 1 + i]));
+      expect(after[p], `partition ${p}`).toBe(before[p]! + mine.length);
+    }
+    const total = await app.gql(`query { range(prefix: "fb:", first: 1) { totalCount } }`);
+    expect(total.data!.range.totalCount).toBe(keys.length);
+
+    const del = await app.gql(`mutation { deleteRange(prefix: "fb:", limit: 1000) { deleted hasMore } }`);
+    expect(del.data!.deleteRange).toEqual({ deleted: 1000, hasMore: true });
+    const gone = [...keys].sort().slice(0, 1000);
+    const deletes = await eventsAfter(after);
+    for (let p = 0; p < deletes.length; p++) {
+      const mine = gone.filter((k) => app.store.keys.partition(k) === p);
+      expect([...deletes[p]!].sort((a, b) => a[2] - b[2]).map((e) => e[0]), `partition ${p}`).toEqual(mine.map(() => 'D'));
+      expect(deletes[p]!.map((e) => e[1]).sort(), `partition ${p}`).toEqual(mine);
+      expect(deletes[p]!.map((e) => e[2]), `partition ${p}`).toEqual(mine.map((_, i) => after[p]! + 1 + i));
+    }
+    const left = await app.gql(`query { range(prefix: "fb:", first: 500) { totalCount edges { node { key } } } }`);
+    expect(left.data!.range.totalCount).toBe(keys.length - 1000);
+    expect(left.data!.range.edges.map((e: { node: { key: string } }) => e.node.key)).toEqual([...keys].sort().slice(1000));
+  });
+});
+
 describe('delete', () => {
   it('deletes and returns the previous entry; a new put starts again at version 1', async () => {
     await app.gql(PUT, { key: 'd:1', value: 'a' });

@@ -38,6 +38,9 @@ local retention = ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local result = { 'OK', now }
+-- As put.lua: the new keys go into each index with one ZADD per ZADD_CHUNK members.
+local ZADD_CHUNK = 500
+local indexes, members = {}, {}
 for i = 1, n do
   local key, value = ARGV[2 * i + 1], ARGV[2 * i + 2]
   local packed = redis.call('HGET', KEYS[1 + i], key)
@@ -46,7 +49,15 @@ for i = 1, n do
     local v, c = struct.unpack('<I6I6', packed)
     version, created = v + 1, c
   else
-    redis.call('ZADD', KEYS[1 + n + i], 0, key)
+    local index = KEYS[1 + n + i]
+    local m = members[index]
+    if m == nil then
+      m = {}
+      members[index] = m
+      indexes[#indexes + 1] = index
+    end
+    m[#m + 1] = 0
+    m[#m + 1] = key
   end
   redis.call('HSET', KEYS[1 + i], key, struct.pack('<I6I6I6', version, created, now) .. value)
   local seq = redis.call('INCR', KEYS[1 + 3 * n + i])
@@ -54,6 +65,12 @@ for i = 1, n do
     't', 'P', 'k', key, 'n', version, 'v', value, 'c', created, 'u', now, 'q', seq)
   result[#result + 1] = version
   result[#result + 1] = created
+end
+for _, index in ipairs(indexes) do
+  local m = members[index]
+  for from = 1, #m, 2 * ZADD_CHUNK do
+    redis.call('ZADD', index, unpack(m, from, math.min(from + 2 * ZADD_CHUNK - 1, #m)))
+  end
 end
 local stored = {}
 for i = 2, #result do stored[#stored + 1] = result[i] end
