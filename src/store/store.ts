@@ -431,7 +431,7 @@ export class KvStore {
       let stable = true;
       second.forEach((reply, p) => {
         if (!reply) return;
-        const r = parseRange(reply);
+        const r = parseRange(reply, mine[p]!);
         counts[p] = [r.total, r.beyond];
         if (!r.matched) stable = false;
         r.members.forEach((key, i) => values.set(key, fromPacked(key, r.values[i] ?? null)!));
@@ -481,7 +481,7 @@ export class KvStore {
       const limit = ask;
       const replies = (
         await redisRead(() => Promise.all(asking.map((p) => call(p, [], limit, got[p]!.length > 0 ? got[p]!.at(-1) : undefined))))
-      ).map(parseRange);
+      ).map((reply) => parseRange(reply, []));
       replies.forEach((r, i) => {
         const p = asking[i]!;
         got[p]!.push(...r.members);
@@ -646,14 +646,15 @@ interface RangeReply {
   values: (Buffer | null)[];
 }
 
-function parseRange(reply: unknown[]): RangeReply {
-  const m = Number(reply[3]);
+/** `expected`: the members the call passed, which a matched reply does not repeat. */
+function parseRange(reply: unknown[], expected: string[]): RangeReply {
+  const matched = reply[2] === 1;
   return {
     total: Number(reply[0]),
     beyond: Number(reply[1]),
-    matched: reply[2] === 1,
-    members: (reply.slice(4, 4 + m) as Buffer[]).map((b) => b.toString('utf8')),
-    values: reply.slice(4 + m) as (Buffer | null)[],
+    matched,
+    members: matched ? expected : (reply.slice(4) as Buffer[]).map((b) => b.toString('utf8')),
+    values: matched ? (reply.slice(4) as (Buffer | null)[]) : [],
   };
 }
 
