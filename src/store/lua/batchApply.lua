@@ -40,7 +40,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local result = { 'OK', now }
 -- As put.lua: the new keys go into each index with one ZADD per ZADD_CHUNK members.
 local ZADD_CHUNK = 500
-local indexes, members = {}, {}
+local added = {}
 for i = 1, n do
   local key, value = ARGV[2 * i + 1], ARGV[2 * i + 2]
   local packed = redis.call('HGET', KEYS[1 + i], key)
@@ -49,15 +49,9 @@ for i = 1, n do
     local v, c = struct.unpack('<I6I6', packed)
     version, created = v + 1, c
   else
-    local index = KEYS[1 + n + i]
-    local m = members[index]
-    if m == nil then
-      m = {}
-      members[index] = m
-      indexes[#indexes + 1] = index
-    end
-    m[#m + 1] = 0
-    m[#m + 1] = key
+    local args = added[KEYS[1 + n + i]] or {}
+    added[KEYS[1 + n + i]] = args
+    args[#args + 1], args[#args + 2] = 0, key
   end
   redis.call('HSET', KEYS[1 + i], key, struct.pack('<I6I6I6', version, created, now) .. value)
   local seq = redis.call('INCR', KEYS[1 + 3 * n + i])
@@ -66,10 +60,9 @@ for i = 1, n do
   result[#result + 1] = version
   result[#result + 1] = created
 end
-for _, index in ipairs(indexes) do
-  local m = members[index]
-  for from = 1, #m, 2 * ZADD_CHUNK do
-    redis.call('ZADD', index, unpack(m, from, math.min(from + 2 * ZADD_CHUNK - 1, #m)))
+for index, args in pairs(added) do
+  for from = 1, #args, 2 * ZADD_CHUNK do
+    redis.call('ZADD', index, unpack(args, from, math.min(from + 2 * ZADD_CHUNK - 1, #args)))
   end
 end
 local stored = {}

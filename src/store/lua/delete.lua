@@ -51,21 +51,16 @@ if #conflicts > 1 then return conflicts end
 
 -- As put.lua: the deleted keys leave each index with one ZREM per ZREM_CHUNK members.
 local ZREM_CHUNK = 500
-local indexes, members = {}, {}
+local removed = {}
 local result = { 'OK' }
 for i = 1, n do
   local p = previous[i]
   if p then
     local key = ARGV[2 * i + 1]
     redis.call('HDEL', KEYS[i], key)
-    local index = KEYS[n + i]
-    local m = members[index]
-    if m == nil then
-      m = {}
-      members[index] = m
-      indexes[#indexes + 1] = index
-    end
-    m[#m + 1] = key
+    local keys = removed[KEYS[n + i]] or {}
+    removed[KEYS[n + i]] = keys
+    keys[#keys + 1] = key
     local seq = redis.call('INCR', KEYS[3 * n + i])
     redis.call('XADD', KEYS[2 * n + i], 'MAXLEN', '~', retention, '*', 't', 'D', 'k', key, 'n', p[2], 'q', seq)
     for j = 1, 4 do result[#result + 1] = p[j] end
@@ -73,10 +68,9 @@ for i = 1, n do
     for j = 1, 4 do result[#result + 1] = false end
   end
 end
-for _, index in ipairs(indexes) do
-  local m = members[index]
-  for from = 1, #m, ZREM_CHUNK do
-    redis.call('ZREM', index, unpack(m, from, math.min(from + ZREM_CHUNK - 1, #m)))
+for index, keys in pairs(removed) do
+  for from = 1, #keys, ZREM_CHUNK do
+    redis.call('ZREM', index, unpack(keys, from, math.min(from + ZREM_CHUNK - 1, #keys)))
   end
 end
 return result

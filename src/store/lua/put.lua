@@ -60,24 +60,17 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local result = { 'OK', now }
 
--- The new members of each index, indexes in first-seen order (so the AOF's commands are
--- deterministic).
-local indexes, members = {}, {}
+-- Per index key, its new members as ZADD arguments (0, key, 0, key, ...).
+local added = {}
 
 for i = 1, n do
   local key, value = ARGV[3 * i], ARGV[3 * i + 1]
   local version = versions[i] + 1
   if version == 1 then
     created[i] = now
-    local index = KEYS[n + i]
-    local m = members[index]
-    if m == nil then
-      m = {}
-      members[index] = m
-      indexes[#indexes + 1] = index
-    end
-    m[#m + 1] = 0
-    m[#m + 1] = key
+    local args = added[KEYS[n + i]] or {}
+    added[KEYS[n + i]] = args
+    args[#args + 1], args[#args + 2] = 0, key
   end
   redis.call('HSET', KEYS[i], key, struct.pack('<I6I6I6', version, created[i], now) .. value)
   local seq = redis.call('INCR', KEYS[3 * n + i])
@@ -86,10 +79,9 @@ for i = 1, n do
   result[#result + 1] = version
   result[#result + 1] = created[i]
 end
-for _, index in ipairs(indexes) do
-  local m = members[index]
-  for from = 1, #m, 2 * ZADD_CHUNK do
-    redis.call('ZADD', index, unpack(m, from, math.min(from + 2 * ZADD_CHUNK - 1, #m)))
+for index, args in pairs(added) do
+  for from = 1, #args, 2 * ZADD_CHUNK do
+    redis.call('ZADD', index, unpack(args, from, math.min(from + 2 * ZADD_CHUNK - 1, #args)))
   end
 end
 return result
