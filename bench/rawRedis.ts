@@ -9,7 +9,9 @@
 // put that makes the same Redis writes as put.lua (the packed entry into its bucket, ZADD to the
 // index, the change feed's INCR and XADD with the same fields and retention, a version and a
 // timestamp from TIME), without its compare-and-set check and its argument handling. Under
-// appendfsync always each is fsynced before Redis answers, as kvql's writes are.
+// appendfsync always each is fsynced before Redis answers, as kvql's writes are. A batch groups
+// its index writes as put.lua does: one EVAL per item without the ZADD, then one ZADD of every
+// key (a key already in the index keeps its score 0: no change).
 import type { Redis } from 'ioredis';
 import { Keyspace, unpackEntry } from '../src/store/keys.js';
 import { DEFAULT_FEED_RETENTION } from '../src/store/store.js';
@@ -42,6 +44,7 @@ export interface RawOps {
   range(start: string, first: number): Promise<RawEntry[]>;
 }
 
+/** A put; ARGV[4] "1" leaves the ZADD to the caller (a batch's one ZADD). */
 const PUT_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -50,7 +53,7 @@ local version, created = 1, now
 if packed then
   local v, c = struct.unpack('<I6I6', packed)
   version, created = v + 1, c
-else
+elseif ARGV[4] ~= '1' then
   redis.call('ZADD', KEYS[2], 0, ARGV[1])
 end
 redis.call('HSET', KEYS[1], ARGV[1], struct.pack('<I6I6I6', version, created, now) .. ARGV[2])
@@ -59,9 +62,17 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*',
   't', 'P', 'k', ARGV[1], 'n', version, 'v', ARGV[2], 'c', created, 'u', now, 'q', seq)
 return version`;
 
-type WithPut = Redis & {
-  benchPut(bucketKey: string, indexKey: string, streamKey: string, sequenceKey: string, key: string, value: string, retention: number): Promise<number>;
-};
+type PutCommand<R> = (
+  bucketKey: string,
+  indexKey: string,
+  streamKey: string,
+  sequenceKey: string,
+  key: string,
+  value: string,
+  retention: number,
+  indexLater: '0' | '1',
+) => R;
+type WithPut = Redis & { benchPut: PutCommand<Promise<number>> };
 
 function toEntry(key: string, packed: Buffer | null): RawEntry | null {
   const e = packed == null ? null : unpackEntry(packed);
@@ -99,14 +110,14 @@ export function rawOps(redis: Redis): RawOps {
     },
     getMany: readMany,
     put(key, value) {
-      return client.benchPut(raw.bucket(key, 0), raw.index(0), raw.stream(0), raw.sequence(0), key, value, DEFAULT_FEED_RETENTION);
+      return client.benchPut(raw.bucket(key, 0), raw.index(0), raw.stream(0), raw.sequence(0), key, value, DEFAULT_FEED_RETENTION, '0');
     },
     async batchPut(items) {
-      const pipe = client.multi() as ReturnType<Redis['multi']> & {
-        benchPut(bucketKey: string, indexKey: string, streamKey: string, sequenceKey: string, key: string, value: string, retention: number): unknown;
-      };
-      for (const { key, value } of items) pipe.benchPut(raw.bucket(key, 0), raw.index(0), raw.stream(0), raw.sequence(0), key, value, DEFAULT_FEED_RETENTION);
-      return unwrap<number>(await pipe.exec());
+      if (items.length === 0) return [];
+      const pipe = client.multi() as ReturnType<Redis['multi']> & { benchPut: PutCommand<unknown> };
+      for (const { key, value } of items) pipe.benchPut(raw.bucket(key, 0), raw.index(0), raw.stream(0), raw.sequence(0), key, value, DEFAULT_FEED_RETENTION, '1');
+      pipe.zadd(raw.index(0), ...items.flatMap(({ key }) => [0, key]));
+      return unwrap<number>(await pipe.exec()).slice(0, items.length);
     },
     async range(start, first) {
       const keys = await client.zrange(kv.index(0), `[${start}`, '+', 'BYLEX', 'LIMIT', 0, first);
