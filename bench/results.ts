@@ -48,6 +48,8 @@ export interface Row {
   /** Items per batchPut, keys per getMany, page size of range; 1 for get and put. */
   items: number;
   figures: Partial<Record<System, Figure>>;
+  /** Keys in kvql's index when the row began (absent in runs before 2026-11-27 13:45 UTC). */
+  indexKeys?: number;
   /** AOF rewrites Redis began during each system's windows (absent in runs before 2026-11-27 10:10 UTC). */
   aofRewrites?: Partial<Record<System, number>>;
 }
@@ -88,6 +90,8 @@ export interface Results {
    * command at a time, so this bounds the items/s any client can get from one Redis.
    */
   redisTimePerBatch?: { items: number; kvqlScriptMs: number | null; rawExecMs: number | null };
+  /** Keys in kvql's index once every row had run (absent in runs before 2026-11-27 13:45 UTC). */
+  indexKeysAtEnd?: number;
   ratios: Ratio[];
   notes: string[];
 }
@@ -139,6 +143,12 @@ export function formatReport(r: Results): string {
     `recovery at ${num(r.recovery.keys)} keys: Redis kill -9 -> answering PING in ${r.recovery.seconds.toFixed(2)} s ` +
       `(AOF right after BGREWRITEAOF, ${(r.recovery.aofBytes / 2 ** 20).toFixed(0)} MiB)`,
     ...aofRewriteLines(r),
+    ...(r.rows.some((row) => row.indexKeys !== undefined)
+      ? [
+          `keys in kvql's index as each row began: ${r.rows.map((row) => `${opLabel(row)} @${row.concurrency} ${row.indexKeys === undefined ? 'n/a' : num(row.indexKeys)}`).join(', ')}` +
+            (r.indexKeysAtEnd !== undefined ? `; at the end ${num(r.indexKeysAtEnd)}` : ''),
+        ]
+      : []),
     ...(r.redisTimePerBatch
       ? [
           `inside Redis per batchPut of ${num(r.redisTimePerBatch.items)} items (INFO commandstats): kvql's script ${msOrNa(r.redisTimePerBatch.kvqlScriptMs)}, ` +

@@ -11,8 +11,9 @@
 //   - etcd, when installed, in a temp dir (bench/etcd.ts), with its own copy of the keys;
 //   - the load driver as its own process (bench/driver.ts): closed loop, every latency sample kept.
 // Measured, each as ops/s (items/s for batches), p50 and p99, for kvql, raw Redis (ioredis from
-// the driver, the limit), bare Node and etcd: get and put at each concurrency; batchPut of 100
-// and 1,000 items; range pages of 100 from random start points; getMany of 100 keys.
+// the driver, the limit), bare Node and etcd, in this order: get at each concurrency; range
+// pages of 100 from random start points; getMany of 100 keys (the reads, on the loaded keys
+// alone); then put at each concurrency; batchPut of 100 and 1,000 items.
 // Prints the machine, a table and the ratios the targets use; writes results.json and
 // results.svg (bench/ by default).
 //
@@ -184,7 +185,7 @@ async function main(): Promise<void> {
   await stats.connect();
   started.push({ name: 'the stats connection', stop: async () => stats.disconnect() });
   const measureRow = async (op: Op, concurrency: number, items: number, redisTime?: Partial<Record<System, number | null>>) => {
-    const row: Row = { op, concurrency, items, figures: {} };
+    const row: Row = { op, concurrency, items, figures: {}, indexKeys: await stats.zcard(store.keys.index(0)) };
     const shown: string[] = [];
     const present = SYSTEMS.filter((s) => targets[s.id] !== undefined);
     const windows = new Map<System, Figure[]>();
@@ -231,15 +232,20 @@ async function main(): Promise<void> {
     row.aofRewrites = Object.fromEntries(rewrites);
     rows.push(row);
     const rewritten = present.filter((s) => (rewrites.get(s.id) ?? 0) > 0).map((s) => `${s.label} ${rewrites.get(s.id)}`);
-    log(`  ${opLabel(row)} @${concurrency}: ${shown.join(' | ')} (${elapsed(t0)} s)${rewritten.length > 0 ? `; AOF rewrites in the windows: ${rewritten.join(', ')}` : ''}`);
+    log(`  ${opLabel(row)} @${concurrency} on ${row.indexKeys!.toLocaleString('en-US')} keys: ${shown.join(' | ')} (${elapsed(t0)} s)${rewritten.length > 0 ? `; AOF rewrites in the windows: ${rewritten.join(', ')}` : ''}`);
   };
-  for (const op of ['get', 'put'] as const) for (const c of opts.concurrency) await measureRow(op, c, 1);
+  // The reads first, on exactly the loaded keys: the issue asks for range pages on 1M keys, and
+  // the put and batch rows add about half as many again (a bucket of 61 entries grows to about
+  // 93, and every HGET in it scans further). Before 2026-11-27 13:45 UTC range and getMany ran last.
+  for (const c of opts.concurrency) await measureRow('get', c, 1);
+  await measureRow('range', opts.otherConcurrency, 100);
+  await measureRow('getMany', opts.otherConcurrency, 100);
+  for (const c of opts.concurrency) await measureRow('put', c, 1);
   await measureRow('batchPut', opts.otherConcurrency, 100);
   const batchTime: Partial<Record<System, number | null>> = {};
   await measureRow('batchPut', opts.otherConcurrency, 1000, batchTime);
   const redisTimePerBatch = { items: 1000, kvqlScriptMs: batchTime.kvql ?? null, rawExecMs: batchTime.raw ?? null };
-  await measureRow('range', opts.otherConcurrency, 100);
-  await measureRow('getMany', opts.otherConcurrency, 100);
+  const indexKeysAtEnd = await stats.zcard(store.keys.index(0));
 
   const machine: Machine = {
     cpu: cpus()[0]?.model.trim() ?? 'unknown',
@@ -259,6 +265,7 @@ async function main(): Promise<void> {
     memory,
     recovery,
     redisTimePerBatch,
+    indexKeysAtEnd,
     ratios: ratios(rows, memory),
     notes,
   };

@@ -107,6 +107,15 @@ describe('the benchmark, short form', () => {
           expect(f.p99Ms).toBeGreaterThanOrEqual(f.p50Ms);
         }
       }
+      // The reads ran on the loaded keys alone (the issue: range pages on 1M keys), the writes
+      // after them, each adding keys.
+      for (const op of ['get', 'range', 'getMany']) {
+        for (const row of r.rows.filter((x) => x.op === op)) expect(row.indexKeys, `${op}@${row.concurrency}`).toBe(r.options.keys);
+      }
+      const batch = r.rows.find((x) => x.op === 'batchPut' && x.items === 1000)!;
+      expect(batch.indexKeys).toBeGreaterThan(r.options.keys);
+      expect(r.indexKeysAtEnd).toBeGreaterThan(batch.indexKeys!);
+      expect(output).toContain("keys in kvql's index as each row began");
       for (const [name, v] of Object.entries({ ...r.memory, ...r.recovery })) expect(positive(v), `${name} = ${v}`).toBe(true);
       for (const q of r.ratios) expect(positive(q.value), `${q.name} = ${q.value}`).toBe(true);
       const ratioNames = r.ratios.map((q) => q.name).join('\n');
