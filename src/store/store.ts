@@ -653,8 +653,8 @@ function parseRange(reply: unknown[], expected: string[]): RangeReply {
     total: Number(reply[0]),
     beyond: Number(reply[1]),
     matched,
-    members: matched ? expected : (reply.slice(4) as Buffer[]).map((b) => b.toString('utf8')),
-    values: matched ? (reply.slice(4) as (Buffer | null)[]) : [],
+    members: matched ? expected : (reply.slice(3) as Buffer[]).map((b) => b.toString('utf8')),
+    values: matched ? (reply.slice(3) as (Buffer | null)[]) : [],
   };
 }
 

@@ -19,10 +19,10 @@ ARGV   1, 2      window: ZRANGE BYLEX lower and upper bound ("-", "+", "[key", "
                  cursor, for hasPreviousPage / hasNextPage ("" and "" when not needed)
        9..k+8    the k members the caller expects, in page order
 Returns
-       {total, beyond, matched (1 or 0), m, then
-        when matched: packed_1 .. packed_m, each member's packed entry as stored (keys.ts), in
+       {total, beyond, matched (1 or 0), then
+        when matched: packed_1 .. packed_k, each member's packed entry as stored (keys.ts), in
                       the order the caller passed them (it has the members already);
-        otherwise:    member_1 .. member_m}
+        otherwise:    the m members the window holds now, member_1 .. member_m}
        (an index member without its bucket field, which verify reports, gives a nil)
        The entries go out as stored, unpacked by the caller: unpacking them here (four reply
        elements each, and a copy of every value) doubled the script's time for a page of 100.
@@ -47,12 +47,12 @@ if matched then
   end
 end
 
-local result = { total, beyond, matched and 1 or 0, #members }
+local result = { total, beyond, matched and 1 or 0 }
 if matched then
   for i = 1, k do
-    result[4 + i] = redis.call('HGET', KEYS[i + 1], members[i])
+    result[3 + i] = redis.call('HGET', KEYS[i + 1], members[i])
   end
 else
-  for i = 1, #members do result[4 + i] = members[i] end
+  for i = 1, #members do result[3 + i] = members[i] end
 end
 return result
