@@ -483,42 +483,78 @@ describe('cursors outside the range', () => {
 });
 
 describe('a page whose keys change between its two reads', () => {
+  type Call = (...args: unknown[]) => Promise<unknown[]>;
+  interface Reads {
+    kvRangeBuffer: Call;
+    zrangeBuffer: Call;
+  }
+
+  /**
+   * Reads the page with `vars` while `change` runs just before its first second-round read
+   * (range.lua, one call per partition, issued together: each waits for the change, so each
+   * sees it). Returns the page and how many first-round reads (ZRANGE) followed the change.
+   */
+  async function readAcross(app: TestApp, vars: Vars, change: () => Promise<void>): Promise<{ page: Connection; firstReadsAfter: number }> {
+    const client = app.redis as unknown as Reads;
+    const { kvRangeBuffer, zrangeBuffer } = client;
+    let changed: Promise<void> | undefined;
+    let firstReadsAfter = 0;
+    client.kvRangeBuffer = async function (this: unknown, ...args: unknown[]) {
+      await (changed ??= change());
+      return kvRangeBuffer.apply(this, args);
+    };
+    client.zrangeBuffer = function (this: unknown, ...args: unknown[]) {
+      if (changed) firstReadsAfter++;
+      return zrangeBuffer.apply(this, args);
+    };
+    try {
+      return { page: await range(app, vars), firstReadsAfter };
+    } finally {
+      client.kvRangeBuffer = kvRangeBuffer;
+      client.zrangeBuffer = zrangeBuffer;
+    }
+  }
+
+  const write = async (app: TestApp, mutation: string) => expect((await app.gql(mutation)).errors).toBeUndefined();
+
   it('is read again, and answers the keys as they are after the change', async () => {
     const keys = Array.from({ length: 12 }, (_, i) => `k${String(i).padStart(2, '0')}`);
     const local = await appWith('range-changing', keys);
-    type RangeCall = (numKeys: number, ...args: unknown[]) => Promise<unknown[]>;
-    const client = local.redis as unknown as { kvRangeBuffer: RangeCall };
-    const original = client.kvRangeBuffer;
-    // A page's second read passes the buckets of its keys (numKeys > 1). Before the first one
-    // leaves, one key of the page is deleted and another written inside it; every second read
-    // (one per partition, issued together) waits for that, so each sees the change.
-    let changed: Promise<void> | undefined;
-    let firstReadsAfter = 0;
-    client.kvRangeBuffer = async function (this: unknown, numKeys, ...args) {
-      if (numKeys > 1) {
-        changed ??= (async () => {
-          expect((await local.gql(`mutation { delete(key: "k03") { deleted } }`)).errors).toBeUndefined();
-          expect((await local.gql(`mutation { put(key: "k05a", value: "new") { version } }`)).errors).toBeUndefined();
-        })();
-        await changed;
-      } else if (changed) firstReadsAfter++;
-      return original.call(this, numKeys, ...args);
-    } as RangeCall;
-    try {
-      const page = await range(local, { first: 6 });
-      expect(page.edges.map((e) => [e.node.key, e.node.value])).toEqual([
-        ['k00', 'v:k00'],
-        ['k01', 'v:k01'],
-        ['k02', 'v:k02'],
-        ['k04', 'v:k04'],
-        ['k05', 'v:k05'],
-        ['k05a', 'new'],
-      ]);
-      expect(page.totalCount).toBe(12);
-      expect(page.pageInfo.hasNextPage).toBe(true);
-      expect(firstReadsAfter).toBeGreaterThan(0); // the page's keys were read again
-    } finally {
-      client.kvRangeBuffer = original;
+    // One key of the page is deleted and another written inside it.
+    const { page, firstReadsAfter } = await readAcross(local, { first: 6 }, async () => {
+      await write(local, `mutation { delete(key: "k03") { deleted } }`);
+      await write(local, `mutation { put(key: "k05a", value: "new") { version } }`);
+    });
+    expect(page.edges.map((e) => [e.node.key, e.node.value])).toEqual([
+      ['k00', 'v:k00'],
+      ['k01', 'v:k01'],
+      ['k02', 'v:k02'],
+      ['k04', 'v:k04'],
+      ['k05', 'v:k05'],
+      ['k05a', 'new'],
+    ]);
+    expect(page.totalCount).toBe(12);
+    expect(page.pageInfo.hasNextPage).toBe(true);
+    expect(firstReadsAfter).toBeGreaterThan(0); // the page's keys were read again
+  });
+
+  it('sees a key written inside the page to a partition that had none of it, both ways', async () => {
+    const P = 4;
+    const all = Array.from({ length: 400 }, (_, i) => `c${String(i).padStart(3, '0')}`);
+    // The page's keys all lie outside partition 2; the new key, inside the page, lies in it.
+    const keys = all.filter((k) => partitionOf(k, P) !== 2).slice(0, 12);
+    const late = all.find((k) => partitionOf(k, P) === 2 && byBytes(k, keys[2]!) > 0 && byBytes(k, keys[9]!) < 0);
+    expect(late).toBeDefined();
+    for (const [i, vars] of [{ first: 10 }, { last: 10 }].entries()) {
+      const app = await createTestApp(`range-absent-${i}`, { partitions: P });
+      apps.push(app);
+      await putAll(app, keys);
+      const { page, firstReadsAfter } = await readAcross(app, vars, () => write(app, `mutation { put(key: "${late}", value: "late") { version } }`));
+      const expected = sorted([...keys, late!]);
+      expect(page.edges.map((e) => e.node.key)).toEqual('first' in vars ? expected.slice(0, 10) : expected.slice(-10));
+      expect(page.edges.find((e) => e.node.key === late)?.node.value).toBe('late');
+      expect(page.totalCount).toBe(13);
+      expect(firstReadsAfter).toBeGreaterThan(0);
     }
   });
 });

@@ -513,7 +513,7 @@ function rangePages(): Layout {
     },
     check: async (r) => {
       // Every key once, in order: walk the pages in directory order (a range read does the same,
-      // atomically, in the two rounds of range.lua with the pages in KEYS).
+      // atomically, with the pages in a script's KEYS).
       await refresh(r);
       let count = 0;
       let last: Buffer = Buffer.alloc(0);

@@ -1,18 +1,22 @@
 #!lua flags=no-writes
 --[[
-range.lua: read one page of one partition, index and entries in one atomic step.
+range.lua: read one partition's part of a page, index and entries in one atomic step, if it is
+still the members the caller expects.
 
 The buckets of a page's entries are only known once the index has been read, and every key a
-script touches must arrive in KEYS. So a page is read in two calls: the first passes no bucket
-keys and learns the page's members; the second passes, per member, the bucket hash its key
-belongs to, and gets the entries only if the page is still exactly those members (otherwise it
-returns the new members and the caller tries again).
+script touches must arrive in KEYS. So a page is read in two rounds: the first (store.ts) reads
+each partition's index with a plain ZRANGE and learns the page's members; this script is the
+second, passed per member the bucket hash its key belongs to. It gives the entries only if the
+window still holds exactly those members (otherwise the caller reads the page again).
 
 KEYS   1         the partition's index sorted set
        2..k+1    per member the caller expects, in page order, the bucket hash of its key
                  (keys.ts bucketOf; members sharing a bucket repeat it)
-ARGV   1, 2      window: ZRANGE BYLEX lower and upper bound ("-", "+", "[key", "(key")
-       3         page size: at most this many members
+ARGV   1, 2      window: ZRANGE BYLEX lower and upper bound ("-", "+", "[key", "(key"); the
+                 caller cuts it at the page's last key, so that a member anywhere in the page
+                 is seen, also in a partition expected to have none (k = 0)
+       3         read at most this many members of the window: k + 1, so that one more than
+                 expected is seen
        4         "f" for ascending from the lower bound, "r" for descending from the upper
        5, 6      the whole range's bounds, for the total count
        7, 8      the bounds of the part of the range beyond the window on the far side of the
@@ -22,7 +26,7 @@ Returns
        {total, beyond, matched (1 or 0), then
         when matched: packed_1 .. packed_k, each member's packed entry as stored (keys.ts), in
                       the order the caller passed them (it has the members already);
-        otherwise:    the m members the window holds now, member_1 .. member_m}
+        otherwise:    nothing more}
        (an index member without its bucket field, which verify reports, gives a nil)
        The entries go out as stored, unpacked by the caller: unpacking them here (four reply
        elements each, and a copy of every value) doubled the script's time for a page of 100.
@@ -52,7 +56,5 @@ if matched then
   for i = 1, k do
     result[3 + i] = redis.call('HGET', KEYS[i + 1], members[i])
   end
-else
-  for i = 1, #members do result[3 + i] = members[i] end
 end
 return result
