@@ -13,7 +13,7 @@ import { isoTime } from './isoTime.js';
 export interface Context {
   store: KvStore;
   limits: Limits;
-  /** Per request: every get/getMany of one operation shares one round trip per partition. */
+  /** Per request: every get/getMany of one operation shares one read (store.ts getMany). */
   entries: DataLoader<string, Entry | null>;
   /** The same for reads asked with consistency EVENTUAL: built on first use (context.ts loaderFor). */
   eventualEntries: DataLoader<string, Entry | null> | undefined;

@@ -259,22 +259,25 @@ export class KvStore {
   }
 
   /**
-   * Entries in the order asked, null where absent: per partition, one HMGET when its keys share
-   * a bucket (a get), else one get.lua call over all of them; all sent at once (on a cluster
-   * each follows its own redirection).
+   * Entries in the order asked, null where absent: one HMGET when the keys share a bucket (a
+   * get), else one get.lua call over all of them, so that the read is one snapshot. On a
+   * cluster a script reaches one slot: one such read per partition, all sent at once, each
+   * following its own redirection.
    */
   async getMany(keys: readonly string[], consistency: Consistency = 'strong'): Promise<(Entry | null)[]> {
     return this.read(consistency, (redis) => this.getManyFrom(redis, keys));
   }
 
   private async getManyFrom(redis: Client, keys: readonly string[]): Promise<(Entry | null)[]> {
-    // partition -> the indexes of the keys asked for in it, their buckets, and whether they share one
-    const byPartition = new Map<number, { indexes: number[]; buckets: string[]; oneBucket: boolean }>();
+    // read (on a cluster its partition; on one Redis 0, the only one) -> the indexes of the keys
+    // asked for in it, their buckets, and whether they share one
+    const reads = new Map<number, { indexes: number[]; buckets: string[]; oneBucket: boolean }>();
     keys.forEach((key, i) => {
       const p = this.keys.partition(key);
       const bucket = this.keys.bucket(key, p);
-      const group = byPartition.get(p);
-      if (!group) byPartition.set(p, { indexes: [i], buckets: [bucket], oneBucket: true });
+      const read = this.cluster ? p : 0;
+      const group = reads.get(read);
+      if (!group) reads.set(read, { indexes: [i], buckets: [bucket], oneBucket: true });
       else {
         group.indexes.push(i);
         group.buckets.push(bucket);
@@ -290,9 +293,9 @@ export class KvStore {
       });
     };
     try {
-      // One partition (every get, and every read on one partition): no Promise.all to wait through.
-      if (byPartition.size === 1) await readGroup(byPartition.values().next().value!);
-      else await Promise.all([...byPartition.values()].map(readGroup));
+      // One read (every get, and every getMany on one Redis): no Promise.all to wait through.
+      if (reads.size === 1) await readGroup(reads.values().next().value!);
+      else await Promise.all([...reads.values()].map(readGroup));
     } catch (err) {
       throw fromRedisError(err, false);
     }
@@ -372,7 +375,7 @@ export class KvStore {
     };
   }
 
-  /** One page of a range, each partition's part read atomically, merged in byte order. */
+  /** One page of a range, merged in byte order: one snapshot on one Redis, each partition's part atomically on a cluster. */
   async range(q: PageQuery, consistency: Consistency = 'strong'): Promise<Page> {
     return this.read(consistency, (redis) => this.rangeFrom(redis, q));
   }
@@ -406,21 +409,25 @@ export class KvStore {
         : await redis.zrangeBuffer(this.keys.index(p), after ?? windowArgs[1], windowArgs[0], 'BYLEX', 'REV', 'LIMIT', 0, limit);
       return reply.map((b) => b.toString('utf8'));
     };
-    // Round 2 asks each partition, in one script, for the entries of its part of the page and
-    // whether that part is still exactly `expected`: the window is cut at the page's last key
-    // (`end`) and one member more is read, so a key that arrived anywhere inside the page, in a
-    // partition with no key on it too, is seen. (A page of size 0 spans nothing: no more is read.)
-    const check = (p: number, expected: string[], end: string | undefined) => {
+    // Round 2 asks the partitions `ps`, in one script, for the entries of their part of the
+    // page and whether that part is still exactly `expected` (per partition, in page order):
+    // the window is cut at the page's last key (`end`) and one member more is read, so a key
+    // that arrived anywhere inside the page, in a partition with no key on it too, is seen. (A
+    // page of size 0 spans nothing: no more is read.)
+    const check = (ps: number[], expected: string[][], end: string | undefined) => {
       const cut = end === undefined ? undefined : lexArg({ key: end, inclusive: true }, forward ? 'hi' : 'lo');
+      const members = expected.flat();
       return redis.kvRangeBuffer(
-        1 + expected.length,
-        this.keys.index(p),
-        ...expected.map((m) => this.keys.bucket(m, p)),
+        ps.length + members.length,
+        ...ps.map((p) => this.keys.index(p)),
+        ...ps.flatMap((p, j) => expected[j]!.map((m) => this.keys.bucket(m, p))),
+        ps.length,
         forward ? windowArgs[0] : (cut ?? windowArgs[0]),
         forward ? (cut ?? windowArgs[1]) : windowArgs[1],
-        expected.length + (size > 0 ? 1 : 0),
+        size > 0 ? 1 : 0,
         ...rest,
-        ...expected,
+        ...expected.map((e) => e.length),
+        ...members,
       );
     };
     const order = forward ? compareKeys : (a: string, b: string) => compareKeys(b, a);
@@ -437,20 +444,22 @@ export class KvStore {
       const page = merged.slice(0, size);
 
       // Round 2: their values and the counts, if every partition's part of the page is still
-      // the same keys.
+      // the same keys. On one Redis one call reads every partition: the page is one snapshot.
+      // On a cluster a script reaches one slot: one call per partition, sent together.
       const mine = partitions.map((p) => page.filter((e) => e.p === p).map((e) => e.key));
       const end = page.at(-1)?.key;
-      const second = await redisRead(() => Promise.all(partitions.map((p) => check(p, mine[p]!, end))));
+      const calls = this.cluster ? partitions.map((p) => [p]) : [partitions];
+      const second = await redisRead(() => Promise.all(calls.map((ps) => check(ps, ps.map((p) => mine[p]!), end))));
       const values = new Map<string, Entry>();
       let stable = true;
       let totalCount = 0;
       let beyondCount = 0;
-      second.forEach((reply, p) => {
+      second.forEach((reply, c) => {
         const r = parseRange(reply);
         totalCount += r.total;
         beyondCount += r.beyond;
         if (!r.matched) stable = false;
-        else mine[p]!.forEach((key, i) => values.set(key, fromPacked(key, r.values[i] ?? null)!));
+        else calls[c]!.flatMap((p) => mine[p]!).forEach((key, i) => values.set(key, fromPacked(key, r.values[i] ?? null)!));
       });
       if (!stable) continue;
 

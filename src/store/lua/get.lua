@@ -1,6 +1,7 @@
 #!lua flags=no-writes
 --[[
-get.lua: read the entries of several keys of one partition in one call.
+get.lua: read the entries of several keys in one call, one snapshot: on one Redis keys of any
+partitions, on a Redis Cluster the keys of one partition (a script reaches one slot).
 
 One call instead of an HMGET per bucket: a getMany of 100 random keys touches about 100
 buckets, and each command costs the client far more than Redis's HGET does.
