@@ -52,6 +52,18 @@ export interface Row {
   indexKeys?: number;
   /** AOF rewrites Redis began during each system's windows (absent in runs before 2026-11-27 10:10 UTC). */
   aofRewrites?: Partial<Record<System, number>>;
+  /**
+   * Each system's windows (one per round) in the order measured, before pooling: how far one
+   * window lies from the next shows how much a figure is the machine's noise (absent in runs
+   * before 2026-11-27 15:50 UTC).
+   */
+  windows?: Partial<Record<System, WindowFigure[]>>;
+}
+
+/** One window of one system in a row. */
+export interface WindowFigure {
+  opsPerSec: number;
+  p50Ms: number;
 }
 
 export interface Ratio {
@@ -149,6 +161,7 @@ export function formatReport(r: Results): string {
             (r.indexKeysAtEnd !== undefined ? `; at the end ${num(r.indexKeysAtEnd)}` : ''),
         ]
       : []),
+    ...windowLines(r),
     ...(r.redisTimePerBatch
       ? [
           `inside Redis per batchPut of ${num(r.redisTimePerBatch.items)} items (INFO commandstats): kvql's script ${msOrNa(r.redisTimePerBatch.kvqlScriptMs)}, ` +
@@ -164,6 +177,19 @@ export function formatReport(r: Results): string {
   }
   if (r.notes.length > 0) lines.push('', ...r.notes.map((n) => `note: ${n}`));
   return lines.join('\n');
+}
+
+/**
+ * The range rows' p50 in each window, beside the pooled figure of the table: the issue's target
+ * for a page is a p50, and one window can differ from the next by more than the target's margin.
+ */
+function windowLines(r: Results): string[] {
+  return r.rows
+    .filter((row) => row.op === 'range' && row.windows !== undefined)
+    .map((row) => {
+      const each = SYSTEMS.filter((s) => row.windows![s.id]).map((s) => `${s.label} ${row.windows![s.id]!.map((w) => ms(w.p50Ms)).join(', ')}`);
+      return `p50 in each window (ms), ${opLabel(row)} @${row.concurrency}: ${each.join(' | ')}`;
+    });
 }
 
 /** Which rows' windows an AOF rewrite began in (each window starts with none running). */

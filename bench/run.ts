@@ -221,9 +221,11 @@ async function main(): Promise<void> {
         }
       }
     }
+    row.windows = {};
     for (const s of present) {
       const f = poolFigures(windows.get(s.id)!, opts.seconds, items);
       row.figures[s.id] = f;
+      row.windows[s.id] = windows.get(s.id)!.map((w) => ({ opsPerSec: round(w.opsPerSec, 1), p50Ms: round(w.p50Ms, 4) }));
       const calls = redisCalls.get(s.id);
       if (redisTime && calls) redisTime[s.id] = calls.calls > 0 ? round(calls.usec / calls.calls / 1000, 3) : null;
       if (f.errors > 0) notes.push(`${s.label} ${opLabel(row)} @${concurrency}: ${f.errors} errors, the first: ${f.firstError}`);

@@ -106,7 +106,14 @@ describe('the benchmark, short form', () => {
           expect(f.errors, `${where}: ${f.firstError}`).toBe(0);
           expect(f.p99Ms).toBeGreaterThanOrEqual(f.p50Ms);
         }
+        // Each system's windows before pooling, one per round.
+        expect(Object.keys(row.windows ?? {}).sort(), `${row.op}@${row.concurrency}`).toEqual([...systems].sort());
+        for (const [system, ws] of Object.entries(row.windows!)) {
+          expect(ws, `${system} ${row.op}@${row.concurrency}`).toHaveLength(r.options.rounds ?? 1);
+          for (const w of ws!) expect(positive(w.opsPerSec) && positive(w.p50Ms), `${system} ${row.op}@${row.concurrency}: ${JSON.stringify(w)}`).toBe(true);
+        }
       }
+      expect(output).toMatch(/p50 in each window \(ms\), range first:100 @1: kvql [\d.]+/);
       // The reads ran on the loaded keys alone (the issue: range pages on 1M keys), the writes
       // after them, each adding keys.
       for (const op of ['get', 'range', 'getMany']) {
