@@ -6,6 +6,7 @@
 // that a full server refuses with OVERLOADED; never how fast anything is. Runs in the p1
 // project only.
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,9 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { Figure } from '../../bench/driver.js';
 import type { Results } from '../../bench/results.js';
+import { createRedis } from '../../src/store/redis.js';
+import { startTestRedis } from '../harness/redisServer.js';
+import { rewriteAof, rewriteIfGrown } from '../measure/recovery.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -114,6 +118,8 @@ describe('the benchmark, short form', () => {
         }
       }
       expect(output).toMatch(/p50 in each window \(ms\), range first:100 @1: kvql [\d.]+/);
+      // Redis never began an AOF rewrite inside a window: the bench rewrites between them.
+      for (const row of r.rows) expect(row.aofRewrites, `${row.op}@${row.concurrency}`).toEqual({ kvql: 0, raw: 0, bare: 0, ...(r.machine.etcd !== null ? { etcd: 0 } : {}) });
       // The reads ran on the loaded keys alone (the issue: range pages on 1M keys), the writes
       // after them, each adding keys.
       for (const op of ['get', 'range', 'getMany']) {
@@ -144,6 +150,41 @@ describe('the benchmark, short form', () => {
       rmSync(out, { recursive: true, force: true });
     }
   }, 130_000);
+
+  it('rewrites the AOF between windows once it has grown by half since the last rewrite, and not before', async () => {
+    const server = await startTestRedis();
+    const redis = createRedis(server.url, { commandTimeoutMs: 30_000 });
+    try {
+      await redis.connect();
+      const info = async () => {
+        const text = await redis.info('persistence');
+        const field = (name: string) => Number(new RegExp(`${name}:(\\d+)`).exec(text)?.[1]);
+        return { current: field('aof_current_size'), base: field('aof_base_size'), rewrites: field('aof_rewrites') };
+      };
+      const write = async (from: number, n: number) => {
+        const pipe = redis.pipeline();
+        // Random values: the base file is an RDB, which would compress repeated bytes.
+        for (let i = from; i < from + n; i++) pipe.set(`bench-aof:${i}`, randomBytes(750).toString('base64'));
+        await pipe.exec();
+      };
+      await write(0, 1000);
+      await rewriteAof(redis);
+      const start = await info();
+      expect(start.base).toBeGreaterThan(900_000);
+      await write(1000, 200); // about a fifth more
+      expect(await rewriteIfGrown(redis, 1.5)).toBe(false);
+      expect((await info()).rewrites).toBe(start.rewrites);
+      await write(1200, 600); // now about four fifths more
+      expect(await rewriteIfGrown(redis, 1.5)).toBe(true);
+      const after = await info();
+      expect(after.rewrites).toBe(start.rewrites + 1);
+      expect(after.base).toBeGreaterThan(start.base * 1.5);
+      expect(after.current).toBeLessThan(after.base * 1.1);
+    } finally {
+      redis.disconnect();
+      await server.stop();
+    }
+  });
 
   it('runs the load experiment: the API stays up, every error is OVERLOADED, and with every slot held it refuses', async () => {
     // --shared: no CPU pinning beside the other test files.

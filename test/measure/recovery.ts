@@ -49,6 +49,19 @@ export async function rewriteAof(redis: Redis): Promise<void> {
   await rewriteDone(redis);
 }
 
+/**
+ * BGREWRITEAOF, and wait until it is done, when the AOF has grown past `factor` times its size
+ * after the last rewrite (INFO persistence: aof_current_size, aof_base_size). Says whether it did.
+ */
+export async function rewriteIfGrown(redis: Redis, factor: number): Promise<boolean> {
+  const info = await redis.info('persistence');
+  const current = Number(/aof_current_size:(\d+)/.exec(info)?.[1] ?? 0);
+  const base = Number(/aof_base_size:(\d+)/.exec(info)?.[1] ?? 0);
+  if (base === 0 || current <= factor * base) return false;
+  await rewriteAof(redis);
+  return true;
+}
+
 async function measure(n: number): Promise<void> {
   const server = await startTestRedis(['--auto-aof-rewrite-percentage', '0']);
   try {
