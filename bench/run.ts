@@ -187,8 +187,8 @@ async function main(): Promise<void> {
   // Redis rewrites its AOF when the file has doubled (redis.conf). Left to itself, a rewrite
   // begins inside whichever system's window crosses the mark, and that system alone pays for
   // the fork and the copy: in the runs of 15:20 and 15:46 on 2026-11-27 it was the raw-Redis
-  // MULTI in every batch window. So the bench rewrites between windows instead, once the file has grown by half (well
-  // before the doubling, so that it stays as bounded as in production).
+  // MULTI in every batch window. So the bench rewrites between windows instead, once the file
+  // has grown by half (well before the doubling, so that it stays as bounded as in production).
   await stats.config('SET', 'auto-aof-rewrite-percentage', '0');
   const measureRow = async (op: Op, concurrency: number, items: number, redisTime?: Partial<Record<System, number | null>>) => {
     const row: Row = { op, concurrency, items, figures: {}, indexKeys: await stats.zcard(store.keys.index(0)) };

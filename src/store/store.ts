@@ -410,13 +410,12 @@ export class KvStore {
       return reply.map((b) => b.toString('utf8'));
     };
     // Round 2 asks the partitions `ps`, in one script, for the entries of their part of the
-    // page and whether that part is still exactly `expected` (per partition, in page order):
-    // the window is cut at the page's last key (`end`) and one member more is read, so a key
-    // that arrived anywhere inside the page, in a partition with no key on it too, is seen. (A
-    // page of size 0 spans nothing: no more is read.)
-    const check = (ps: number[], expected: string[][], end: string | undefined) => {
+    // page and whether that part is still exactly `expected` (per partition, in page order;
+    // `members`, all of them in that order): the window is cut at the page's last key (`end`)
+    // and one member more is read, so a key that arrived anywhere inside the page, in a
+    // partition with no key on it too, is seen. (A page of size 0 spans nothing: no more is read.)
+    const check = (ps: number[], expected: string[][], members: string[], end: string | undefined) => {
       const cut = end === undefined ? undefined : lexArg({ key: end, inclusive: true }, forward ? 'hi' : 'lo');
-      const members = expected.flat();
       return redis.kvRangeBuffer(
         ps.length + members.length,
         ...ps.map((p) => this.keys.index(p)),
@@ -437,7 +436,7 @@ export class KvStore {
       // Round 1: which keys make the page (pageMembers: a few per partition, then more from
       // the partitions that may still hold some).
       const first = await this.pageMembers(membersOf, partitions, size, order);
-      if (first.overFetched !== undefined) this.overFetch.members += first.overFetched;
+      this.overFetch.members += first.overFetched;
       this.overFetch.pages++;
       const merged = first.merged;
       const more = merged.length > size;
@@ -448,8 +447,11 @@ export class KvStore {
       // On a cluster a script reaches one slot: one call per partition, sent together.
       const mine = partitions.map((p) => page.filter((e) => e.p === p).map((e) => e.key));
       const end = page.at(-1)?.key;
-      const calls = this.cluster ? partitions.map((p) => [p]) : [partitions];
-      const second = await redisRead(() => Promise.all(calls.map((ps) => check(ps, ps.map((p) => mine[p]!), end))));
+      const calls = (this.cluster ? partitions.map((p) => [p]) : [partitions]).map((ps) => {
+        const expected = ps.map((p) => mine[p]!);
+        return { ps, expected, members: expected.flat() };
+      });
+      const second = await redisRead(() => Promise.all(calls.map((c) => check(c.ps, c.expected, c.members, end))));
       const values = new Map<string, Entry>();
       let stable = true;
       let totalCount = 0;
@@ -459,7 +461,7 @@ export class KvStore {
         totalCount += r.total;
         beyondCount += r.beyond;
         if (!r.matched) stable = false;
-        else calls[c]!.flatMap((p) => mine[p]!).forEach((key, i) => values.set(key, fromPacked(key, r.values[i] ?? null)!));
+        else calls[c]!.members.forEach((key, i) => values.set(key, fromPacked(key, r.values[i] ?? null)!));
       });
       if (!stable) continue;
 

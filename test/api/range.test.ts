@@ -491,8 +491,9 @@ describe('a page whose keys change between its two reads', () => {
 
   /**
    * Reads the page with `vars` while `change` runs just before its first second-round read
-   * (range.lua, one call per partition, issued together: each waits for the change, so each
-   * sees it). Returns the page and how many first-round reads (ZRANGE) followed the change.
+   * (range.lua: one call on one Redis, one per partition on a cluster, issued together; each
+   * waits for the change, so each sees it). Returns the page and how many first-round reads
+   * (ZRANGE) followed the change.
    */
   async function readAcross(app: TestApp, vars: Vars, change: () => Promise<void>): Promise<{ page: Connection; firstReadsAfter: number }> {
     const client = app.redis as unknown as Reads;
