@@ -978,7 +978,13 @@ function sendRaw(c: RawRequest): Promise<Answer | { refused: string }> {
     }, HANG_MS);
     let req: ReturnType<typeof httpRequest> | undefined;
     try {
-      req = httpRequest({ host: u.hostname, port: u.port, path: c.path, method: c.method }, (res) => {
+      // A fresh connection per request (`agent: false`, no keep-alive). Node's keep-alive client
+      // leaves a socket without an 'error' listener between the end of a response and handing
+      // the socket back to its agent (a TODO in Node's _http_client.js, responseKeepAlive): a
+      // request whose body the server answered without reading (a GET with a body, say) can
+      // get its write reset in that gap, and the ECONNRESET is thrown uncaught. Seen on a
+      // loaded machine. A fresh connection also keeps each case independent of the last.
+      req = httpRequest({ host: u.hostname, port: u.port, path: c.path, method: c.method, agent: false }, (res) => {
         const type = String(res.headers['content-type'] ?? '');
         const streaming = /^(text\/event-stream|multipart\/mixed)/i.test(type);
         const chunks: Buffer[] = [];
