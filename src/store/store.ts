@@ -445,7 +445,8 @@ export class KvStore {
       // Round 2: their values and the counts, if every partition's part of the page is still
       // the same keys. On one Redis one call reads every partition: the page is one snapshot.
       // On a cluster a script reaches one slot: one call per partition, sent together.
-      const mine = partitions.map((p) => page.filter((e) => e.p === p).map((e) => e.key));
+      const mine: string[][] = partitions.map(() => []);
+      for (const e of page) mine[e.p]!.push(e.key);
       const end = page.at(-1)?.key;
       const calls = (this.cluster ? partitions.map((p) => [p]) : [partitions]).map((ps) => {
         const expected = ps.map((p) => mine[p]!);
