@@ -31,7 +31,7 @@ import { KvStore } from '../src/store/store.js';
 import { startApiProcess } from '../test/harness/apiProcess.js';
 import { startTestRedis } from '../test/harness/redisServer.js';
 import { loadKeys, usedMemory } from '../test/measure/dataset.js';
-import { aofBytes, crashAndTime, rewriteAof, rewriteDone, rewriteIfGrown } from '../test/measure/recovery.js';
+import { aofBytes, aofInfo, crashAndTime, rewriteAof, rewriteDone, rewriteIfGrown } from '../test/measure/recovery.js';
 import { renderChart } from './chart.js';
 import { poolFigures, startDriver, type Figure, type Op, type System } from './driver.js';
 import { etcdLoad, etcdVersion, startEtcd } from './etcd.js';
@@ -206,7 +206,7 @@ async function main(): Promise<void> {
         // the file has doubled) would otherwise run into this system's window.
         await rewriteDone(stats, 60_000, 100);
         await rewriteIfGrown(stats, 1.5);
-        const rewritesBefore = await aofRewrites(stats);
+        const rewritesBefore = (await aofInfo(stats)).rewrites;
         const before = redisTime && cmd ? (await commandStats(stats)).get(cmd) : undefined;
         const f = await driver.run({
           system: s.id,
@@ -220,7 +220,7 @@ async function main(): Promise<void> {
           keepSamples: true,
         });
         windows.set(s.id, [...(windows.get(s.id) ?? []), f]);
-        rewrites.set(s.id, (rewrites.get(s.id) ?? 0) + (await aofRewrites(stats)) - rewritesBefore);
+        rewrites.set(s.id, (rewrites.get(s.id) ?? 0) + (await aofInfo(stats)).rewrites - rewritesBefore);
         if (redisTime && cmd) {
           const after = (await commandStats(stats)).get(cmd);
           const sum = redisCalls.get(s.id) ?? { calls: 0, usec: 0 };
@@ -285,9 +285,6 @@ async function main(): Promise<void> {
 }
 
 /** AOF rewrites Redis has begun since it started (INFO persistence aof_rewrites: counted at the fork). */
-async function aofRewrites(redis: ReturnType<typeof createRedis>): Promise<number> {
-  return Number(/aof_rewrites:(\d+)/.exec(await redis.info('persistence'))?.[1] ?? 0);
-}
 
 /** INFO commandstats: calls and microseconds per command. */
 async function commandStats(redis: ReturnType<typeof createRedis>): Promise<Map<string, { calls: number; usec: number }>> {

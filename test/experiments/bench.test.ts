@@ -16,7 +16,7 @@ import type { Figure } from '../../bench/driver.js';
 import type { Results } from '../../bench/results.js';
 import { createRedis } from '../../src/store/redis.js';
 import { startTestRedis } from '../harness/redisServer.js';
-import { rewriteAof, rewriteIfGrown } from '../measure/recovery.js';
+import { aofInfo, rewriteAof, rewriteIfGrown } from '../measure/recovery.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -156,11 +156,7 @@ describe('the benchmark, short form', () => {
     const redis = createRedis(server.url, { commandTimeoutMs: 30_000 });
     try {
       await redis.connect();
-      const info = async () => {
-        const text = await redis.info('persistence');
-        const field = (name: string) => Number(new RegExp(`${name}:(\\d+)`).exec(text)?.[1]);
-        return { current: field('aof_current_size'), base: field('aof_base_size'), rewrites: field('aof_rewrites') };
-      };
+      const info = () => aofInfo(redis);
       const write = async (from: number, n: number) => {
         const pipe = redis.pipeline();
         // Random values: the base file is an RDB, which would compress repeated bytes.

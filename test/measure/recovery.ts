@@ -50,13 +50,21 @@ export async function rewriteAof(redis: Redis): Promise<void> {
 }
 
 /**
+ * INFO persistence's AOF figures: the file's size now and right after the last rewrite, and how
+ * many rewrites Redis has run since it started (0 for a field it does not give).
+ */
+export async function aofInfo(redis: Redis): Promise<{ current: number; base: number; rewrites: number }> {
+  const info = await redis.info('persistence');
+  const field = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? 0);
+  return { current: field('aof_current_size'), base: field('aof_base_size'), rewrites: field('aof_rewrites') };
+}
+
+/**
  * BGREWRITEAOF, and wait until it is done, when the AOF has grown past `factor` times its size
- * after the last rewrite (INFO persistence: aof_current_size, aof_base_size). Says whether it did.
+ * after the last rewrite. Says whether it did.
  */
 export async function rewriteIfGrown(redis: Redis, factor: number): Promise<boolean> {
-  const info = await redis.info('persistence');
-  const current = Number(/aof_current_size:(\d+)/.exec(info)?.[1] ?? 0);
-  const base = Number(/aof_base_size:(\d+)/.exec(info)?.[1] ?? 0);
+  const { current, base } = await aofInfo(redis);
   if (base === 0 || current <= factor * base) return false;
   await rewriteAof(redis);
   return true;
