@@ -183,6 +183,24 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
 class SentinelRedis extends Redis {
   private closedByUs = false;
 
+  constructor(options: IoRedisOptions) {
+    super(options);
+    // ioredis (5.x) gives the failover detector's sentinel connections no 'error' listener, so
+    // an error on one (a TLS handshake cut short when a failover closes them) is printed to
+    // stderr as "[ioredis] Unhandled error event", outside kvql's log. Nothing is lost by
+    // ignoring it: the detector only hastens noticing a failover, and every reconnect asks the
+    // sentinels afresh. (Its resolve() connections already get such a listener from ioredis.)
+    const connector = (this as unknown as { connector?: { connectToSentinel?: (...args: unknown[]) => Redis } }).connector;
+    const connectToSentinel = connector?.connectToSentinel;
+    if (connector && typeof connectToSentinel === 'function') {
+      connector.connectToSentinel = (...args: unknown[]) => {
+        const client = connectToSentinel.apply(connector, args);
+        client.on('error', () => {});
+        return client;
+      };
+    }
+  }
+
   override connect(): Promise<void> {
     // ioredis's own reconnects come here too; it makes none after a disconnect() of ours.
     this.closedByUs = false;

@@ -7,7 +7,8 @@
 // given a CA that did not sign the certificates never gets ready; after a kill -9 of the primary,
 // kvql writes again through the promoted replica, over TLS.
 import { readFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { askRedis } from '../../src/managedRedis.js';
@@ -150,6 +151,28 @@ describe.runIf(opensslOnPath())('TLS to Redis Sentinel (REDIS_SENTINELS, KV_REDI
       await until(5000, 'the client ready again', () => (redis.status === 'ready' ? true : undefined), 20);
       expect(await redis.ping()).toBe('PONG');
     } finally {
+      redis.disconnect();
+    }
+  });
+
+  it("an error on one of the failover detector's sentinel connections stays out of stderr (no ioredis \"Unhandled error event\")", async () => {
+    const redis = createRedis({ sentinels: dep.sentinelAddresses, masterName: dep.masterName }, { commandTimeoutMs: 1000, tls: { ca: readFileSync(pki.ca) } });
+    redis.on('error', () => {});
+    const printed: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => void printed.push(args.map(String).join(' ')));
+    try {
+      await redis.connect();
+      // ioredis's internals (5.x), as above: the detector's connections, one per sentinel.
+      type Detector = { sentinels: { client: Redis }[] };
+      const connector = (redis as unknown as { connector: { failoverDetector: Detector | null } }).connector;
+      const detector = await until(5000, 'the failover detector subscribed', () => connector.failoverDetector ?? undefined);
+      expect(detector.sentinels).toHaveLength(dep.sentinelAddresses.length);
+      // How ioredis reports a connection's error (a TLS alert when a failover closes it mid-handshake).
+      for (const { client } of detector.sentinels) (client as unknown as { silentEmit(event: string, arg: unknown): void }).silentEmit('error', new Error('tlsv1 alert decode error'));
+      expect(printed.filter((line) => line.includes('Unhandled error event'))).toEqual([]);
+      expect(await redis.ping()).toBe('PONG');
+    } finally {
+      spy.mockRestore();
       redis.disconnect();
     }
   });
