@@ -25,8 +25,10 @@ export interface Options {
   etcdKeys: number;
   /** Concurrencies of get and put. */
   concurrency: number[];
-  /** Concurrency of batchPut, getMany and range. */
+  /** Concurrency of getMany, range and batchPut of 100. */
   otherConcurrency: number;
+  /** Concurrencies of batchPut of 1,000 (absent in runs before 2026-11-27 17:51 UTC: otherConcurrency alone). */
+  batchConcurrency?: number[];
   out: string;
   etcd: boolean;
 }

@@ -95,7 +95,7 @@ describe('the benchmark, short form', () => {
       const expected = [
         ...r.options.concurrency.flatMap((c) => [`get/${c}/1`, `put/${c}/1`]),
         `batchPut/${r.options.otherConcurrency}/100`,
-        `batchPut/${r.options.otherConcurrency}/1000`,
+        ...r.options.batchConcurrency!.map((c) => `batchPut/${c}/1000`),
         `range/${r.options.otherConcurrency}/100`,
         `getMany/${r.options.otherConcurrency}/100`,
       ];
@@ -136,6 +136,12 @@ describe('the benchmark, short form', () => {
         expect(ratioNames).toContain(name);
       }
       if (r.machine.etcd !== null) for (const name of ['etcd range', 'etcd put', 'put@1 mean latency']) expect(ratioNames).toContain(name);
+      // batchPut of 1,000 at one client and at more, each with its two ratios.
+      expect(r.options.batchConcurrency).toEqual([1, 4]);
+      for (const suffix of ['kvql / pipelined ioredis (MULTI)', 'kvql / 2,000 items/s']) {
+        expect(ratioNames).toContain(`batchPut 1000 items/s, ${suffix}`);
+        expect(ratioNames).toContain(`batchPut 1000 @4 items/s, ${suffix}`);
+      }
 
       // The table was printed.
       expect(output).toContain('ratios');
