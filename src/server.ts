@@ -148,6 +148,7 @@ export async function startServer(
       feedRetention: config.feed.retention,
       replication: config.replication,
       replicaReader: replica,
+      log: (m) => logger.warn(m),
     });
     if (store.cluster) rollForward = startRollForward(store, config.load.requestTimeoutMs, logger);
     feed = new FeedHub(store.feedReader(FEED_BLOCK_MS), { bufferSize: config.feed.bufferSize, bufferBytes: config.feed.bufferBytes, largestEventBytes: config.limits.maxKeyBytes + config.limits.maxValueBytes, maxSubscriptions: config.feed.maxSubscriptions, blockMs: FEED_BLOCK_MS, batchSize: 500, log: (m) => logger.warn(m) });

@@ -6,7 +6,8 @@
 // by every write; the next subscription starts it again from the feed's heads.
 import { Budget } from '../budget.js';
 import { inRange, type KeyRange } from '../store/order.js';
-import { compareIds, type FeedEvent, type FeedReader, type Position } from '../store/feed.js';
+import { positionAt, type FeedEvent, type FeedReader, type Position } from '../store/feed.js';
+import { FEED_ENTRY_BYTES } from '../store/feedFormat.js';
 import { StoreError } from '../store/errors.js';
 
 export interface HubOptions {
@@ -23,14 +24,17 @@ export interface HubOptions {
   /** Longest XREAD BLOCK wait; the loop re-checks for shutdown this often. */
   blockMs: number;
   /**
-   * At most this many events per read, per partition. Fewer while events are large: a read
-   * (the loop's, or a subscription's catch-up) is sized to hold about bufferBytes (ReadSizer).
+   * At most this many stream entries per read, per partition (an entry holds the events of one
+   * write: one for a put, up to KV_MAX_BATCH_ITEMS for a batch). Fewer while events are large:
+   * a read (the loop's, or a subscription's catch-up) is sized to hold about bufferBytes
+   * (ReadSizer).
    */
   batchSize: number;
   /**
    * The most bytes one event can hold (a key and a value at their limits). The first read, made
-   * before any event size is known, asks for no more than would fit in bufferBytes if every
-   * event were this large. Without it the first read asks for FIRST_READ.
+   * before any event size is known, asks for no more entries than would fit in bufferBytes if
+   * every entry were as large as one can be (FEED_ENTRY_BYTES, or this if larger). Without it
+   * the first read asks for FIRST_READ.
    */
   largestEventBytes?: number;
   /** Subscriptions this process serves at once (admit); unlimited when absent. */
@@ -96,15 +100,16 @@ function eventBytes(e: FeedEvent): number {
   return Buffer.byteLength(e.key) + (e.entry ? Buffer.byteLength(e.entry.value) : 0);
 }
 
-/** The first read's size, in events per partition, before anything is known of event sizes. */
+/** The first read's size, in entries per partition, before anything is known of their sizes. */
 const FIRST_READ = 50;
 
 /**
- * How many events per partition the next read asks for, so that one read holds about
- * `targetBytes` however large the values are (up to 1,000 of 1 MiB would be a gigabyte): it
- * starts at FIRST_READ, or fewer when `largestEvent` events from each of the `perRead`
- * partitions one read spans would not fit in the target; then it doubles while reads come back
- * full and under half the target, and shrinks in proportion when a read comes back over it.
+ * How many stream entries per partition the next read asks for, so that one read holds about
+ * `targetBytes` however large the values are (up to 1,000 of 1 MiB would be a gigabyte), and
+ * never less than one entry: it starts at FIRST_READ, or fewer when `largestEntry`-sized entries
+ * from each of the `perRead` partitions one read spans would not fit in the target; then it
+ * doubles while reads come back with at least `count` events and under half the target, and
+ * shrinks in proportion when a read comes back over it.
  */
 export class ReadSizer {
   count: number;
@@ -112,10 +117,10 @@ export class ReadSizer {
   constructor(
     private readonly max: number,
     private readonly targetBytes: number,
-    largestEvent = 0,
+    largestEntry = 0,
     perRead = 1,
   ) {
-    const fits = largestEvent > 0 ? Math.max(1, Math.floor(targetBytes / (largestEvent * perRead))) : FIRST_READ;
+    const fits = largestEntry > 0 ? Math.max(1, Math.floor(targetBytes / (largestEntry * perRead))) : FIRST_READ;
     this.count = Math.min(max, FIRST_READ, fits);
   }
 
@@ -140,6 +145,12 @@ class Subscriber {
   private queuedBytes = 0;
   /** The part of queuedBytes that came from the loop's current read. */
   private bytesThisRead = 0;
+  /**
+   * The queue's deliveries that came from the loop's current read: like bytes, bufferSize counts
+   * what was left unread from one read to the next, since one read may bring a whole batch's
+   * events (one entry), however many.
+   */
+  private eventsThisRead = 0;
   failure: Error | null = null;
   private wake: (() => void) | null = null;
 
@@ -157,7 +168,7 @@ class Subscriber {
    */
   advance(event: FeedEvent): Delivery | null {
     const at = this.position[event.partition]!;
-    if (compareIds(event.id, at.id) <= 0) return null;
+    if (event.seq <= at.seq) return null;
     // Sequence numbers are consecutive: never skip trimmed events silently.
     if (event.seq !== at.seq + 1) {
       throw new FeedGap(
@@ -181,7 +192,7 @@ class Subscriber {
       return;
     }
     if (!d) return;
-    if (this.queue.length >= this.bufferSize || this.queuedBytes - this.bytesThisRead > this.bufferBytes) {
+    if (this.queue.length - this.eventsThisRead >= this.bufferSize || this.queuedBytes - this.bytesThisRead > this.bufferBytes) {
       this.queue.length = 0; // free the memory now: the subscription is over
       this.queuedBytes = 0;
       this.onOverflow(this);
@@ -189,6 +200,7 @@ class Subscriber {
       this.queue.push({ d, bytes });
       this.queuedBytes += bytes;
       this.bytesThisRead += bytes;
+      this.eventsThisRead++;
     }
     this.notify();
   }
@@ -196,6 +208,7 @@ class Subscriber {
   /** From the hub, before it offers the events of a new read: what is queued now was left unread. */
   newRead(): void {
     this.bytesThisRead = 0;
+    this.eventsThisRead = 0;
   }
 
   /** The next queued delivery, for the consumer. */
@@ -244,11 +257,20 @@ export class FeedHub {
     this.log = opts.log ?? (() => {});
     this.places = new Budget(opts.maxSubscriptions ?? Infinity);
     // The loop's reads span every partition; a catch-up read, one.
-    this.loopReads = new ReadSizer(opts.batchSize, opts.bufferBytes, opts.largestEventBytes, reader.partitions);
+    this.loopReads = new ReadSizer(opts.batchSize, opts.bufferBytes, this.largestEntryBytes, reader.partitions);
   }
 
   get subscriberCount(): number {
     return this.subscribers.size;
+  }
+
+  /**
+   * The most bytes (as eventBytes counts them) one stream entry can hold: FEED_ENTRY_BYTES of
+   * events, or one event past that. Reads are sized in entries.
+   */
+  private get largestEntryBytes(): number | undefined {
+    const largest = this.opts.largestEventBytes;
+    return largest === undefined ? undefined : Math.max(FEED_ENTRY_BYTES, largest);
   }
 
   /**
@@ -282,7 +304,8 @@ export class FeedHub {
       await this.ensureStarted();
       const from = opts.after ?? (await this.retrying(() => this.reader.heads()));
       sub = new Subscriber(
-        from.map((p) => ({ ...p })),
+        // By sequence number alone (a cursor's ID part is as layout 2 wrote it, or 0-<seq>).
+        from.map((p) => positionAt(p.seq)),
         opts.range,
         this.opts.bufferSize,
         this.opts.bufferBytes,
@@ -298,11 +321,11 @@ export class FeedHub {
       try {
         // Catch up from the stream itself until this subscriber has reached the hub's position,
         // then join the hub in the same tick, so that no event falls between the two.
-        const catchUp = new ReadSizer(this.opts.batchSize, this.opts.bufferBytes, this.opts.largestEventBytes);
+        const catchUp = new ReadSizer(this.opts.batchSize, this.opts.bufferBytes, this.largestEntryBytes);
         for (;;) {
           let behind = false;
           for (let p = 0; p < sub.position.length; p++) {
-            while (compareIds(sub.position[p]!.id, this.position![p]!.id) < 0) {
+            while (sub.position[p]!.seq < this.position![p]!.seq) {
               const events = await this.retrying(() => this.reader.after(p, sub!.position[p]!, catchUp.count));
               catchUp.update(events.length, readBytes(events));
               if (events.length === 0) break;
@@ -316,7 +339,7 @@ export class FeedHub {
               behind = true;
             }
           }
-          if (!behind && sub.position.every((pos, p) => compareIds(pos.id, this.position![p]!.id) >= 0)) break;
+          if (!behind && sub.position.every((pos, p) => pos.seq >= this.position![p]!.seq)) break;
           if (!behind) await sleep(5); // the hub is ahead but the stream read returned nothing yet
         }
         this.subscribers.add(sub);

@@ -20,7 +20,9 @@ interface ChangeEventShape {
   cursor: string;
 }
 
-// A feed cursor is a position per partition: the last stream ID seen and its sequence number.
+// A feed cursor is a position per partition: "0-<seq>" and the sequence number seq of the last
+// event seen. Cursors of layout 2 carried the event's stream ID in the first part; the feed reads
+// by sequence number alone, so they stay valid (or expire, as any cursor whose events are gone).
 const CURSOR_VERSION = 'f1';
 
 export function encodeFeedCursor(positions: readonly Position[]): string {

@@ -1,16 +1,21 @@
 // Reading the change feed: one Redis stream per partition, written by put.lua and delete.lua in
-// the same script as the data. A position in the feed is, per partition, the stream ID of the
-// last event seen and its sequence number (the partition's event count, which tells whether
-// events after a position have been trimmed away).
+// the same script as the data, one entry per write (feedFormat.ts). A position in the feed is,
+// per partition, the sequence number of the last event seen (the partition's event count, which
+// also tells whether events after a position have been trimmed away); an entry's ID names its
+// last event's, so the events after a position are in the entries after ID 0-<seq>.
 import type { Redis } from 'ioredis';
 import { ClusterNotifier } from './clusterFeed.js';
 import { redisRead } from './errors.js';
+import { decodeEntry, idOfSeq, seqOfId } from './feedFormat.js';
 import type { Keyspace } from './keys.js';
 import { duplicateClient, isCluster, type RedisClient } from './redis.js';
 import type { Entry } from './store.js';
 
 export interface Position {
-  /** Stream ID "ms-seq" of the last event seen; "0-0" before the first. */
+  /**
+   * "0-<seq>", what cursors carry beside the sequence number (before layout 3, the stream ID of
+   * the event); reads go by `seq` alone.
+   */
   id: string;
   /** The sequence number of that event: 1 for a partition's first event, 0 before it. */
   seq: number;
@@ -18,6 +23,7 @@ export interface Position {
 
 export interface FeedEvent {
   partition: number;
+  /** "0-<seq>" (idOfSeq). */
   id: string;
   seq: number;
   type: 'PUT' | 'DELETE';
@@ -30,30 +36,33 @@ export interface FeedEvent {
 
 export const START: Position = { id: '0-0', seq: 0 };
 
-/** Orders stream IDs "ms-seq" numerically. */
-export function compareIds(a: string, b: string): number {
-  const [am, as] = a.split('-');
-  const [bm, bs] = b.split('-');
-  return Number(am) - Number(bm) || Number(as) - Number(bs);
+/** The position right after event `seq`. */
+export function positionAt(seq: number): Position {
+  return { id: idOfSeq(seq), seq };
 }
 
-type StreamEntry = [id: string, fields: string[]];
+/** A stream entry as the *Buffer commands return it. */
+type StreamEntry = [id: Buffer | string, fields: Buffer[]];
 
-function toEvent(partition: number, [id, fields]: StreamEntry): FeedEvent {
-  const f: Record<string, string> = {};
-  for (let i = 0; i < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
-  const key = f.k!;
-  const version = Number(f.n);
-  const put = f.t === 'P';
-  return {
-    partition,
-    id,
-    seq: Number(f.q),
-    type: put ? 'PUT' : 'DELETE',
-    key,
-    version,
-    entry: put ? { key, value: f.v!, version, createdAt: Number(f.c), updatedAt: Number(f.u) } : null,
-  };
+/** The events of `entries` after sequence number `after`, in order. */
+function toEvents(partition: number, entries: readonly StreamEntry[], after: number): FeedEvent[] {
+  const out: FeedEvent[] = [];
+  for (const [id, fields] of entries) {
+    for (const e of decodeEntry(id.toString(), fields).events) {
+      if (e.seq <= after) continue;
+      const put = e.type === 'P';
+      out.push({
+        partition,
+        id: idOfSeq(e.seq),
+        seq: e.seq,
+        type: put ? 'PUT' : 'DELETE',
+        key: e.key,
+        version: e.version,
+        entry: put ? { key: e.key, value: e.value!, version: e.version, createdAt: e.createdAt!, updatedAt: e.updatedAt! } : null,
+      });
+    }
+  }
+  return out;
 }
 
 export interface FeedCheck {
@@ -91,12 +100,13 @@ export class FeedReader {
 
   /** The current end of every partition's feed: a subscription "from now" starts here. */
   async heads(): Promise<Position[]> {
-    // One command per partition (each its own slot on a cluster), all sent at once.
+    // One command per partition (each its own slot on a cluster), all sent at once. The last
+    // entry's ID names the last event's sequence number.
     return redisRead(async () => {
-      const replies = await Promise.all(this.partitionList().map((p) => this.redis.xrevrange(this.keys.stream(p), '+', '-', 'COUNT', 1)));
-      return replies.map((entries, p) => {
-        const last = (entries as StreamEntry[])[0];
-        return last ? { id: last[0], seq: toEvent(p, last).seq } : START;
+      const replies = await Promise.all(this.partitionList().map((p) => this.redis.xrevrangeBuffer(this.keys.stream(p), '+', '-', 'COUNT', 1)));
+      return replies.map((entries) => {
+        const last = (entries as unknown as StreamEntry[])[0];
+        return last ? positionAt(seqOfId(last[0].toString())) : START;
       });
     });
   }
@@ -105,35 +115,35 @@ export class FeedReader {
   async check(positions: readonly Position[]): Promise<FeedCheck> {
     return redisRead(async () => {
       const replies = await Promise.all(
-        this.partitionList().map((p) => Promise.all([this.redis.xrange(this.keys.stream(p), '-', '+', 'COUNT', 1), this.redis.get(this.keys.sequence(p))])),
+        this.partitionList().map((p) => Promise.all([this.redis.xrangeBuffer(this.keys.stream(p), '-', '+', 'COUNT', 1), this.redis.get(this.keys.sequence(p))])),
       );
       let expired = false;
       let foreign = false;
       const oldest = positions.map((pos, p) => {
         const [entries, count] = replies[p]!;
         const total = Number(count ?? 0);
-        const first = (entries as StreamEntry[])[0];
+        const first = (entries as unknown as StreamEntry[])[0];
         // Sequence numbers are consecutive: events 1..firstSeq-1 are gone.
-        const firstSeq = first ? toEvent(p, first).seq : total + 1;
+        const firstSeq = first ? decodeEntry(first[0].toString(), first[1]).first : total + 1;
         if (pos.seq > total) foreign = true;
         if (pos.seq < firstSeq - 1) expired = true;
-        return { id: '0-0', seq: firstSeq - 1 };
+        return positionAt(firstSeq - 1);
       });
       return { expired, oldest, foreign };
     });
   }
 
-  /** Up to `count` events of one partition after `after`, in stream order. */
+  /** The events of up to `count` entries of one partition after `after`, in order. */
   async after(partition: number, after: Position, count: number): Promise<FeedEvent[]> {
     return redisRead(async () => {
-      const entries = (await this.redis.xrange(this.keys.stream(partition), `(${after.id}`, '+', 'COUNT', count)) as StreamEntry[];
-      return entries.map((e) => toEvent(partition, e));
+      const entries = (await this.redis.xrangeBuffer(this.keys.stream(partition), `(${idOfSeq(after.seq)}`, '+', 'COUNT', count)) as unknown as StreamEntry[];
+      return toEvents(partition, entries, after.seq);
     });
   }
 
   /**
    * Waits up to `blockMs` for events after `positions` on any partition, on the dedicated
-   * connection; at most `count` per partition. Empty when none came.
+   * connection; the events of at most `count` entries per partition. Empty when none came.
    */
   async wait(positions: readonly Position[], count: number, blockMs: number): Promise<FeedEvent[]> {
     if (this.notifier) return this.waitCluster(this.notifier, positions, count, blockMs);
@@ -141,18 +151,21 @@ export class FeedReader {
     return redisRead(async () => {
       if (blocking.status === 'wait') await blocking.connect();
       const streams = positions.map((_, p) => this.keys.stream(p));
-      const reply = (await blocking.xread(
+      const reply = (await blocking.xreadBuffer(
         'COUNT',
         count,
         'BLOCK',
         blockMs,
         'STREAMS',
         ...streams,
-        ...positions.map((pos) => pos.id),
-      )) as [string, StreamEntry[]][] | null;
+        ...positions.map((pos) => idOfSeq(pos.seq)),
+      )) as unknown as [Buffer, StreamEntry[]][] | null;
       if (!reply) return [];
       const partitionOf = new Map(streams.map((s, p) => [s, p]));
-      return reply.flatMap(([stream, entries]) => entries.map((e) => toEvent(partitionOf.get(stream)!, e)));
+      return reply.flatMap(([stream, entries]) => {
+        const p = partitionOf.get(stream.toString())!;
+        return toEvents(p, entries, positions[p]!.seq);
+      });
     });
   }
 

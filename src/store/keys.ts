@@ -5,7 +5,8 @@
 //   {<prefix>:<p>}:i          zset   every key of partition p, score 0, ordered by bytes (BYLEX)
 //   {<prefix>:<p>}:b:<b>      hash   bucket b of partition p: field <key> per entry, its value
 //                                    the packed entry (ENTRY_HEADER_BYTES of header, then the value)
-//   {<prefix>:<p>}:s          stream the partition's change feed, one entry per written key
+//   {<prefix>:<p>}:s          stream the partition's change feed, one entry per write and partition
+//                                    (format in feedFormat.ts)
 //   {<prefix>:<p>}:q          string how many events partition p has ever had (the feed's sequence)
 //   {<prefix>:<p>}:x:<id>     hash   on a Redis Cluster only: partition p's part of batch <id>, which
 //                                    spans partitions (lua/batchPrepare.lua)
@@ -20,7 +21,9 @@
 // A packed entry: version, createdAt ms and updatedAt ms as 6-byte unsigned little-endian
 // integers (Lua: struct.pack('<I6I6I6', ...)), then the value's UTF-8 bytes.
 
-export const LAYOUT_VERSION = '2';
+// Layout 3 is layout 2 with the change feed's entries of feedFormat.ts; KvStore.open moves a
+// layout-2 keyspace to it (lua/migrateFeed.lua).
+export const LAYOUT_VERSION = '3';
 
 /** Buckets per partition when the keyspace is created without a count (KV_BUCKETS's default). */
 export const DEFAULT_BUCKETS = 16_384;

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import type { RedisClient } from './redis.js';
 
-const SCRIPTS = ['put', 'delete', 'get', 'range', 'batchPrepare', 'batchApply', 'batchForget', 'rateLimit'] as const;
+const SCRIPTS = ['put', 'delete', 'get', 'range', 'batchPrepare', 'batchApply', 'batchForget', 'rateLimit', 'migrateFeed'] as const;
 export type ScriptName = (typeof SCRIPTS)[number];
 
 function source(name: ScriptName): string {
@@ -25,6 +25,8 @@ export interface ScriptCommands {
   kvBatchForget(numKeys: number, ...args: (string | Buffer | number)[]): Promise<unknown[]>;
   /** rateLimit.lua answers one integer: 0 allowed, n > 0 wait n ms, -1 never (too large). */
   kvRateLimit(numKeys: number, ...args: (string | Buffer | number)[]): Promise<number>;
+  /** migrateFeed.lua: 1 when it moved the partition's feed to layout 3, 0 when it was there already. */
+  kvMigrateFeed(numKeys: number, ...args: (string | Buffer | number)[]): Promise<number>;
 }
 
 /** The command each script is defined as (the reads are called as `<command>Buffer`). */
@@ -37,6 +39,7 @@ const COMMAND: Record<ScriptName, string> = {
   batchApply: 'kvBatchApply',
   batchForget: 'kvBatchForget',
   rateLimit: 'kvRateLimit',
+  migrateFeed: 'kvMigrateFeed',
 };
 
 export function registerScripts<T extends RedisClient>(redis: T): T & ScriptCommands {

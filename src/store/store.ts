@@ -56,7 +56,7 @@ export interface StoreOptions {
    * partition count; DEFAULT_BUCKETS when absent.
    */
   buckets?: number;
-  /** About how many change events each partition's stream keeps (XADD MAXLEN ~). */
+  /** At least about how many change events each partition's stream keeps (XADD MINID ~). */
   feedRetention?: number;
   /** Acknowledge a write only once this many replicas have it (WAIT); none when absent. */
   replication?: ReplicationOptions;
@@ -65,6 +65,8 @@ export interface StoreOptions {
    * are served by the primary, like every other read.
    */
   replicaReader?: RedisClient;
+  /** Told what open() changed in the keyspace (the move from layout 2); nothing when absent. */
+  log?: (message: string) => void;
 }
 
 /** STRONG: read from the primary (every acknowledged write). EVENTUAL: a replica may answer. */
@@ -152,6 +154,7 @@ export class KvStore {
     // (fewer replicas than its min-replicas-to-write) still starts and serves reads. Another
     // layout is refused before anything is written to its meta.
     let [partitions, storedBuckets, layout] = (await client.hmget(keys.meta, 'partitions', 'buckets', 'layout')) as (string | null)[];
+    if (layout === '2' && Number(partitions) === opts.partitions && Number(storedBuckets) === buckets) layout = await moveToLayout3(client, keys, opts.log);
     if (layout != null && layout !== LAYOUT_VERSION) throw layoutError(opts.prefix, layout);
     if (partitions == null || storedBuckets == null || layout == null) {
       const replies = await client
@@ -695,6 +698,25 @@ function fromPacked(key: string, packed: Buffer | null): Entry | null {
   const e = unpackEntry(packed);
   if (!e) throw new Error(`the stored entry of a key is ${packed.length} bytes, shorter than its header: run npm run verify`);
   return { key, ...e };
+}
+
+/**
+ * Moves a layout-2 keyspace to layout 3: the same entries and index, and the change feed's new
+ * entries (feedFormat.ts). Each partition's feed is moved in one step (lua/migrateFeed.lua),
+ * its retained events dropped, its counter kept; then the meta key says layout 3. A move cut
+ * short is finished by the next start: moving a partition twice changes nothing. Servers of
+ * layout 2 must be stopped first: one still running would append entries of the old format,
+ * and this server's writes to that partition would then fail (XADD refuses an ID below them).
+ */
+async function moveToLayout3(client: RedisClient & ScriptCommands, keys: Keyspace, log?: (message: string) => void): Promise<string> {
+  let moved = 0;
+  for (let p = 0; p < keys.partitions; p++) moved += await client.kvMigrateFeed(2, keys.stream(p), keys.sequence(p));
+  await client.hset(keys.meta, 'layout', LAYOUT_VERSION);
+  log?.(
+    `keyspace "${keys.prefix}": moved from layout 2 to layout ${LAYOUT_VERSION} (one change-feed entry per write); ` +
+      `the change feed's retained events of ${moved} partition(s) were dropped, so cursors from before now get CURSOR_EXPIRED`,
+  );
+  return LAYOUT_VERSION;
 }
 
 function layoutError(prefix: string, layout: string | null): Error {

@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { decodeFeedCursor, encodeFeedCursor } from '../../src/graphql/changes.js';
 import type { Position } from '../../src/store/feed.js';
+import { decodeEntry, idOfSeq } from '../../src/store/feedFormat.js';
 import { partitionOf } from '../../src/store/keys.js';
 import type { RedisClient } from '../../src/store/redis.js';
 import { createTestApp, BUCKETS, ON_CLUSTER, PARTITIONS, type GqlResult, type TestApp } from '../harness/app.js';
@@ -278,13 +279,19 @@ const { factOf, byPartition, expectContiguous, startCursor } = feedHelpers(PARTI
 async function streamFacts(redis: RedisClient, app: TestApp): Promise<Fact[][]> {
   const out: Fact[][] = [];
   for (let p = 0; p < app.store.keys.partitions; p++) {
-    const entries = (await redis.xrange(app.store.keys.stream(p), '-', '+')) as [string, string[]][];
+    const entries = (await redis.xrangeBuffer(app.store.keys.stream(p), '-', '+')) as unknown as [Buffer, Buffer[]][];
     out.push(
-      entries.map(([id, fields]) => {
-        const f: Record<string, string> = {};
-        for (let i = 0; i < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
-        return { partition: p, id, seq: Number(f.q), type: f.t === 'P' ? 'PUT' : 'DELETE', key: f.k!, version: Number(f.n), value: f.t === 'P' ? f.v! : null };
-      }),
+      entries.flatMap(([id, fields]) =>
+        decodeEntry(id.toString(), fields).events.map((e) => ({
+          partition: p,
+          id: idOfSeq(e.seq),
+          seq: e.seq,
+          type: e.type === 'P' ? ('PUT' as const) : ('DELETE' as const),
+          key: e.key,
+          version: e.version,
+          value: e.type === 'P' ? e.value! : null,
+        })),
+      ),
     );
   }
   return out;
@@ -336,7 +343,7 @@ describe('feed retention and expired cursors', () => {
   const apps: TestApp[] = [];
 
   beforeAll(async () => {
-    // Small stream nodes, so that XADD MAXLEN ~ 10 trims after a few events.
+    // Small stream nodes, so that XADD MINID ~ trims after a few entries (retention 10 events).
     server = await startTestRedis(['--stream-node-max-entries', '4']);
     admin = new Redis(server.url);
     admin.on('error', () => {});
@@ -491,8 +498,11 @@ describe('feed retention and expired cursors', () => {
     expect((await a.gql(PUT, { key: 'b:first', value: 'x' })).errors).toBeUndefined();
     const first = await live.event();
     expect(first).toMatchObject({ key: 'b:first', version: 1 });
-    // One batch of 120 events: its script trims the streams before any reader sees them.
-    const items = Array.from({ length: 120 }, (_, i) => ({ key: `b:${String(i).padStart(3, '0')}`, value: `v${i}` }));
+    // One batch of 120 events of 6 KB: a partition's events go into entries of at most 64 KiB
+    // (about 10 of these each), and the script's last XADD of a partition trims that partition's
+    // earlier entries before any reader sees them (whole stream nodes of 4 entries, as MINID ~
+    // does; an entry is never cut in two).
+    const items = Array.from({ length: 120 }, (_, i) => ({ key: `b:${String(i).padStart(3, '0')}`, value: `v${i}:`.padEnd(6000, 'x') }));
     expect((await a.gql(BATCH, { items })).errors).toBeUndefined();
     const { events, end } = await drain(live, 200);
     expectContiguous([first, ...events].map(factOf), from);

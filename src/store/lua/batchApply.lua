@@ -15,7 +15,7 @@ KEYS   1          the part hash {<prefix>:<p>}:x:<batch id>
        KEYS[1+2n+i]      the change-feed stream of the item's partition
        KEYS[1+3n+i]      the feed's sequence counter of the item's partition
 ARGV   1         n, the number of items
-       2         feed retention (XADD MAXLEN ~)
+       2         feed retention (XADD MINID ~)
        then per item i (two values from ARGV[2i+1]): key, value
 Returns
        {"OK", now_ms, version_1, created_ms_1, ..., version_n, created_ms_n}, the same reply
@@ -23,8 +23,42 @@ Returns
        {"GONE"}  the part hash does not exist: never prepared, forgotten, or expired
 Errors  a stored entry shorter than its header raises a script error before anything is written
 
-Event fields as put.lua: t "P", k key, n version, v value, c createdAt ms, u updatedAt ms, q seq.
+Events as put.lua: one stream entry per stream, appended before the entries are written.
 ]]
+-- The change feed's entries, per stream in first-seen order: events go into entries of at most
+-- FEED_ENTRY_BYTES (an event larger than that gets an entry of its own), so a reader's memory per
+-- entry stays bounded however large the batch, and a batch of 1,000 small items costs a few
+-- XADDs instead of 1,000. Appended by appendFeeds() before anything else is written.
+local FEED_ENTRY_BYTES = 65536
+local feeds, streams = {}, {}
+local function addEvent(stream, counter, event)
+  local feed = feeds[stream]
+  if not feed then
+    feed = { counter = counter, n = 0, entries = {} }
+    feeds[stream] = feed
+    streams[#streams + 1] = stream
+  end
+  local entry = feed.entries[#feed.entries]
+  if not entry or entry.bytes + #event > FEED_ENTRY_BYTES then
+    entry = { n = 0, bytes = 0 }
+    feed.entries[#feed.entries + 1] = entry
+  end
+  entry.n, entry.bytes = entry.n + 1, entry.bytes + #event
+  entry[entry.n] = event
+  feed.n = feed.n + 1
+end
+local function appendFeeds(retention)
+  for _, stream in ipairs(streams) do
+    local feed = feeds[stream]
+    local last = tonumber(redis.call('GET', feed.counter) or '0')
+    for _, entry in ipairs(feed.entries) do
+      last = last + entry.n
+      redis.call('XADD', stream, 'MINID', '~', '0-' .. math.max(1, last - retention + 1), '0-' .. last,
+        'q', last - entry.n + 1, 'e', table.concat(entry, '', 1, entry.n))
+    end
+    for _ = 1, feed.n do redis.call('INCR', feed.counter) end
+  end
+end
 local state = redis.call('HGET', KEYS[1], 's')
 if not state then return { 'GONE' } end
 if state == 'applied' then
@@ -34,31 +68,35 @@ if state == 'applied' then
 end
 
 local n = tonumber(ARGV[1])
-local retention = ARGV[2]
+local retention = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local result = { 'OK', now }
 -- As put.lua: the new keys go into each index with one ZADD per ZADD_CHUNK members.
 local ZADD_CHUNK = 500
 local added = {}
+local versions, created = {}, {}
 for i = 1, n do
   local key, value = ARGV[2 * i + 1], ARGV[2 * i + 2]
   local packed = redis.call('HGET', KEYS[1 + i], key)
-  local version, created = 1, now
+  versions[i], created[i] = 1, now
   if packed then
     local v, c = struct.unpack('<I6I6', packed)
-    version, created = v + 1, c
-  else
+    versions[i], created[i] = v + 1, c
+  end
+  addEvent(KEYS[1 + 2 * n + i], KEYS[1 + 3 * n + i], 'P' .. struct.pack('<I6I6I6I4I4', versions[i], created[i], now, #key, #value) .. key .. value)
+end
+appendFeeds(retention)
+for i = 1, n do
+  local key, value = ARGV[2 * i + 1], ARGV[2 * i + 2]
+  if versions[i] == 1 then
     local args = added[KEYS[1 + n + i]] or {}
     added[KEYS[1 + n + i]] = args
     args[#args + 1], args[#args + 2] = 0, key
   end
-  redis.call('HSET', KEYS[1 + i], key, struct.pack('<I6I6I6', version, created, now) .. value)
-  local seq = redis.call('INCR', KEYS[1 + 3 * n + i])
-  redis.call('XADD', KEYS[1 + 2 * n + i], 'MAXLEN', '~', retention, '*',
-    't', 'P', 'k', key, 'n', version, 'v', value, 'c', created, 'u', now, 'q', seq)
-  result[#result + 1] = version
-  result[#result + 1] = created
+  redis.call('HSET', KEYS[1 + i], key, struct.pack('<I6I6I6', versions[i], created[i], now) .. value)
+  result[#result + 1] = versions[i]
+  result[#result + 1] = created[i]
 end
 for index, args in pairs(added) do
   for from = 1, #args, 2 * ZADD_CHUNK do

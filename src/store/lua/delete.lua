@@ -1,7 +1,8 @@
 #!lua flags=allow-oom
 --[[
 delete.lua: delete one or more entries, all or nothing, and append one DELETE event per deleted
-entry to the change feed of its partition, in the same atomic step.
+entry to the change feed of its partition, in the same atomic step: one stream entry per
+partition deleted from, holding all of that partition's events (the format is in feedFormat.ts).
 
 An entry is field <key> of its bucket hash, packed as put.lua writes it (an 18-byte header of
 version, createdAt, updatedAt, then the value). Removing a bucket's last field removes the bucket.
@@ -12,7 +13,7 @@ KEYS   per item i of n, four keys:
        KEYS[2n+i]       the change-feed stream of the item's partition
        KEYS[3n+i]       the feed's sequence counter of the item's partition
 ARGV   1         n, the number of items
-       2         feed retention: each stream keeps about this many events (XADD MAXLEN ~)
+       2         feed retention: each stream keeps at least about this many events (XADD MINID ~)
        then, per item i (two values from ARGV[2i+1]):
                  key, expected version ("" = any; "0" = must not exist)
 Returns
@@ -23,12 +24,47 @@ Errors (returned as the first element, nothing is deleted)
        A stored entry shorter than its header (corruption) raises a script error before
        anything is deleted.
 
-Event fields: t "D", k key, n the deleted version, q sequence.
+A DELETE event: "D", the deleted version, key length, key. As in put.lua, the feed's entries
+are appended before anything is deleted.
 allow-oom: deleting frees memory, so it must keep working when Redis is at maxmemory (the
 event it appends is small, and the stream is capped).
 ]]
+-- The change feed's entries, per stream in first-seen order: events go into entries of at most
+-- FEED_ENTRY_BYTES (an event larger than that gets an entry of its own), so a reader's memory per
+-- entry stays bounded however large the batch, and a batch of 1,000 small items costs a few
+-- XADDs instead of 1,000. Appended by appendFeeds() before anything else is written.
+local FEED_ENTRY_BYTES = 65536
+local feeds, streams = {}, {}
+local function addEvent(stream, counter, event)
+  local feed = feeds[stream]
+  if not feed then
+    feed = { counter = counter, n = 0, entries = {} }
+    feeds[stream] = feed
+    streams[#streams + 1] = stream
+  end
+  local entry = feed.entries[#feed.entries]
+  if not entry or entry.bytes + #event > FEED_ENTRY_BYTES then
+    entry = { n = 0, bytes = 0 }
+    feed.entries[#feed.entries + 1] = entry
+  end
+  entry.n, entry.bytes = entry.n + 1, entry.bytes + #event
+  entry[entry.n] = event
+  feed.n = feed.n + 1
+end
+local function appendFeeds(retention)
+  for _, stream in ipairs(streams) do
+    local feed = feeds[stream]
+    local last = tonumber(redis.call('GET', feed.counter) or '0')
+    for _, entry in ipairs(feed.entries) do
+      last = last + entry.n
+      redis.call('XADD', stream, 'MINID', '~', '0-' .. math.max(1, last - retention + 1), '0-' .. last,
+        'q', last - entry.n + 1, 'e', table.concat(entry, '', 1, entry.n))
+    end
+    for _ = 1, feed.n do redis.call('INCR', feed.counter) end
+  end
+end
 local n = tonumber(ARGV[1])
-local retention = ARGV[2]
+local retention = tonumber(ARGV[2])
 local previous = {}
 local conflicts = { 'VERSION_CONFLICT' }
 
@@ -49,6 +85,15 @@ for i = 1, n do
 end
 if #conflicts > 1 then return conflicts end
 
+for i = 1, n do
+  local p = previous[i]
+  if p then
+    local key = ARGV[2 * i + 1]
+    addEvent(KEYS[2 * n + i], KEYS[3 * n + i], 'D' .. struct.pack('<I6I4', p[2], #key) .. key)
+  end
+end
+appendFeeds(retention)
+
 -- As put.lua: the deleted keys leave each index with one ZREM per ZREM_CHUNK members.
 local ZREM_CHUNK = 500
 local removed = {}
@@ -61,8 +106,6 @@ for i = 1, n do
     local keys = removed[KEYS[n + i]] or {}
     removed[KEYS[n + i]] = keys
     keys[#keys + 1] = key
-    local seq = redis.call('INCR', KEYS[3 * n + i])
-    redis.call('XADD', KEYS[2 * n + i], 'MAXLEN', '~', retention, '*', 't', 'D', 'k', key, 'n', p[2], 'q', seq)
     for j = 1, 4 do result[#result + 1] = p[j] end
   else
     for j = 1, 4 do result[#result + 1] = false end

@@ -1,7 +1,8 @@
 #!lua
 --[[
 put.lua: write one or more entries, all or nothing, and append one PUT event per entry to the
-change feed of its partition, in the same atomic step.
+change feed of its partition, in the same atomic step: one stream entry per partition written,
+holding all of that partition's events (the format is in feedFormat.ts).
 
 An entry is field <key> of its bucket hash; the field's value is the packed entry:
 struct.pack('<I6I6I6', version, createdAt ms, updatedAt ms) (18 bytes) followed by the value.
@@ -12,7 +13,7 @@ KEYS   per item i of n, four keys:
        KEYS[2n+i]       the change-feed stream of the item's partition
        KEYS[3n+i]       the feed's sequence counter of the item's partition
 ARGV   1         n, the number of items
-       2         feed retention: each stream keeps about this many events (XADD MAXLEN ~)
+       2         feed retention: each stream keeps at least about this many events (XADD MINID ~)
        then, per item i (three values from ARGV[3i]):
                  key, value, expected version ("" = any; "0" = must not exist)
 Returns
@@ -22,18 +23,55 @@ Errors (returned as the first element, nothing is written)
        A stored entry shorter than its header (corruption) raises a script error before
        anything is written.
 
-Event fields: t "P", k key, n version, v value, c createdAt ms, u updatedAt ms, q sequence.
+A PUT event: "P", version, createdAt ms, updatedAt ms, key length, value length, key, value.
 Every compare-and-set is checked before anything is written, so a conflict leaves the store
 untouched. The script has no allow-oom flag: at maxmemory Redis refuses it before it starts.
+The feed's entries are appended before the entries are written: a stream holding an entry past
+its counter (written by something other than kvql) makes XADD fail, and for a write within one
+partition the script then stops having written nothing.
 
 The new keys go into each index with one ZADD per ZADD_CHUNK members, after the items: every
 redis.call costs Redis a dispatch and a command in the AOF. (The sequence counters still move
-with one INCR per item: INCRBY would be one call per counter, but kvql's ACL user (users.acl)
+with one INCR per event: INCRBY would be one call per counter, but kvql's ACL user (users.acl)
 has no INCRBY, and hand-made ACL lines copied from it would refuse every batch after an upgrade.)
 ]]
+-- The change feed's entries, per stream in first-seen order: events go into entries of at most
+-- FEED_ENTRY_BYTES (an event larger than that gets an entry of its own), so a reader's memory per
+-- entry stays bounded however large the batch, and a batch of 1,000 small items costs a few
+-- XADDs instead of 1,000. Appended by appendFeeds() before anything else is written.
+local FEED_ENTRY_BYTES = 65536
+local feeds, streams = {}, {}
+local function addEvent(stream, counter, event)
+  local feed = feeds[stream]
+  if not feed then
+    feed = { counter = counter, n = 0, entries = {} }
+    feeds[stream] = feed
+    streams[#streams + 1] = stream
+  end
+  local entry = feed.entries[#feed.entries]
+  if not entry or entry.bytes + #event > FEED_ENTRY_BYTES then
+    entry = { n = 0, bytes = 0 }
+    feed.entries[#feed.entries + 1] = entry
+  end
+  entry.n, entry.bytes = entry.n + 1, entry.bytes + #event
+  entry[entry.n] = event
+  feed.n = feed.n + 1
+end
+local function appendFeeds(retention)
+  for _, stream in ipairs(streams) do
+    local feed = feeds[stream]
+    local last = tonumber(redis.call('GET', feed.counter) or '0')
+    for _, entry in ipairs(feed.entries) do
+      last = last + entry.n
+      redis.call('XADD', stream, 'MINID', '~', '0-' .. math.max(1, last - retention + 1), '0-' .. last,
+        'q', last - entry.n + 1, 'e', table.concat(entry, '', 1, entry.n))
+    end
+    for _ = 1, feed.n do redis.call('INCR', feed.counter) end
+  end
+end
 local ZADD_CHUNK = 500
 local n = tonumber(ARGV[1])
-local retention = ARGV[2]
+local retention = tonumber(ARGV[2])
 local versions = {}
 local created = {}
 local conflicts = { 'VERSION_CONFLICT' }
@@ -60,6 +98,14 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local result = { 'OK', now }
 
+for i = 1, n do
+  local key, value = ARGV[3 * i], ARGV[3 * i + 1]
+  local version = versions[i] + 1
+  if version == 1 then created[i] = now end
+  addEvent(KEYS[2 * n + i], KEYS[3 * n + i], 'P' .. struct.pack('<I6I6I6I4I4', version, created[i], now, #key, #value) .. key .. value)
+end
+appendFeeds(retention)
+
 -- Per index key, its new members as ZADD arguments (0, key, 0, key, ...).
 local added = {}
 
@@ -67,15 +113,11 @@ for i = 1, n do
   local key, value = ARGV[3 * i], ARGV[3 * i + 1]
   local version = versions[i] + 1
   if version == 1 then
-    created[i] = now
     local args = added[KEYS[n + i]] or {}
     added[KEYS[n + i]] = args
     args[#args + 1], args[#args + 2] = 0, key
   end
   redis.call('HSET', KEYS[i], key, struct.pack('<I6I6I6', version, created[i], now) .. value)
-  local seq = redis.call('INCR', KEYS[3 * n + i])
-  redis.call('XADD', KEYS[2 * n + i], 'MAXLEN', '~', retention, '*',
-    't', 'P', 'k', key, 'n', version, 'v', value, 'c', created[i], 'u', now, 'q', seq)
   result[#result + 1] = version
   result[#result + 1] = created[i]
 end
