@@ -7,11 +7,13 @@
 // field in its bucket, unpacked; a range is ZRANGE BYLEX LIMIT then the page's HGETs, pipelined.
 // Writes go to a keyspace of their own (RAW_PREFIX), so they cannot disturb kvql's: one EVAL per
 // put that makes the same Redis writes as put.lua (the packed entry into its bucket, ZADD to the
-// index, the change feed's INCR and XADD with the same fields and retention, a version and a
-// timestamp from TIME), without its compare-and-set check and its argument handling. Under
+// index, the change feed's INCR and XADD of the same entry format and retention, a version and
+// a timestamp from TIME), without its compare-and-set check and its argument handling. Under
 // appendfsync always each is fsynced before Redis answers, as kvql's writes are. A batch groups
-// its index writes as put.lua does: one EVAL per item without the ZADD, then one ZADD of every
-// key (a key already in the index keeps its score 0: no change).
+// its index and feed writes as put.lua does: one EVAL per item without the ZADD and the XADD
+// (it appends its packed event to a scratch string instead), then one ZADD of every key and one
+// EVAL that appends the scratch string to the stream as one entry (kvql's script makes one per
+// 64 KiB of events) and deletes it (a key already in the index keeps its score 0: no change).
 import type { Redis } from 'ioredis';
 import { Keyspace, unpackEntry } from '../src/store/keys.js';
 import { DEFAULT_FEED_RETENTION } from '../src/store/store.js';
@@ -44,34 +46,53 @@ export interface RawOps {
   range(start: string, first: number): Promise<RawEntry[]>;
 }
 
-/** A put; ARGV[4] "1" leaves the ZADD to the caller (a batch's one ZADD). */
+/**
+ * A put; ARGV[4] "1" leaves the ZADD and the XADD to the caller (a batch's one ZADD and FEED_LUA):
+ * its event goes to the end of the scratch string KEYS[5] instead.
+ */
 const PUT_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local packed = redis.call('HGET', KEYS[1], ARGV[1])
+local key, value = ARGV[1], ARGV[2]
+local packed = redis.call('HGET', KEYS[1], key)
 local version, created = 1, now
 if packed then
   local v, c = struct.unpack('<I6I6', packed)
   version, created = v + 1, c
 elseif ARGV[4] ~= '1' then
-  redis.call('ZADD', KEYS[2], 0, ARGV[1])
+  redis.call('ZADD', KEYS[2], 0, key)
 end
-redis.call('HSET', KEYS[1], ARGV[1], struct.pack('<I6I6I6', version, created, now) .. ARGV[2])
+redis.call('HSET', KEYS[1], key, struct.pack('<I6I6I6', version, created, now) .. value)
 local seq = redis.call('INCR', KEYS[4])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*',
-  't', 'P', 'k', ARGV[1], 'n', version, 'v', ARGV[2], 'c', created, 'u', now, 'q', seq)
+local event = 'P' .. struct.pack('<I6I6I6I4I4', version, created, now, #key, #value) .. key .. value
+if ARGV[4] == '1' then
+  redis.call('APPEND', KEYS[5], event)
+else
+  redis.call('XADD', KEYS[3], 'MINID', '~', '0-' .. math.max(1, seq - tonumber(ARGV[3]) + 1), '0-' .. seq, 'q', seq, 'e', event)
+end
 return version`;
+
+/** A batch's feed entry: the events its puts left in the scratch string KEYS[3] (ARGV[1] of them). */
+const FEED_LUA = `
+local events = redis.call('GET', KEYS[3])
+redis.call('DEL', KEYS[3])
+local last = tonumber(redis.call('GET', KEYS[2]))
+redis.call('XADD', KEYS[1], 'MINID', '~', '0-' .. math.max(1, last - tonumber(ARGV[2]) + 1), '0-' .. last,
+  'q', last - tonumber(ARGV[1]) + 1, 'e', events)
+return 1`;
 
 type PutCommand<R> = (
   bucketKey: string,
   indexKey: string,
   streamKey: string,
   sequenceKey: string,
+  scratchKey: string,
   key: string,
   value: string,
   retention: number,
   indexLater: '0' | '1',
 ) => R;
+type FeedCommand<R> = (streamKey: string, sequenceKey: string, scratchKey: string, events: number, retention: number) => R;
 type WithPut = Redis & { benchPut: PutCommand<Promise<number>> };
 
 function toEntry(key: string, packed: Buffer | null): RawEntry | null {
@@ -97,7 +118,10 @@ function unwrap<T>(replies: [Error | null, unknown][] | null): T[] {
 export function rawOps(redis: Redis): RawOps {
   const kv = new Keyspace(KV_PREFIX, 1);
   const raw = new Keyspace(RAW_PREFIX, 1);
-  if (!('benchPut' in redis)) redis.defineCommand('benchPut', { numberOfKeys: 4, lua: PUT_LUA });
+  if (!('benchPut' in redis)) redis.defineCommand('benchPut', { numberOfKeys: 5, lua: PUT_LUA });
+  if (!('benchFeed' in redis)) redis.defineCommand('benchFeed', { numberOfKeys: 3, lua: FEED_LUA });
+  // Under the partition's tag, so that it would share the stream's slot on a cluster.
+  const scratch = `${raw.stream(0)}:batch`;
   const client = redis as WithPut;
   const readMany = async (keys: readonly string[]) => {
     const pipe = client.pipeline();
@@ -110,13 +134,14 @@ export function rawOps(redis: Redis): RawOps {
     },
     getMany: readMany,
     put(key, value) {
-      return client.benchPut(raw.bucket(key, 0), raw.index(0), raw.stream(0), raw.sequence(0), key, value, DEFAULT_FEED_RETENTION, '0');
+      return client.benchPut(raw.bucket(key, 0), raw.index(0), raw.stream(0), raw.sequence(0), scratch, key, value, DEFAULT_FEED_RETENTION, '0');
     },
     async batchPut(items) {
       if (items.length === 0) return [];
-      const pipe = client.multi() as ReturnType<Redis['multi']> & { benchPut: PutCommand<unknown> };
-      for (const { key, value } of items) pipe.benchPut(raw.bucket(key, 0), raw.index(0), raw.stream(0), raw.sequence(0), key, value, DEFAULT_FEED_RETENTION, '1');
+      const pipe = client.multi() as ReturnType<Redis['multi']> & { benchPut: PutCommand<unknown>; benchFeed: FeedCommand<unknown> };
+      for (const { key, value } of items) pipe.benchPut(raw.bucket(key, 0), raw.index(0), raw.stream(0), raw.sequence(0), scratch, key, value, DEFAULT_FEED_RETENTION, '1');
       pipe.zadd(raw.index(0), ...items.flatMap(({ key }) => [0, key]));
+      pipe.benchFeed(raw.stream(0), raw.sequence(0), scratch, items.length, DEFAULT_FEED_RETENTION);
       return unwrap<number>(await pipe.exec()).slice(0, items.length);
     },
     async range(start, first) {

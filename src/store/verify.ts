@@ -11,13 +11,14 @@
 //               the bucket count); a packed entry holds its whole header, its version is a
 //               positive integer, createdAt <= updatedAt, and its key and value are UTF-8;
 //               index scores are 0; every key is in the partition partitionOf() gives it;
-//   feed        sequence numbers q are 1, 2, 3... without gaps within each stream; the sequence
-//               counter equals the last event's q (0 or absent for an empty stream); events are
-//               well formed and in their key's partition; per key, a PUT raises the version by one
+//   feed        entries are well formed (feedFormat.ts: each one's ID names its last event's
+//               sequence number); sequence numbers run 1, 2, 3... without gaps within each stream,
+//               from one entry to the next; the sequence counter equals the last entry's (0 or
+//               absent for an empty stream); events are in their key's partition; per key, a PUT raises the version by one
 //               (1 after a DELETE) and a DELETE removes the version the last PUT wrote;
 //   feed/data   the last retained event of a key says what the store holds (a PUT: that version,
 //               createdAt, updatedAt and value length; a DELETE: nothing); and where a stream was
-//               never trimmed (its first q is 1), every stored key has an event.
+//               never trimmed (its first event is number 1), every stored key has an event.
 //
 // Buckets are read with HSCAN (COUNT), so a bucket that grew into a large hashtable is read in
 // steps too. It may run while the API serves writes: the checks of one key (its bucket field with
@@ -27,6 +28,7 @@
 // one partition's retained stream at a time (bounded by the feed retention).
 import type { Redis } from 'ioredis';
 import { isCluster, type RedisClient } from './redis.js';
+import { decodeEntry, idOfSeq, MalformedEntryError, seqOfId, type DecodedEntry, type PackedEvent } from './feedFormat.js';
 import { bucketOf, DEFAULT_BUCKETS, ENTRY_HEADER_BYTES, Keyspace, LAYOUT_VERSION, partitionOf, unpackEntry } from './keys.js';
 
 export type ProblemKind =
@@ -79,7 +81,7 @@ export interface PartitionCounts {
   buckets: number;
   /** Bucket fields (entries) found by HSCAN (which may also return one twice). */
   bucketFields: number;
-  /** Retained events (XLEN). */
+  /** Retained events (from the first retained entry's first to the last entry's last). */
   events: number;
   /** The sequence counter: events the partition ever had. */
   sequence: number;
@@ -116,14 +118,14 @@ export interface VerifyOptions {
   scanCount?: number;
   /** Keys per MULTI block. */
   batchSize?: number;
-  /** Events per XRANGE step. */
+  /** Stream entries per XRANGE step. */
   streamPage?: number;
   /** Problems kept in the report (all are counted). */
   maxProblems?: number;
 }
 
 type Reply = [Error | null, unknown];
-type StreamEntry = [id: string, fields: string[]];
+type StreamEntry = [id: Buffer, fields: Buffer[]];
 
 interface LastEvent {
   type: 'P' | 'D';
@@ -162,11 +164,14 @@ function chunks<T>(items: readonly T[], size: number): T[][] {
   return out;
 }
 
-function fieldsOf(entry: StreamEntry): Record<string, string> {
-  const f: Record<string, string> = {};
-  const list = entry[1];
-  for (let i = 0; i + 1 < list.length; i += 2) f[list[i]!] = list[i + 1]!;
-  return f;
+/** A stream entry decoded (feedFormat.ts), or what is wrong with it. */
+function decoded([id, fields]: StreamEntry): DecodedEntry | string {
+  try {
+    return decodeEntry(id.toString(), fields);
+  } catch (err) {
+    if (err instanceof MalformedEntryError) return err.message;
+    throw err;
+  }
 }
 
 /** Compares stream IDs "ms-seq" numerically. */
@@ -363,9 +368,8 @@ export async function verifyKeyspace(redis: RedisClient, opts: VerifyOptions): P
         .type(sequence)
         .type(index)
         .get(sequence)
-        .xlen(stream)
-        .xrange(stream, '-', '+', 'COUNT', 1)
-        .xrevrange(stream, '+', '-', 'COUNT', 1)
+        .xrangeBuffer(stream, '-', '+', 'COUNT', 1)
+        .xrevrangeBuffer(stream, '+', '-', 'COUNT', 1)
         .zcard(index),
     );
     const streamType = ok(snap[0]) as string;
@@ -378,7 +382,7 @@ export async function verifyKeyspace(redis: RedisClient, opts: VerifyOptions): P
     }
     const indexOk = indexType === 'zset' || indexType === 'none';
     if (!indexOk) add({ kind: 'bad-index', partition: p, redisKey: index, message: `${index} is a ${indexType}, not a sorted set` });
-    counts.keys = indexOk ? (ok(snap[7]) as number) : 0;
+    counts.keys = indexOk ? (ok(snap[6]) as number) : 0;
 
     const counterRaw = sequenceType === 'string' ? (ok(snap[3]) as string | null) : null;
     let counter: number | null = 0;
@@ -393,77 +397,79 @@ export async function verifyKeyspace(redis: RedisClient, opts: VerifyOptions): P
     let endId: string | null = null;
     let untrimmed = false;
     if (streamOk) {
-      counts.events = ok(snap[4]) as number;
-      const first = (ok(snap[5]) as StreamEntry[])[0];
-      const lastEntry = (ok(snap[6]) as StreamEntry[])[0];
+      const first = (ok(snap[4]) as StreamEntry[])[0];
+      const lastEntry = (ok(snap[5]) as StreamEntry[])[0];
       if (!lastEntry) {
         untrimmed = true;
         if (counter != null && counter !== 0) {
           add({ kind: 'feed-counter', partition: p, redisKey: sequence, message: `${sequence} is ${counter}, but ${stream} is empty (expected 0 or absent)` });
         }
       } else {
-        endId = lastEntry[0];
-        const lastQ = fieldsOf(lastEntry).q;
-        if (counter != null && lastQ !== String(counter)) {
-          add({ kind: 'feed-counter', partition: p, redisKey: sequence, message: `${sequence} is ${counterRaw ?? 'absent'}, but the last event of ${stream} (${lastEntry[0]}) has q ${lastQ ?? '(none)'}` });
+        endId = lastEntry[0].toString();
+        // An entry's ID names its last event's sequence number (feedFormat.ts).
+        const lastSeq = endId.startsWith('0-') ? seqOfId(endId) : null;
+        if (counter != null && lastSeq !== counter) {
+          add({ kind: 'feed-counter', partition: p, redisKey: sequence, message: `${sequence} is ${counterRaw ?? 'absent'}, but the last entry of ${stream} is ${endId}` });
         }
-        const firstQ = fieldsOf(first!).q;
-        counts.firstSeq = firstQ != null && POSITIVE.test(firstQ) ? Number(firstQ) : null;
-        untrimmed = firstQ === '1';
+        const head = decoded(first!);
+        counts.firstSeq = typeof head === 'string' ? null : head.first;
+        counts.events = typeof head === 'string' || lastSeq === null ? 0 : lastSeq - head.first + 1;
+        untrimmed = counts.firstSeq === 1;
       }
     }
 
-    // 3b. Every event from the first to the snapshot's last, page by page.
+    // 3b. Every entry from the first to the snapshot's last, page by page, and each one's events.
     if (endId !== null) {
       let from = '-';
-      let prev: { id: string; q: number } | null = null;
+      let prev: { id: string; last: number } | null = null;
       for (let steps = 0; steps < MAX_STEPS; steps++) {
-        const [page, head] = await exec(redis.multi().xrange(stream, from, endId, 'COUNT', streamPage).xrange(stream, '-', '+', 'COUNT', 1));
+        const [page, head] = await exec(redis.multi().xrangeBuffer(stream, from, endId, 'COUNT', streamPage).xrangeBuffer(stream, '-', '+', 'COUNT', 1));
         const entries = ok(page) as StreamEntry[];
-        const headId = (ok(head) as StreamEntry[])[0]?.[0];
+        const headId = (ok(head) as StreamEntry[])[0]?.[0].toString();
         for (const entry of entries) {
-          const [id] = entry;
-          const f = fieldsOf(entry);
-          const q = f.q != null && POSITIVE.test(f.q) ? Number(f.q) : null;
-          if (q === null) {
-            add({ kind: 'feed-event', partition: p, redisKey: `${stream} ${id}`, message: `event ${id} of ${stream} has q ${JSON.stringify(f.q ?? null)}, not a positive integer` });
-          } else if (prev !== null && q !== prev.q + 1) {
+          const id = entry[0].toString();
+          const d = decoded(entry);
+          if (typeof d === 'string') {
+            add({ kind: 'feed-event', partition: p, redisKey: `${stream} ${id}`, message: `${stream}: ${d}` });
+            // Its ID still says where its events ended: the next entry is checked against that.
+            if (id.startsWith('0-')) prev = { id, last: seqOfId(id) };
+            continue;
+          }
+          if (prev !== null && d.first !== prev.last + 1) {
             // Trimming may have overtaken this read (live writes past the retention): then the
-            // oldest event now lies beyond the previous one read, and the gap is no fault.
+            // oldest entry now lies beyond the previous one read, and the gap is no fault.
             if (headId !== undefined && compareIds(headId, prev.id) > 0 && entry === entries[0]) unsettled++;
             else {
-              add({ kind: 'feed-sequence', partition: p, redisKey: `${stream} ${id}`, message: `${stream}: event ${id} has q ${q} after q ${prev.q} (expected ${prev.q + 1})` });
+              add({ kind: 'feed-sequence', partition: p, redisKey: `${stream} ${id}`, message: `${stream}: entry ${id} starts at event ${d.first} after event ${prev.last} (expected ${prev.last + 1})` });
             }
           }
-          if (q !== null) prev = { id, q };
-          checkEvent(p, id, f);
+          prev = { id, last: d.last };
+          for (const e of d.events) checkEvent(p, e);
         }
-        if (entries.length < streamPage || entries[entries.length - 1]![0] === endId) break;
-        from = `(${entries[entries.length - 1]![0]}`;
+        if (entries.length < streamPage || entries[entries.length - 1]![0].toString() === endId) break;
+        from = `(${entries[entries.length - 1]![0].toString()}`;
       }
     }
 
-    function checkEvent(partition: number, id: string, f: Record<string, string>): void {
+    function checkEvent(partition: number, e: PackedEvent): void {
+      const id = idOfSeq(e.seq);
       const where = `${stream} ${id}`;
       const bad = (why: string) => add({ kind: 'feed-event', partition, redisKey: where, message: `event ${id} of ${stream} ${why}` });
-      const key = f.k;
-      if (key == null) return bad('has no key (k)');
-      if (f.t !== 'P' && f.t !== 'D') return bad(`has type ${JSON.stringify(f.t ?? null)}, not P or D`);
-      if (f.n == null || !POSITIVE.test(f.n)) return bad(`has version ${JSON.stringify(f.n ?? null)}, not a positive integer`);
+      const key = e.key;
+      if (e.version < 1) return bad(`has version ${e.version}, not a positive integer`);
       const home = partitionOf(key, P);
       if (home !== partition) {
         add({ kind: 'wrong-partition', partition, key, redisKey: where, message: `event ${id} of ${JSON.stringify(key)} is in partition ${partition}'s stream; its partition is ${home}` });
       }
-      const version = Number(f.n);
+      const version = e.version;
       const prev = last.get(key);
-      if (f.t === 'P') {
-        if (f.v == null || f.c == null || f.u == null || !NATURAL.test(f.c) || !NATURAL.test(f.u)) return bad('is a PUT without value, createdAt or updatedAt');
-        if (BigInt(f.c) > BigInt(f.u)) return bad(`was created (${f.c}) after it was updated (${f.u})`);
+      if (e.type === 'P') {
+        if (e.createdAt! > e.updatedAt!) return bad(`was created (${e.createdAt}) after it was updated (${e.updatedAt})`);
         const expected = prev === undefined ? null : prev.type === 'P' ? prev.version + 1 : 1;
         if (expected !== null && version !== expected) {
           add({ kind: 'feed-version', partition, key, redisKey: where, message: `event ${id}: PUT of ${JSON.stringify(key)} at version ${version} follows ${prev!.type === 'P' ? 'PUT' : 'DELETE'} at ${prev!.version} (expected ${expected})` });
         }
-        last.set(key, { type: 'P', version, createdAt: f.c, updatedAt: f.u, valueBytes: Buffer.byteLength(f.v, 'utf8') });
+        last.set(key, { type: 'P', version, createdAt: String(e.createdAt), updatedAt: String(e.updatedAt), valueBytes: Buffer.byteLength(e.value!, 'utf8') });
       } else {
         if (prev !== undefined && (prev.type !== 'P' || prev.version !== version)) {
           add({ kind: 'feed-version', partition, key, redisKey: where, message: `event ${id}: DELETE of ${JSON.stringify(key)} at version ${version} follows ${prev.type === 'P' ? 'PUT' : 'DELETE'} at ${prev.version}` });

@@ -1,6 +1,7 @@
 // Every operation of the contract through GraphQL, against a real Redis.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, dataKeysOf, feedSequencesOf, keysInDistinctPartitions, keysInOnePartition, ON_CLUSTER, writtenOf, type TestApp } from '../harness/app.js';
+import { streamEvents } from '../harness/feedStream.js';
 
 let app: TestApp;
 beforeAll(async () => {
@@ -227,11 +228,7 @@ describe('the change feed of a large batch and a deleteRange', () => {
     const ks = app.store.keys;
     const out: [string, string, number][][] = [];
     for (let p = 0; p < ks.partitions; p++) {
-      const entries = (await app.redis.xrange(ks.stream(p), '-', '+')) as [string, string[]][];
-      const events = entries.map(([, f]) => {
-        const field = (name: string) => f[f.indexOf(name) + 1]!;
-        return [field('t'), field('k'), Number(field('q'))] as [string, string, number];
-      });
+      const events = (await streamEvents(app.redis, ks.stream(p))).map((e) => [e.type, e.key, e.seq] as [string, string, number]);
       out.push(events.filter((e) => e[2] > after[p]!));
     }
     return out;

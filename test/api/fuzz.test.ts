@@ -17,6 +17,7 @@ import { newToken } from '../../src/auth/tokens.js';
 import { encodeCursor } from '../../src/graphql/range.js';
 import { createTestApp, feedSequencesOf, keysOf, type TestApp } from '../harness/app.js';
 import { parseSseFrames } from '../harness/sse.js';
+import { streamEvents } from '../harness/feedStream.js';
 
 const SEED = Number(process.env.KV_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const SCALE = Number(process.env.KV_FUZZ_RUNS ?? '1');
@@ -470,12 +471,9 @@ async function newOutsideEvents(): Promise<string[]> {
   const ks = app.store.keys;
   const found: string[] = [];
   for (let p = 0; p < ks.partitions; p++) {
-    const events = await app.redis.xrangeBuffer(ks.stream(p), feedSeen[p] ? `(${feedSeen[p]}` : '-', '+');
-    for (const [id, fields] of events) {
-      feedSeen[p] = id.toString();
-      for (let i = 0; i + 1 < fields.length; i += 2) {
-        if (fields[i]!.toString() === 'k' && !fields[i + 1]!.subarray(0, PREFIX_BYTES.length).equals(PREFIX_BYTES)) found.push(`event ${id} of ${JSON.stringify(fields[i + 1]!.toString())}`);
-      }
+    for (const e of await streamEvents(app.redis, ks.stream(p), feedSeen[p] ?? '-')) {
+      feedSeen[p] = e.entryId;
+      if (!Buffer.from(e.key).subarray(0, PREFIX_BYTES.length).equals(PREFIX_BYTES)) found.push(`event ${e.seq} of ${JSON.stringify(e.key)}`);
     }
   }
   return found;

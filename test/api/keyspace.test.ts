@@ -4,8 +4,9 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { createRedis } from '../../src/store/redis.js';
-import { bucketOf, ENTRY_HEADER_BYTES, Keyspace, partitionOf, unpackEntry } from '../../src/store/keys.js';
+import { bucketOf, ENTRY_HEADER_BYTES, Keyspace, packEntry, partitionOf, unpackEntry } from '../../src/store/keys.js';
 import { KvStore } from '../../src/store/store.js';
+import { verifyKeyspace } from '../../src/store/verify.js';
 import { BUCKETS, clusterSeedsFromEnv, createTestApp, keysOf, PARTITIONS, uniquePrefix, type TestApp } from '../harness/app.js';
 
 let app: TestApp;
@@ -24,7 +25,7 @@ it('refuses to open a keyspace with another partition count', async () => {
 });
 
 it('records the bucket count at creation and refuses to open the keyspace with another', async () => {
-  expect(await app.redis.hgetall(`${app.prefix}:meta`)).toEqual({ partitions: String(PARTITIONS), buckets: String(BUCKETS), layout: '2' });
+  expect(await app.redis.hgetall(`${app.prefix}:meta`)).toEqual({ partitions: String(PARTITIONS), buckets: String(BUCKETS), layout: '3' });
   const other = BUCKETS + 1;
   await expect(KvStore.open(app.redis, { prefix: app.prefix, partitions: PARTITIONS, buckets: other })).rejects.toThrow(
     `keyspace "${app.prefix}" was created with ${BUCKETS} buckets per partition, but KV_BUCKETS is ${other}; start with KV_BUCKETS=${BUCKETS}`,
@@ -42,11 +43,55 @@ it('refuses a keyspace of layout 1 (one hash per key), and leaves its meta key a
   await app.redis.hset(`${old}:meta`, 'partitions', '1', 'layout', '1');
   await app.redis.hset(`{${old}:0}:v:a`, 'v', 'x', 'n', '1', 'c', '1', 'u', '1');
   await expect(KvStore.open(app.redis, { prefix: old, partitions: 1 })).rejects.toThrow(
-    new RegExp(`keyspace "${old}" has storage layout 1; this server reads layout 2 only\\. .*export its entries and import them`),
+    new RegExp(`keyspace "${old}" has storage layout 1; this server reads layout 3 only\\. .*export its entries and import them`),
   );
   expect(await app.redis.hgetall(`${old}:meta`)).toEqual({ partitions: '1', layout: '1' });
   // One key per DEL: on a cluster the two are in different slots.
   for (const k of [`${old}:meta`, `{${old}:0}:v:a`]) await app.redis.del(k);
+});
+
+it('moves a layout-2 keyspace to layout 3 when it opens it: entries kept, the feed restarted after its count, once', async () => {
+  const old = uniquePrefix('layout-2');
+  const ks = new Keyspace(old, PARTITIONS, BUCKETS);
+  const key = 'kept';
+  const p = partitionOf(key, PARTITIONS);
+  // Layout 2 as its servers left it: the entry, its index member, and two events of the old
+  // format (time-based IDs, one entry per event) after which the counter says 2.
+  await app.redis.hset(ks.meta, 'partitions', String(PARTITIONS), 'buckets', String(BUCKETS), 'layout', '2');
+  await app.redis.hset(ks.bucket(key, p), key, packEntry(2, 5, 6, 'value'));
+  await app.redis.zadd(ks.index(p), 0, key);
+  const legacy: string[] = [];
+  for (const [n, q] of [['1', '1'], ['2', '2']]) legacy.push((await app.redis.xadd(ks.stream(p), '*', 't', 'P', 'k', key, 'n', n!, 'v', 'value', 'c', '5', 'u', '6', 'q', q!))!);
+  await app.redis.set(ks.sequence(p), '2');
+
+  const said: string[] = [];
+  const store = await KvStore.open(app.redis, { prefix: old, partitions: PARTITIONS, buckets: BUCKETS, log: (m) => said.push(m) });
+  expect(await app.redis.hget(ks.meta, 'layout')).toBe('3');
+  expect(said).toHaveLength(1);
+  expect(said[0]).toMatch(/moved from layout 2 to layout 3 .*cursors from before now get CURSOR_EXPIRED/);
+  expect(await store.get(key)).toMatchObject({ key, value: 'value', version: 2 });
+  // The old events are gone; an entry of no events says the feed goes on after event 2.
+  expect(await app.redis.xrange(ks.stream(p), '-', '+')).toEqual([['0-2', ['q', '3', 'e', '']]]);
+  expect(await app.redis.get(ks.sequence(p))).toBe('2');
+  // A cursor from before the move (its ID part a time-based stream ID): behind the mark it has
+  // expired; at the mark it goes on.
+  const at = (seq: number) => Array.from({ length: PARTITIONS }, (_, i) => (i === p ? { id: legacy[seq - 1]!, seq } : { id: '0-0', seq: 0 }));
+  const reader = store.feedReader(100);
+  try {
+    expect((await reader.check(at(1))).expired).toBe(true);
+    expect(await reader.check(at(2))).toMatchObject({ expired: false, foreign: false });
+    // The next write appends after the mark, and is read from a cursor at the mark.
+    await store.put({ key, value: 'after' });
+    expect((await reader.after(p, at(2)[p]!, 10)).map((e) => [e.seq, e.key, e.version])).toEqual([[3, key, 3]]);
+  } finally {
+    reader.close();
+  }
+  expect((await verifyKeyspace(app.redis, { prefix: old, partitions: PARTITIONS, buckets: BUCKETS })).problems).toEqual([]);
+  // Opening it again moves nothing.
+  await KvStore.open(app.redis, { prefix: old, partitions: PARTITIONS, buckets: BUCKETS, log: (m) => said.push(m) });
+  expect(said).toHaveLength(1);
+  for (const k of await keysOf(app.redis, old)) await app.redis.del(k);
+  await app.redis.del(ks.meta);
 });
 
 it('puts each entry in the bucket keys.ts computes, packed, and several entries share a bucket', async () => {

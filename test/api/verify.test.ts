@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, inject, it } from 'vitest';
+import { decodeEntry, type DecodedEntry } from '../../src/store/feedFormat.js';
 import { bucketOf, Keyspace, packEntry, partitionOf, unpackEntry } from '../../src/store/keys.js';
 import { verifyKeyspace, type VerifyOptions, type VerifyReport } from '../../src/store/verify.js';
 import { createTestApp, BUCKETS, ON_CLUSTER, PARTITIONS, uniquePrefix, type TestApp } from '../harness/app.js';
@@ -81,14 +82,24 @@ function found(r: VerifyReport): string[] {
   return r.problems.map((p) => `${p.kind} ${p.key ?? p.redisKey}`).sort();
 }
 
-/** The last event of a partition's stream: its id and fields. */
-async function lastEvent(s: Seeded, p: number): Promise<{ id: string; f: Record<string, string> }> {
-  const [[id, fields]] = (await s.app.redis.xrevrange(s.ks.stream(p), '+', '-', 'COUNT', 1)) as [string, string[]][] as [
-    [string, string[]],
-  ];
-  const f: Record<string, string> = {};
-  for (let i = 0; i < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
-  return { id, f };
+/** A partition's stream entries, decoded (feedFormat.ts). */
+async function entriesOf(s: Seeded, p: number): Promise<DecodedEntry[]> {
+  const entries = (await s.app.redis.xrangeBuffer(s.ks.stream(p), '-', '+')) as unknown as [Buffer, Buffer[]][];
+  return entries.map(([id, fields]) => decodeEntry(id.toString(), fields));
+}
+
+/** A PUT event packed as put.lua packs it (feedFormat.ts). */
+function packPut(version: number, createdAt: number, updatedAt: number, key: string, value: string): Buffer {
+  const k = Buffer.from(key);
+  const v = Buffer.from(value);
+  const head = Buffer.alloc(27);
+  head.write('P', 0);
+  head.writeUIntLE(version, 1, 6);
+  head.writeUIntLE(createdAt, 7, 6);
+  head.writeUIntLE(updatedAt, 13, 6);
+  head.writeUInt32LE(k.length, 19);
+  head.writeUInt32LE(v.length, 23);
+  return Buffer.concat([head, k, v]);
 }
 
 describe('verifyKeyspace on a clean keyspace', () => {
@@ -178,7 +189,7 @@ describe('verifyKeyspace reports each kind of corruption', () => {
     // A keyspace of layout 1 (one hash per key) is not this layout.
     await app.redis.hset(`${app.prefix}:meta`, 'layout', '1');
     const old = await verify(app);
-    expect(old.problems.map((p) => p.message)).toEqual([`${app.prefix}:meta says layout 1; this kvql reads layout 2`]);
+    expect(old.problems.map((p) => p.message)).toEqual([`${app.prefix}:meta says layout 1; this kvql reads layout 3`]);
   });
 
   it('an index member without its field in its bucket', async () => {
@@ -306,23 +317,25 @@ describe('verifyKeyspace reports each kind of corruption', () => {
     // event nor one whose loss breaks the key's chain of versions, so the gap is the only fault.
     const key = s.keys[0]![1]!;
     const p = partitionOf(key, PARTITIONS);
-    const events = (await s.app.redis.xrange(s.ks.stream(p), '-', '+')) as [string, string[]][];
-    const first = events.findIndex(([, f]) => f[f.indexOf('k') + 1] === key);
+    // Each put was its own write, so its own stream entry.
+    const entries = await entriesOf(s, p);
+    const first = entries.findIndex((e) => e.events.some((ev) => ev.key === key));
     expect(first).toBeGreaterThan(0);
-    await s.app.redis.xdel(s.ks.stream(p), events[first]![0]);
+    expect(entries[first]!.events).toHaveLength(1);
+    await s.app.redis.xdel(s.ks.stream(p), entries[first]!.id);
     const r = await verify(s);
-    expect(found(r)).toEqual([`feed-sequence ${s.ks.stream(p)} ${events[first + 1]![0]}`]);
-    expect(r.problems[0]!.message).toMatch(/has q \d+ after q \d+ \(expected \d+\)/);
+    expect(found(r)).toEqual([`feed-sequence ${s.ks.stream(p)} ${entries[first + 1]!.id}`]);
+    expect(r.problems[0]!.message).toMatch(/starts at event \d+ after event \d+ \(expected \d+\)/);
   });
 
   it('a sequence counter that disagrees with the last event, or is missing', async () => {
     const s = await seeded('counter');
     const p = PARTITIONS - 1;
-    const { f } = await lastEvent(s, p);
-    await s.app.redis.set(s.ks.sequence(p), String(Number(f.q) + 5));
+    const last = (await entriesOf(s, p)).at(-1)!;
+    await s.app.redis.set(s.ks.sequence(p), String(last.last + 5));
     const r = await verify(s);
     expect(found(r)).toEqual([`feed-counter ${s.ks.sequence(p)}`]);
-    expect(r.problems[0]!.message).toContain(`has q ${f.q}`);
+    expect(r.problems[0]!.message).toContain(`the last entry of ${s.ks.stream(p)} is ${last.id}`);
 
     await s.app.redis.del(s.ks.sequence(p));
     expect(found(await verify(s))).toEqual([`feed-counter ${s.ks.sequence(p)}`]);
@@ -333,12 +346,15 @@ describe('verifyKeyspace reports each kind of corruption', () => {
     const r = s.app.redis;
     const [a, b] = s.keys[0]! as [string, string];
     const p = partitionOf(a, PARTITIONS);
-    // An event without a key, appended as the scripts do (counter first).
-    const q1 = await r.incr(s.ks.sequence(p));
-    const bad = await r.xadd(s.ks.stream(p), '*', 't', 'P', 'n', '1', 'q', String(q1));
+    // An entry whose event is cut short, appended as the scripts append one (ID 0-<its last
+    // event's number>, then the counter).
+    const q1 = Number(await r.get(s.ks.sequence(p))) + 1;
+    const bad = await r.xadd(s.ks.stream(p), `0-${q1}`, 'q', String(q1), 'e', packPut(1, 1, 2, 'cut', 'short').subarray(0, -1));
+    await r.incr(s.ks.sequence(p));
     // A PUT of `a` at version 9 although its last event wrote version 3.
-    const q2 = await r.incr(s.ks.sequence(p));
-    const jump = await r.xadd(s.ks.stream(p), '*', 't', 'P', 'k', a, 'n', '9', 'v', 'x', 'c', '1', 'u', '2', 'q', String(q2));
+    const q2 = q1 + 1;
+    const jump = await r.xadd(s.ks.stream(p), `0-${q2}`, 'q', String(q2), 'e', packPut(9, 1, 2, a, 'x'));
+    await r.incr(s.ks.sequence(p));
     // `b` changed behind the feed's back: another value of another length.
     const sb = unpackEntry((await r.hgetBuffer(s.ks.bucket(b), b))!)!;
     await r.hset(s.ks.bucket(b), b, packEntry(sb.version, sb.createdAt, sb.updatedAt, 'changed without an event'));

@@ -38,6 +38,7 @@ import { lastIncrAof, repairTornAofTail } from '../../src/aofTail.js';
 import { Keyspace, partitionOf, unpackEntry } from '../../src/store/keys.js';
 import { verifyKeyspace } from '../../src/store/verify.js';
 import { eventsOf, parseCommands, readRegion, transactions } from '../harness/aof.js';
+import { streamEvents } from '../harness/feedStream.js';
 import { startApiProcess, waitForReady, type ApiProcess } from '../harness/apiProcess.js';
 import { startTestRedis, type TestRedis } from '../harness/redisServer.js';
 import { arg, commonOptions, flag, runExperimentCli, summaryEnd } from './cli.js';
@@ -437,7 +438,7 @@ async function readStates(admin: Redis, ks: Keyspace, keys: string[]): Promise<M
   return out;
 }
 
-/** The last event ID of each partition's stream ("0-0" when empty): where a round's events start. */
+/** The last entry ID of each partition's stream ("0-0" when empty): where a round's events start. */
 async function streamEnds(admin: Redis, ks: Keyspace): Promise<string[]> {
   const out: string[] = [];
   for (let p = 0; p < ks.partitions; p++) {
@@ -451,18 +452,10 @@ async function streamEnds(admin: Redis, ks: Keyspace): Promise<string[]> {
 async function readEvents(admin: Redis, ks: Keyspace, from: string[] | null): Promise<Map<string, Ev[]>> {
   const out = new Map<string, Ev[]>();
   for (let p = 0; p < ks.partitions; p++) {
-    let start = from ? `(${from[p]}` : '-';
-    for (let page = 0; page < 1_000_000; page++) {
-      const entries = (await admin.xrange(ks.stream(p), start, '+', 'COUNT', 1000)) as [string, string[]][];
-      for (const [, fields] of entries) {
-        const f: Record<string, string> = {};
-        for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
-        let list = out.get(f.k!);
-        if (!list) out.set(f.k!, (list = []));
-        list.push({ type: f.t === 'P' ? 'PUT' : 'DELETE', version: Number(f.n), value: f.v ?? null });
-      }
-      if (entries.length < 1000) break;
-      start = `(${entries[entries.length - 1]![0]}`;
+    for (const e of await streamEvents(admin, ks.stream(p), from ? from[p] : '-')) {
+      let list = out.get(e.key);
+      if (!list) out.set(e.key, (list = []));
+      list.push({ type: e.type === 'P' ? 'PUT' : 'DELETE', version: e.version, value: e.value ?? null });
     }
   }
   return out;

@@ -36,6 +36,7 @@ import { startApiProcess, type ApiProcess } from '../harness/apiProcess.js';
 import { sseSubscribe } from '../harness/sse.js';
 import type { Ending, SubscriptionStream } from '../harness/stream.js';
 import { freePort } from '../harness/redisServer.js';
+import { streamEvents } from '../harness/feedStream.js';
 import { startSentinelDeployment, type DeploymentNode, type SentinelDeployment } from '../harness/sentinel.js';
 import { arg, commonOptions, flag, runExperimentCli, summaryEnd } from './cli.js';
 import { codeOf, post, random, sleep } from './tools.js';
@@ -655,17 +656,7 @@ export async function runFailoverExperiment(opts: FailoverOptions = {}): Promise
     // The change feed of the (single) partition, straight from the primary.
     const events = new Set<string>();
     await dep!.direct(primary.port, async (c) => {
-      let start = '-';
-      for (let page = 0; page < 100_000; page++) {
-        const entries = (await c.xrange(ks.stream(0), start, '+', 'COUNT', 1000)) as [string, string[]][];
-        for (const [, fields] of entries) {
-          const f: Record<string, string> = {};
-          for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
-          if (f.t === 'P') events.add(`${f.k}\u0000${f.v}`);
-        }
-        if (entries.length < 1000) break;
-        start = `(${entries[entries.length - 1]![0]}`;
-      }
+      for (const e of await streamEvents(c, ks.stream(0))) if (e.type === 'P') events.add(`${e.key}\u0000${e.value}`);
     }, 30_000);
     for (const w of ledger.writes) {
       summary.writes.attempted++;

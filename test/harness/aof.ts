@@ -1,12 +1,15 @@
 // Reading a region of an append-only file as Redis commands and transactions, for experiments
 // that cut the file at a chosen byte and predict what Redis will load.
 import { closeSync, openSync, readSync } from 'node:fs';
+import { decodeEntry } from '../../src/store/feedFormat.js';
 
 export interface AofCommand {
   /** File offsets: the command occupies [start, end). */
   start: number;
   end: number;
+  /** The arguments as UTF-8 text, and as the bytes they are (the feed's events are binary). */
   args: string[];
+  raw: Buffer[];
 }
 
 /** A MULTI ... EXEC block, or a single command outside one. */
@@ -55,16 +58,18 @@ export function parseCommands(buf: Buffer, base: number): { commands: AofCommand
     if (!/^\*\d+$/.test(head[0])) throw new Error(`not a command at byte ${base + pos}: ${JSON.stringify(head[0].slice(0, 20))}`);
     let at = head[1];
     const args: string[] = [];
+    const raw: Buffer[] = [];
     for (let i = 0; i < Number(head[0].slice(1)); i++) {
       const h = lineAt(at);
       if (!h) break outer;
       if (!/^\$\d+$/.test(h[0])) throw new Error(`not an argument at byte ${base + at}`);
       const n = Number(h[0].slice(1));
       if (h[1] + n + 2 > buf.length) break outer;
-      args.push(buf.subarray(h[1], h[1] + n).toString('utf8'));
+      raw.push(buf.subarray(h[1], h[1] + n));
+      args.push(raw[raw.length - 1]!.toString('utf8'));
       at = h[1] + n + 2;
     }
-    commands.push({ start: base + start, end: base + at, args });
+    commands.push({ start: base + start, end: base + at, args, raw });
     pos = at;
   }
   return { commands, complete: base + pos };
@@ -89,17 +94,17 @@ export function transactions(commands: readonly AofCommand[]): { complete: AofTr
   return { complete, open };
 }
 
-/** The change-feed events a transaction appends (kvql's XADD fields t, k, n, v, ...). */
+/** The change-feed events a transaction appends (kvql's XADD entries, feedFormat.ts). */
 export function eventsOf(t: AofTransaction): { type: 'P' | 'D'; key: string; version: string; value?: string }[] {
   const out: { type: 'P' | 'D'; key: string; version: string; value?: string }[] = [];
   for (const c of t.commands) {
     if (c.args[0]?.toUpperCase() !== 'XADD') continue;
-    // XADD <stream> [trimming] <id> t P k <key> n <version> v <value> ...: the fields start at "t".
-    const i = c.args.findIndex((a, j) => j >= 2 && a === 't' && (c.args[j + 1] === 'P' || c.args[j + 1] === 'D') && c.args[j + 2] === 'k');
-    if (i < 0) continue;
-    const f: Record<string, string> = {};
-    for (let j = i; j + 1 < c.args.length; j += 2) f[c.args[j]!] = c.args[j + 1]!;
-    out.push({ type: f.t as 'P' | 'D', key: f.k!, version: f.n!, ...(f.v !== undefined ? { value: f.v } : {}) });
+    // XADD <stream> [trimming] <id> q <first> e <events>: the fields are the last four arguments.
+    const n = c.args.length;
+    if (n < 6 || c.args[n - 4] !== 'q' || c.args[n - 2] !== 'e') continue;
+    for (const e of decodeEntry(c.args[n - 5]!, c.raw.slice(n - 4)).events) {
+      out.push({ type: e.type, key: e.key, version: String(e.version), ...(e.value !== undefined ? { value: e.value } : {}) });
+    }
   }
   return out;
 }

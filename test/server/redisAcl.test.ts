@@ -14,6 +14,7 @@ import { createLogger } from '../../src/log.js';
 import { ACL_FILE, ADMIN_PASSWORD_FILE, KVQL_PASSWORD_FILE, REDIS_CONF, startManagedRedis, type ManagedRedis } from '../../src/managedRedis.js';
 import { kvqlAclRules, newPassword } from '../../src/redisAcl.js';
 import { startServer, type RunningServer } from '../../src/server.js';
+import { LAYOUT_VERSION } from '../../src/store/keys.js';
 import { createRedis } from '../../src/store/redis.js';
 import { KvStore } from '../../src/store/store.js';
 import { verifyKeyspace } from '../../src/store/verify.js';
@@ -212,7 +213,7 @@ describe('kvql as ACL user kvql, on a Redis whose default user is off', () => {
     await expect(kvql.eval("return redis.call('KEYS', '*')", 0)).rejects.toThrow(/can't run this command/);
     await expect(kvql.eval("return redis.call('SET', KEYS[1], 'x')", 1, `${prefix}:meta`)).rejects.toThrow(/can't run this command/);
     // Its own keys: fine.
-    expect(await kvql.hget(`${prefix}:meta`, 'layout')).toBe('2');
+    expect(await kvql.hget(`${prefix}:meta`, 'layout')).toBe(LAYOUT_VERSION);
     expect(await once(redis.admin, (r) => r.get('other:secret'))).toBe('s');
     // Channels: only the keyevent channel of XADD (the change feed on a cluster).
     const sub = new Redis(redis.kvqlUrl, { lazyConnect: true, maxRetriesPerRequest: 0 });
