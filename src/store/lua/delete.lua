@@ -85,6 +85,22 @@ for i = 1, n do
 end
 if #conflicts > 1 then return conflicts end
 
+-- One key (every delete): the same writes as below, in the same order, without the per-stream
+-- tables, as in put.lua (INFO commandstats, one run: 28.5 µs in Redis per delete, against 43.5
+-- for the general path and 28.4 for layout 2's delete.lua).
+if n == 1 then
+  local p = previous[1]
+  if not p then return { 'OK', false, false, false, false } end
+  local key = ARGV[3]
+  local last = tonumber(redis.call('GET', KEYS[4]) or '0') + 1
+  redis.call('XADD', KEYS[3], 'MINID', '~', '0-' .. math.max(1, last - retention + 1), '0-' .. last, 'q', last,
+    'e', 'D' .. struct.pack('<I6I4', p[2], #key) .. key)
+  redis.call('INCR', KEYS[4])
+  redis.call('HDEL', KEYS[1], key)
+  redis.call('ZREM', KEYS[2], key)
+  return { 'OK', p[1], p[2], p[3], p[4] }
+end
+
 for i = 1, n do
   local p = previous[i]
   if p then

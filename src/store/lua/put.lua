@@ -98,6 +98,24 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local result = { 'OK', now }
 
+-- One item (every put, the hot path of random writes): the same writes as below, in the same
+-- order, without the per-stream tables, which cost Redis about 5 µs per call (INFO commandstats,
+-- one run: 47.1 µs in Redis per put, against 52.2 for the general path and 46.0 for layout 2's
+-- put.lua).
+if n == 1 then
+  local key, value = ARGV[3], ARGV[4]
+  local version = versions[1] + 1
+  if version == 1 then created[1] = now end
+  local last = tonumber(redis.call('GET', KEYS[4]) or '0') + 1
+  redis.call('XADD', KEYS[3], 'MINID', '~', '0-' .. math.max(1, last - retention + 1), '0-' .. last, 'q', last,
+    'e', 'P' .. struct.pack('<I6I6I6I4I4', version, created[1], now, #key, #value) .. key .. value)
+  redis.call('INCR', KEYS[4])
+  redis.call('HSET', KEYS[1], key, struct.pack('<I6I6I6', version, created[1], now) .. value)
+  if version == 1 then redis.call('ZADD', KEYS[2], 0, key) end
+  result[3], result[4] = version, created[1]
+  return result
+end
+
 for i = 1, n do
   local key, value = ARGV[3 * i], ARGV[3 * i + 1]
   local version = versions[i] + 1
