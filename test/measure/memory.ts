@@ -47,16 +47,19 @@ async function perKey(label: string, buckets: number, extra: string[]): Promise<
   });
 }
 
-/** Bytes per retained change event: rewrites of the same keys, so the data does not grow. */
-async function perEvent(): Promise<void> {
-  await withStore([], SIZED, N + BATCH, async (store, _redis, used) => {
+/**
+ * Bytes per retained change event: rewrites of the same keys, so the data does not grow. Events
+ * of batches share stream entries (one per 64 KiB of events); a put's event is an entry of its own.
+ */
+async function perEvent(label: string, events: number, perWrite: number): Promise<void> {
+  await withStore([], SIZED, events + BATCH, async (store, _redis, used) => {
     await store.batchPut(Array.from({ length: BATCH }, (_, j) => ({ key: key(j), value: VALUE })));
     const before = await used();
-    for (let i = 0; i < N; i += BATCH) {
-      await store.batchPut(Array.from({ length: BATCH }, (_, j) => ({ key: key(j), value: VALUE })));
+    for (let i = 0; i < events; i += perWrite) {
+      await store.batchPut(Array.from({ length: perWrite }, (_, j) => ({ key: key((i + j) % BATCH), value: VALUE })));
     }
-    const bytes = ((await used()) - before) / N;
-    console.log(`${'change feed, per retained PUT event'.padEnd(56)} ${bytes.toFixed(1)} bytes/event  (${N} events)`);
+    const bytes = ((await used()) - before) / events;
+    console.log(`${label.padEnd(56)} ${bytes.toFixed(1)} bytes/event  (${events} events)`);
   });
 }
 
@@ -66,4 +69,5 @@ await perKey('data, redis.conf, buckets = keys / 2000 (hashtables)', Math.max(1,
 await perKey('data, Redis default listpack limits (128 entries, 64 B)', SIZED, [
   '--hash-max-listpack-entries', '128', '--hash-max-listpack-value', '64',
 ]);
-await perEvent();
+await perEvent(`change feed, per retained PUT event, batches of ${BATCH}`, N, BATCH);
+await perEvent('change feed, per retained PUT event, one put per write', Math.min(N, 20_000), 1);
