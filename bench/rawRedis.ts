@@ -68,7 +68,7 @@ local event = 'P' .. struct.pack('<I6I6I6I4I4', version, created, now, #key, #va
 if ARGV[4] == '1' then
   redis.call('APPEND', KEYS[5], event)
 else
-  redis.call('XADD', KEYS[3], 'MINID', '~', '0-' .. math.max(1, seq - tonumber(ARGV[3]) + 1), '0-' .. seq, 'q', seq, 'e', event)
+  redis.call('XADD', KEYS[3], 'MINID', '~', string.format('0-%d', math.max(1, seq - tonumber(ARGV[3]) + 1)), string.format('0-%d', seq), 'q', seq, 'e', event)
 end
 return version`;
 
@@ -77,7 +77,7 @@ const FEED_LUA = `
 local events = redis.call('GET', KEYS[3])
 redis.call('DEL', KEYS[3])
 local last = tonumber(redis.call('GET', KEYS[2]))
-redis.call('XADD', KEYS[1], 'MINID', '~', '0-' .. math.max(1, last - tonumber(ARGV[2]) + 1), '0-' .. last,
+redis.call('XADD', KEYS[1], 'MINID', '~', string.format('0-%d', math.max(1, last - tonumber(ARGV[2]) + 1)), string.format('0-%d', last),
   'q', last - tonumber(ARGV[1]) + 1, 'e', events)
 return 1`;
 

@@ -8,6 +8,7 @@ import { bucketOf, ENTRY_HEADER_BYTES, Keyspace, packEntry, partitionOf, unpackE
 import { KvStore } from '../../src/store/store.js';
 import { verifyKeyspace } from '../../src/store/verify.js';
 import { BUCKETS, clusterSeedsFromEnv, createTestApp, keysOf, PARTITIONS, uniquePrefix, type TestApp } from '../harness/app.js';
+import { streamEvents } from '../harness/feedStream.js';
 
 let app: TestApp;
 beforeAll(async () => {
@@ -91,6 +92,28 @@ it('moves a layout-2 keyspace to layout 3 when it opens it: entries kept, the fe
   await KvStore.open(app.redis, { prefix: old, partitions: PARTITIONS, buckets: BUCKETS, log: (m) => said.push(m) });
   expect(said).toHaveLength(1);
   for (const k of await keysOf(app.redis, old)) await app.redis.del(k);
+  await app.redis.del(ks.meta);
+});
+
+it("numbers the change feed's entries exactly past 10^14 events (no exponent in a stream ID)", async () => {
+  // A keyspace of its own: its streams' IDs cannot go back down afterwards.
+  const prefix = uniquePrefix('many-events');
+  const store = await KvStore.open(app.redis, { prefix, partitions: PARTITIONS, buckets: BUCKETS });
+  const key = 'many-events';
+  const p = partitionOf(key, PARTITIONS);
+  const ks = store.keys;
+  // Lua writes numbers from 10^14 on as 1e+14 when concatenated: the scripts format IDs as integers.
+  await app.redis.set(ks.sequence(p), '123456789012345');
+  await store.put({ key, value: 'a' });
+  await store.batchPut([{ key, value: 'b' }]);
+  await store.delete(key);
+  const events = await streamEvents(app.redis, ks.stream(p));
+  expect(events.map((e) => [e.entryId, e.seq, e.type])).toEqual([
+    ['0-123456789012346', 123456789012346, 'P'],
+    ['0-123456789012347', 123456789012347, 'P'],
+    ['0-123456789012348', 123456789012348, 'D'],
+  ]);
+  for (const k of await keysOf(app.redis, prefix)) await app.redis.del(k);
   await app.redis.del(ks.meta);
 });
 

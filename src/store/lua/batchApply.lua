@@ -53,7 +53,7 @@ local function appendFeeds(retention)
     local last = tonumber(redis.call('GET', feed.counter) or '0')
     for _, entry in ipairs(feed.entries) do
       last = last + entry.n
-      redis.call('XADD', stream, 'MINID', '~', '0-' .. math.max(1, last - retention + 1), '0-' .. last,
+      redis.call('XADD', stream, 'MINID', '~', string.format('0-%d', math.max(1, last - retention + 1)), string.format('0-%d', last),
         'q', last - entry.n + 1, 'e', table.concat(entry, '', 1, entry.n))
     end
     for _ = 1, feed.n do redis.call('INCR', feed.counter) end

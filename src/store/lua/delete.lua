@@ -57,7 +57,7 @@ local function appendFeeds(retention)
     local last = tonumber(redis.call('GET', feed.counter) or '0')
     for _, entry in ipairs(feed.entries) do
       last = last + entry.n
-      redis.call('XADD', stream, 'MINID', '~', '0-' .. math.max(1, last - retention + 1), '0-' .. last,
+      redis.call('XADD', stream, 'MINID', '~', string.format('0-%d', math.max(1, last - retention + 1)), string.format('0-%d', last),
         'q', last - entry.n + 1, 'e', table.concat(entry, '', 1, entry.n))
     end
     for _ = 1, feed.n do redis.call('INCR', feed.counter) end
@@ -93,7 +93,7 @@ if n == 1 then
   if not p then return { 'OK', false, false, false, false } end
   local key = ARGV[3]
   local last = tonumber(redis.call('GET', KEYS[4]) or '0') + 1
-  redis.call('XADD', KEYS[3], 'MINID', '~', '0-' .. math.max(1, last - retention + 1), '0-' .. last, 'q', last,
+  redis.call('XADD', KEYS[3], 'MINID', '~', string.format('0-%d', math.max(1, last - retention + 1)), string.format('0-%d', last), 'q', last,
     'e', 'D' .. struct.pack('<I6I4', p[2], #key) .. key)
   redis.call('INCR', KEYS[4])
   redis.call('HDEL', KEYS[1], key)

@@ -17,5 +17,5 @@ local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
 if last and string.sub(last[1], 1, 2) == '0-' then return 0 end
 local count = tonumber(redis.call('GET', KEYS[2]) or '0')
 redis.call('DEL', KEYS[1])
-if count > 0 then redis.call('XADD', KEYS[1], '0-' .. count, 'q', count + 1, 'e', '') end
+if count > 0 then redis.call('XADD', KEYS[1], string.format('0-%d', count), 'q', count + 1, 'e', '') end
 return 1

@@ -63,7 +63,7 @@ local function appendFeeds(retention)
     local last = tonumber(redis.call('GET', feed.counter) or '0')
     for _, entry in ipairs(feed.entries) do
       last = last + entry.n
-      redis.call('XADD', stream, 'MINID', '~', '0-' .. math.max(1, last - retention + 1), '0-' .. last,
+      redis.call('XADD', stream, 'MINID', '~', string.format('0-%d', math.max(1, last - retention + 1)), string.format('0-%d', last),
         'q', last - entry.n + 1, 'e', table.concat(entry, '', 1, entry.n))
     end
     for _ = 1, feed.n do redis.call('INCR', feed.counter) end
@@ -107,7 +107,7 @@ if n == 1 then
   local version = versions[1] + 1
   if version == 1 then created[1] = now end
   local last = tonumber(redis.call('GET', KEYS[4]) or '0') + 1
-  redis.call('XADD', KEYS[3], 'MINID', '~', '0-' .. math.max(1, last - retention + 1), '0-' .. last, 'q', last,
+  redis.call('XADD', KEYS[3], 'MINID', '~', string.format('0-%d', math.max(1, last - retention + 1)), string.format('0-%d', last), 'q', last,
     'e', 'P' .. struct.pack('<I6I6I6I4I4', version, created[1], now, #key, #value) .. key .. value)
   redis.call('INCR', KEYS[4])
   redis.call('HSET', KEYS[1], key, struct.pack('<I6I6I6', version, created[1], now) .. value)
