@@ -1,8 +1,8 @@
 #!lua flags=allow-oom
 --[[
 delete.lua: delete one or more entries, all or nothing, and append one DELETE event per deleted
-entry to the change feed of its partition, in the same atomic step: one stream entry per
-partition deleted from, holding all of that partition's events (the format is in feedFormat.ts).
+entry to the change feed of its partition, in the same atomic step: per partition deleted from,
+one stream entry per 64 KiB of its events (the format is in feedFormat.ts).
 
 An entry is field <key> of its bucket hash, packed as put.lua writes it (an 18-byte header of
 version, createdAt, updatedAt, then the value). Removing a bucket's last field removes the bucket.

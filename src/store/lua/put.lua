@@ -1,8 +1,8 @@
 #!lua
 --[[
 put.lua: write one or more entries, all or nothing, and append one PUT event per entry to the
-change feed of its partition, in the same atomic step: one stream entry per partition written,
-holding all of that partition's events (the format is in feedFormat.ts).
+change feed of its partition, in the same atomic step: per partition written, one stream entry
+per 64 KiB of its events (the format is in feedFormat.ts).
 
 An entry is field <key> of its bucket hash; the field's value is the packed entry:
 struct.pack('<I6I6I6', version, createdAt ms, updatedAt ms) (18 bytes) followed by the value.
