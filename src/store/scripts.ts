@@ -6,8 +6,16 @@ import type { RedisClient } from './redis.js';
 const SCRIPTS = ['put', 'delete', 'get', 'range', 'batchPrepare', 'batchApply', 'batchForget', 'rateLimit', 'migrateFeed'] as const;
 export type ScriptName = (typeof SCRIPTS)[number];
 
-function source(name: ScriptName): string {
-  return readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
+function read(file: string): string {
+  return readFileSync(new URL(`./lua/${file}`, import.meta.url), 'utf8');
+}
+
+/**
+ * A script's text, each line `-- #include <file>.lua` replaced by that file of ./lua: a Lua
+ * script cannot load another, and what several scripts share is written once (feedEntries.lua).
+ */
+export function source(name: ScriptName): string {
+  return read(`${name}.lua`).replace(/^-- #include (\w+\.lua)$/gm, (_, file: string) => read(file));
 }
 
 /** The script commands this store calls. Every call passes the number of keys first. */

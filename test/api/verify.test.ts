@@ -8,6 +8,7 @@ import { decodeEntry, type DecodedEntry } from '../../src/store/feedFormat.js';
 import { bucketOf, Keyspace, packEntry, partitionOf, unpackEntry } from '../../src/store/keys.js';
 import { verifyKeyspace, type VerifyOptions, type VerifyReport } from '../../src/store/verify.js';
 import { createTestApp, BUCKETS, ON_CLUSTER, PARTITIONS, uniquePrefix, type TestApp } from '../harness/app.js';
+import { packPut } from '../harness/feedStream.js';
 import { freePort } from '../harness/redisServer.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -86,20 +87,6 @@ function found(r: VerifyReport): string[] {
 async function entriesOf(s: Seeded, p: number): Promise<DecodedEntry[]> {
   const entries = (await s.app.redis.xrangeBuffer(s.ks.stream(p), '-', '+')) as unknown as [Buffer, Buffer[]][];
   return entries.map(([id, fields]) => decodeEntry(id.toString(), fields));
-}
-
-/** A PUT event packed as put.lua packs it (feedFormat.ts). */
-function packPut(version: number, createdAt: number, updatedAt: number, key: string, value: string): Buffer {
-  const k = Buffer.from(key);
-  const v = Buffer.from(value);
-  const head = Buffer.alloc(27);
-  head.write('P', 0);
-  head.writeUIntLE(version, 1, 6);
-  head.writeUIntLE(createdAt, 7, 6);
-  head.writeUIntLE(updatedAt, 13, 6);
-  head.writeUInt32LE(k.length, 19);
-  head.writeUInt32LE(v.length, 23);
-  return Buffer.concat([head, k, v]);
 }
 
 describe('verifyKeyspace on a clean keyspace', () => {

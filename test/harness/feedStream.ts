@@ -24,3 +24,27 @@ export async function streamEvents(redis: Redis | Cluster, stream: string, after
   }
   return out;
 }
+
+/** A PUT event packed as put.lua packs it, for tests that write the feed by hand. */
+export function packPut(version: number, createdAt: number, updatedAt: number, key: string, value: string): Buffer {
+  const k = Buffer.from(key);
+  const v = Buffer.from(value);
+  const head = Buffer.alloc(27);
+  head.write('P', 0);
+  head.writeUIntLE(version, 1, 6);
+  head.writeUIntLE(createdAt, 7, 6);
+  head.writeUIntLE(updatedAt, 13, 6);
+  head.writeUInt32LE(k.length, 19);
+  head.writeUInt32LE(v.length, 23);
+  return Buffer.concat([head, k, v]);
+}
+
+/** A DELETE event packed as delete.lua packs it. */
+export function packDelete(version: number, key: string): Buffer {
+  const k = Buffer.from(key);
+  const head = Buffer.alloc(11);
+  head.write('D', 0);
+  head.writeUIntLE(version, 1, 6);
+  head.writeUInt32LE(k.length, 7);
+  return Buffer.concat([head, k]);
+}

@@ -1,34 +1,14 @@
 // The change feed's entry format (src/store/feedFormat.ts) as the write scripts produce it.
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { decodeEntry, FEED_ENTRY_BYTES, MalformedEntryError } from '../../src/store/feedFormat.js';
+import { source } from '../../src/store/scripts.js';
+import { packDelete, packPut } from '../harness/feedStream.js';
 
-/** Events packed as put.lua and delete.lua pack them. */
-function put(version: number, createdAt: number, updatedAt: number, key: string, value: string): Buffer {
-  const k = Buffer.from(key);
-  const v = Buffer.from(value);
-  const head = Buffer.alloc(27);
-  head.write('P', 0);
-  head.writeUIntLE(version, 1, 6);
-  head.writeUIntLE(createdAt, 7, 6);
-  head.writeUIntLE(updatedAt, 13, 6);
-  head.writeUInt32LE(k.length, 19);
-  head.writeUInt32LE(v.length, 23);
-  return Buffer.concat([head, k, v]);
-}
-function del(version: number, key: string): Buffer {
-  const k = Buffer.from(key);
-  const head = Buffer.alloc(11);
-  head.write('D', 0);
-  head.writeUIntLE(version, 1, 6);
-  head.writeUInt32LE(k.length, 7);
-  return Buffer.concat([head, k]);
-}
 const fields = (q: number, e: Buffer) => [Buffer.from('q'), Buffer.from(String(q)), Buffer.from('e'), e];
 
 describe('decodeEntry', () => {
   it('numbers an entry’s events from its q, and reads UTF-8 keys and values by their byte lengths', () => {
-    const e = Buffer.concat([put(3, 1700000000000, 1700000000123, 'ключ', 'värde 😀'), del(4, 'x\u0000y'), put(1, 5, 5, '', '')]);
+    const e = Buffer.concat([packPut(3, 1700000000000, 1700000000123, 'ключ', 'värde 😀'), packDelete(4, 'x\u0000y'), packPut(1, 5, 5, '', '')]);
     expect(decodeEntry('0-12', fields(10, e))).toEqual({
       id: '0-12',
       first: 10,
@@ -46,7 +26,7 @@ describe('decodeEntry', () => {
   });
 
   it('refuses what the scripts do not write: an ID that disagrees with the events, a cut event, an unknown type, a layout-2 entry', () => {
-    const one = put(1, 1, 1, 'k', 'v');
+    const one = packPut(1, 1, 1, 'k', 'v');
     const refused = (id: string, f: Buffer[]) => () => decodeEntry(id, f);
     expect(refused('0-8', fields(7, one))).toThrow(MalformedEntryError);
     expect(refused('0-8', fields(7, one))).toThrow(/its ID should be 0-7/);
@@ -57,9 +37,10 @@ describe('decodeEntry', () => {
     expect(refused('0-7', fields(0, one))).toThrow(/no positive sequence number/);
   });
 
-  it('FEED_ENTRY_BYTES is the write scripts’ own', () => {
-    for (const script of ['put', 'delete', 'batchApply']) {
-      const lua = readFileSync(new URL(`../../src/store/lua/${script}.lua`, import.meta.url), 'utf8');
+  it('FEED_ENTRY_BYTES is the write scripts’ own (feedEntries.lua, put into each by scripts.ts)', () => {
+    for (const script of ['put', 'delete', 'batchApply'] as const) {
+      const lua = source(script);
+      expect(lua, script).not.toMatch(/^-- #include/m);
       expect(/^local FEED_ENTRY_BYTES = (\d+)$/m.exec(lua)?.[1], script).toBe(String(FEED_ENTRY_BYTES));
     }
   });

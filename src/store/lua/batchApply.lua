@@ -25,40 +25,8 @@ Errors  a stored entry shorter than its header raises a script error before anyt
 
 Events as put.lua: one stream entry per stream, appended before the entries are written.
 ]]
--- The change feed's entries, per stream in first-seen order: events go into entries of at most
--- FEED_ENTRY_BYTES (an event larger than that gets an entry of its own), so a reader's memory per
--- entry stays bounded however large the batch, and a batch of 1,000 small items costs a few
--- XADDs instead of 1,000. Appended by appendFeeds() before anything else is written.
-local FEED_ENTRY_BYTES = 65536
-local feeds, streams = {}, {}
-local function addEvent(stream, counter, event)
-  local feed = feeds[stream]
-  if not feed then
-    feed = { counter = counter, n = 0, entries = {} }
-    feeds[stream] = feed
-    streams[#streams + 1] = stream
-  end
-  local entry = feed.entries[#feed.entries]
-  if not entry or entry.bytes + #event > FEED_ENTRY_BYTES then
-    entry = { n = 0, bytes = 0 }
-    feed.entries[#feed.entries + 1] = entry
-  end
-  entry.n, entry.bytes = entry.n + 1, entry.bytes + #event
-  entry[entry.n] = event
-  feed.n = feed.n + 1
-end
-local function appendFeeds(retention)
-  for _, stream in ipairs(streams) do
-    local feed = feeds[stream]
-    local last = tonumber(redis.call('GET', feed.counter) or '0')
-    for _, entry in ipairs(feed.entries) do
-      last = last + entry.n
-      redis.call('XADD', stream, 'MINID', '~', string.format('0-%d', math.max(1, last - retention + 1)), string.format('0-%d', last),
-        'q', last - entry.n + 1, 'e', table.concat(entry, '', 1, entry.n))
-    end
-    for _ = 1, feed.n do redis.call('INCR', feed.counter) end
-  end
-end
+-- The change feed's entries, addEvent() and appendFeeds(): feedEntries.lua, put here by scripts.ts.
+-- #include feedEntries.lua
 local state = redis.call('HGET', KEYS[1], 's')
 if not state then return { 'GONE' } end
 if state == 'applied' then

@@ -1,0 +1,47 @@
+--[[
+feedEntries.lua: not a script of its own. The change feed's entries as put.lua, delete.lua and
+batchApply.lua append them (the format is in feedFormat.ts); scripts.ts puts this file in place
+of their line `-- #include feedEntries.lua`, since a Lua script cannot load another.
+
+addEvent(stream, counter, event)  queues one packed event for `stream`, whose sequence counter
+                                  is `counter` (both keys the script was given in KEYS)
+appendFeeds(retention)            appends the queued events: per stream in first-seen order, one
+                                  entry per FEED_ENTRY_BYTES of events, ID 0-<its last event's
+                                  number>, trimming to about `retention` events (XADD MINID ~);
+                                  then moves the counter on, one INCR per event
+XADD fails only when the stream holds an entry past its counter (not written by kvql): called
+before any other write, it then stops a write within one partition having written nothing.
+]]
+-- Events go into entries of at most FEED_ENTRY_BYTES (an event larger than that gets an entry of
+-- its own), so a reader's memory per entry stays bounded however large the batch, and a batch of
+-- 1,000 small items costs a few XADDs instead of 1,000.
+local FEED_ENTRY_BYTES = 65536
+local feeds, streams = {}, {}
+local function addEvent(stream, counter, event)
+  local feed = feeds[stream]
+  if not feed then
+    feed = { counter = counter, n = 0, entries = {} }
+    feeds[stream] = feed
+    streams[#streams + 1] = stream
+  end
+  local entry = feed.entries[#feed.entries]
+  if not entry or entry.bytes + #event > FEED_ENTRY_BYTES then
+    entry = { n = 0, bytes = 0 }
+    feed.entries[#feed.entries + 1] = entry
+  end
+  entry.n, entry.bytes = entry.n + 1, entry.bytes + #event
+  entry[entry.n] = event
+  feed.n = feed.n + 1
+end
+local function appendFeeds(retention)
+  for _, stream in ipairs(streams) do
+    local feed = feeds[stream]
+    local last = tonumber(redis.call('GET', feed.counter) or '0')
+    for _, entry in ipairs(feed.entries) do
+      last = last + entry.n
+      redis.call('XADD', stream, 'MINID', '~', string.format('0-%d', math.max(1, last - retention + 1)), string.format('0-%d', last),
+        'q', last - entry.n + 1, 'e', table.concat(entry, '', 1, entry.n))
+    end
+    for _ = 1, feed.n do redis.call('INCR', feed.counter) end
+  end
+end
