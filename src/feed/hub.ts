@@ -11,7 +11,11 @@ import { FEED_ENTRY_BYTES } from '../store/feedFormat.js';
 import { StoreError } from '../store/errors.js';
 
 export interface HubOptions {
-  /** Events a subscription may have waiting before it is ended as a slow consumer. */
+  /**
+   * Events a subscription may leave unread from one of the loop's reads to the next before it is
+   * ended as a slow consumer (counted between reads, as bufferBytes is: one read may hold a whole
+   * batch's events).
+   */
   bufferSize: number;
   /**
    * Bytes of keys and values (UTF-8) a subscription may leave unread from one of the loop's
@@ -24,8 +28,8 @@ export interface HubOptions {
   /** Longest XREAD BLOCK wait; the loop re-checks for shutdown this often. */
   blockMs: number;
   /**
-   * At most this many stream entries per read, per partition (an entry holds the events of one
-   * write: one for a put, up to KV_MAX_BATCH_ITEMS for a batch). Fewer while events are large:
+   * At most this many stream entries per read, per partition (an entry holds one write's events
+   * in a partition, up to 64 KiB of them: one for a put). Fewer while events are large:
    * a read (the loop's, or a subscription's catch-up) is sized to hold about bufferBytes
    * (ReadSizer).
    */
