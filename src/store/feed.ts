@@ -6,7 +6,7 @@
 import type { Redis } from 'ioredis';
 import { ClusterNotifier } from './clusterFeed.js';
 import { redisRead } from './errors.js';
-import { decodeEntry, idOfSeq, seqOfId } from './feedFormat.js';
+import { decodeEntry, idOfSeq } from './feedFormat.js';
 import type { Keyspace } from './keys.js';
 import { duplicateClient, isCluster, type RedisClient } from './redis.js';
 import type { Entry } from './store.js';
@@ -34,15 +34,13 @@ export interface FeedEvent {
   entry: Entry | null;
 }
 
-export const START: Position = { id: '0-0', seq: 0 };
-
 /** The position right after event `seq`. */
 export function positionAt(seq: number): Position {
   return { id: idOfSeq(seq), seq };
 }
 
 /** A stream entry as the *Buffer commands return it. */
-type StreamEntry = [id: Buffer | string, fields: Buffer[]];
+type StreamEntry = [id: Buffer, fields: Buffer[]];
 
 /** The events of `entries` after sequence number `after`, in order. */
 function toEvents(partition: number, entries: readonly StreamEntry[], after: number): FeedEvent[] {
@@ -100,13 +98,15 @@ export class FeedReader {
 
   /** The current end of every partition's feed: a subscription "from now" starts here. */
   async heads(): Promise<Position[]> {
-    // One command per partition (each its own slot on a cluster), all sent at once. The last
-    // entry's ID names the last event's sequence number.
+    // The sequence counter moves in the same script as the stream, so it names the last event:
+    // one GET per partition (each its own slot on a cluster), all sent at once, rather than
+    // reading the last entry (up to 64 KiB of events) only for its ID.
     return redisRead(async () => {
-      const replies = await Promise.all(this.partitionList().map((p) => this.redis.xrevrangeBuffer(this.keys.stream(p), '+', '-', 'COUNT', 1)));
-      return replies.map((entries) => {
-        const last = (entries as unknown as StreamEntry[])[0];
-        return last ? positionAt(seqOfId(last[0].toString())) : START;
+      const counts = await Promise.all(this.partitionList().map((p) => this.redis.get(this.keys.sequence(p))));
+      return counts.map((count, p) => {
+        const seq = Number(count ?? 0);
+        if (!Number.isSafeInteger(seq) || seq < 0) throw new Error(`${this.keys.sequence(p)} is ${JSON.stringify(count)}, not a count: run npm run verify`);
+        return positionAt(seq);
       });
     });
   }

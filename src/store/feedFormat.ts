@@ -62,14 +62,14 @@ export function idOfSeq(seq: number): string {
  * MalformedEntryError when it is not an entry of this format, or its ID disagrees with its
  * events.
  */
-export function decodeEntry(id: string, fields: readonly (Buffer | string)[]): DecodedEntry {
+export function decodeEntry(id: string, fields: readonly Buffer[]): DecodedEntry {
   let q: number | undefined;
   let packed: Buffer | undefined;
   for (let i = 0; i + 1 < fields.length; i += 2) {
     const name = fields[i]!.toString();
     const value = fields[i + 1]!;
     if (name === 'q') q = Number(value.toString());
-    else if (name === 'e') packed = Buffer.isBuffer(value) ? value : Buffer.from(value, 'latin1');
+    else if (name === 'e') packed = value;
   }
   if (q === undefined || !Number.isSafeInteger(q) || q < 1) throw new MalformedEntryError(`entry ${id} has no positive sequence number (q)`);
   if (packed === undefined) throw new MalformedEntryError(`entry ${id} has no events field (e)`);
