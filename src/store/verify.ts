@@ -135,7 +135,6 @@ interface LastEvent {
   valueBytes: number;
 }
 
-const POSITIVE = /^[1-9][0-9]*$/;
 const NATURAL = /^(0|[1-9][0-9]*)$/;
 const BUCKET = /^b:(0|[1-9][0-9]*)$/;
 /** A part of a multi-partition batch on a cluster (store/clusterBatch.ts): kept while it completes. */

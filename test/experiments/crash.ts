@@ -35,7 +35,7 @@ import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { lastIncrAof, repairTornAofTail } from '../../src/aofTail.js';
-import { Keyspace, partitionOf, unpackEntry } from '../../src/store/keys.js';
+import { Keyspace, unpackEntry } from '../../src/store/keys.js';
 import { verifyKeyspace } from '../../src/store/verify.js';
 import { eventsOf, parseCommands, readRegion, transactions } from '../harness/aof.js';
 import { streamEvents } from '../harness/feedStream.js';
