@@ -137,7 +137,7 @@ async function main(): Promise<void> {
       await sleep(100);
     }
 
-    // node:http with keep-alive (the main bench's client), not fetch: this process also runs
+    // The main bench's keep-alive client (httpClient), not fetch: this process also runs
     // every subscriber, so the writers' own cost per request comes out of the rate they reach.
     const client = httpClient(`${base}/graphql`, 16);
     const put = async (key: string) => {

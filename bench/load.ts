@@ -117,7 +117,8 @@ async function main(): Promise<void> {
       });
     }
 
-    // node:http with keep-alive: the generator shares the cores, so its cost per request matters.
+    // The bench's keep-alive client (httpClient): the generator shares the cores, so its cost per
+    // request matters.
     const client = httpClient(url, MAX_OUTSTANDING);
     let seq = 0;
     const request = async (): Promise<{ status: number; ms: number; code?: string }> => {
