@@ -1,12 +1,17 @@
 // `npm run bench:ab -- <git revision>`: this tree's API against another commit's, in one run.
 //
 // On a noisy machine two benchmark runs minutes apart differ by more than most changes do, so a
-// change is judged by running both versions side by side: one Redis (redis.conf) with the same
-// keys, this tree's API, the other revision's API (checked out with `git worktree` into a temp
-// dir, sharing this tree's node_modules) and the bare-Node baseline, each its own process, driven
+// change is judged by running both versions side by side: one Redis (redis.conf), this tree's
+// API, the other revision's API (checked out with `git worktree` into a temp dir, sharing this
+// tree's node_modules) and the bare-Node baseline, each its own process, driven
 // in turn by the bench's driver process, round after round (each round starting with the next
 // system; use a multiple of three rounds). Prints each measurement, then the sums over the
 // rounds and their ratios. Everything it starts, and the worktree, is removed.
+//
+// The same keys, in two keyspaces: this tree's store loads them into KV_PREFIX, which this tree's
+// API and the baseline serve; the other revision's API serves a keyspace of its own, which it
+// creates and is loaded through (batchPut over HTTP). So a revision with another Redis layout
+// (a layout is fixed when a keyspace is created) is measured on its own layout, not refused.
 //
 // Usage: npm run bench:ab -- <rev> [--op get|put|getMany|batchPut|range] [--concurrency 32]
 //                                  [--items 1] [--seconds 1] [--rounds 30] [--keys 100000]
@@ -16,7 +21,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startApiProcess, type ApiProcess } from '../test/harness/apiProcess.js';
-import { startDriver, type Op, type System } from './driver.js';
+import { BATCH, key, VALUE } from '../test/measure/dataset.js';
+import { GQL, httpClient, startDriver, type Op, type System } from './driver.js';
 import { startLoadedRedis } from './loadedRedis.js';
 import { KV_PREFIX } from './rawRedis.js';
 
@@ -53,6 +59,23 @@ function cpuMs(pid: number): number {
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The other revision's keyspace. */
+const OTHER_PREFIX = `${KV_PREFIX}-ab`;
+
+/** Keys 0 .. keys-1 of the dataset, written through the API at `url` in batches of BATCH. */
+async function loadThroughApi(url: string, keys: number): Promise<void> {
+  const http = httpClient(url, 1);
+  try {
+    for (let i = 0; i < keys; i += BATCH) {
+      const items = Array.from({ length: Math.min(BATCH, keys - i) }, (_, j) => ({ key: key(i + j), value: VALUE }));
+      const text = await http.post(new URL(url).pathname, JSON.stringify({ query: GQL.batchPut, variables: { i: items } }));
+      if (text.includes('"errors"')) throw new Error(`loading through ${url} failed: ${text.slice(0, 300)}`);
+    }
+  } finally {
+    http.close();
+  }
+}
+
 const git = (...args: string[]) => execFileSync('git', args, { cwd: REPO, encoding: 'utf8' }).trim();
 const commit = git('rev-parse', '--verify', `${rev}^{commit}`);
 const dir = mkdtempSync(join(tmpdir(), 'kvql-ab-'));
@@ -65,15 +88,17 @@ try {
   const server = await startLoadedRedis(keys);
   started.push(() => server.stop());
 
-  const api = (script?: string) => startApiProcess({ redisUrl: server.url, prefix: KV_PREFIX, partitions: 1, env: { NODE_ENV: 'production' }, ...(script ? { script } : {}) });
+  const api = (prefix: string, script?: string) =>
+    startApiProcess({ redisUrl: server.url, prefix, partitions: 1, env: { NODE_ENV: 'production' }, ...(script ? { script } : {}) });
   const systems: [name: string, system: System, process: ApiProcess, target: (p: ApiProcess) => string][] = [];
-  for (const [name, system, script, target] of [
-    ['this tree', 'kvql', undefined, (p: ApiProcess) => p.url],
-    [commit.slice(0, 7), 'kvql', join(dir, 'src/main.ts'), (p: ApiProcess) => p.url],
-    ['bare Node', 'bare', 'bench/baseline.ts', (p: ApiProcess) => p.base],
+  for (const [name, system, script, prefix, target] of [
+    ['this tree', 'kvql', undefined, KV_PREFIX, (p: ApiProcess) => p.url],
+    [commit.slice(0, 7), 'kvql', join(dir, 'src/main.ts'), OTHER_PREFIX, (p: ApiProcess) => p.url],
+    ['bare Node', 'bare', 'bench/baseline.ts', KV_PREFIX, (p: ApiProcess) => p.base],
   ] as const) {
-    const p = await api(script);
+    const p = await api(prefix, script);
     started.push(() => p.stop());
+    if (prefix === OTHER_PREFIX) await loadThroughApi(p.url, keys);
     systems.push([name, system, p, target]);
   }
   const driver = await startDriver();

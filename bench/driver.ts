@@ -104,7 +104,8 @@ export function httpClient(base: string, sockets: number, extraHeaders: Record<s
 }
 
 const entryFields = 'key value version createdAt updatedAt';
-const GQL: Record<Op, string> = {
+/** The GraphQL documents the driver sends to kvql, per operation. */
+export const GQL: Record<Op, string> = {
   get: `query($k:String!){ get(key:$k){ ${entryFields} } }`,
   getMany: `query($ks:[String!]!){ getMany(keys:$ks){ ${entryFields} } }`,
   put: 'mutation($k:String!,$v:String!){ put(key:$k, value:$v){ version } }',
