@@ -49,12 +49,16 @@ export function prefixRange(prefix: string): KeyRange {
 // below every greater key that does not.
 const FF = Buffer.from([0xff]);
 
-/** The ZRANGE BYLEX / ZLEXCOUNT argument for a bound. */
+/**
+ * The ZRANGE BYLEX / ZLEXCOUNT argument for a bound: a string (sent as its UTF-8 bytes) unless
+ * it needs the byte 0xFF, which no string's UTF-8 holds. A string where it can be, because
+ * ioredis sends a command whose arguments are all strings as one string, and one with a Buffer
+ * among them piece by piece (a range page's check call has about 200 arguments).
+ */
 export function lexArg(b: Bound, side: 'lo' | 'hi'): Buffer | string {
   if (b.key === null) return side === 'lo' ? '-' : '+';
-  const key = Buffer.from(b.key, 'utf8');
-  if (b.afterPrefix) return Buffer.concat([Buffer.from('('), key, FF]);
-  return Buffer.concat([Buffer.from(b.inclusive ? '[' : '('), key]);
+  if (b.afterPrefix) return Buffer.concat([Buffer.from('('), Buffer.from(b.key, 'utf8'), FF]);
+  return (b.inclusive ? '[' : '(') + b.key;
 }
 
 /** Compares two bounds by position; for equal keys, the exclusive one is "inner". */
