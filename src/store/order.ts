@@ -50,14 +50,24 @@ export function prefixRange(prefix: string): KeyRange {
 const FF = Buffer.from([0xff]);
 
 /**
- * The ZRANGE BYLEX / ZLEXCOUNT argument for a bound: a string (sent as its UTF-8 bytes) unless
- * it needs the byte 0xFF, which no string's UTF-8 holds. A string where it can be, because
- * ioredis sends a command whose arguments are all strings as one string, and one with a Buffer
- * among them piece by piece (a range page's check call has about 200 arguments).
+ * The ZRANGE BYLEX / ZLEXCOUNT argument for a bound: a string (sent as its UTF-8 bytes) wherever
+ * one can say it, because ioredis sends a command whose arguments are all strings as one
+ * string, and one with a Buffer among them piece by piece (a range page's check call has about
+ * 200 arguments).
+ *
+ * A prefix's upper bound is "(" + prefix + 0xFF, which no string's UTF-8 holds. When the prefix
+ * ends in an ASCII character below DEL, the same bound is "(" + the prefix with that character
+ * moved up by one: every key that starts with the prefix is below it, and every key above the
+ * prefix's keys differs from the prefix at its last character or earlier, by more, so is at or
+ * above it. Otherwise (a last character of 0x7F or above) the Buffer form stays.
  */
 export function lexArg(b: Bound, side: 'lo' | 'hi'): Buffer | string {
   if (b.key === null) return side === 'lo' ? '-' : '+';
-  if (b.afterPrefix) return Buffer.concat([Buffer.from('('), Buffer.from(b.key, 'utf8'), FF]);
+  if (b.afterPrefix) {
+    const last = b.key.charCodeAt(b.key.length - 1);
+    if (last < 0x7f) return '(' + b.key.slice(0, -1) + String.fromCharCode(last + 1);
+    return Buffer.concat([Buffer.from('('), Buffer.from(b.key, 'utf8'), FF]);
+  }
   return (b.inclusive ? '[' : '(') + b.key;
 }
 

@@ -615,6 +615,22 @@ describe('byte order and awkward keys', () => {
     expect(await walk(app, { end: 'é' })).toEqual(sorted(KEYS).slice(0, sorted(KEYS).indexOf('é')));
   });
 
+  it('bounds a prefix exactly whether it ends in ASCII, in DEL or above', async () => {
+    // A prefix ending in ASCII below DEL is bounded by the prefix with its last character moved
+    // up by one (order.ts lexArg); the keys that start with that bound must stay outside.
+    const keys = ['ab', 'ab\u007f', 'ab\u0080', 'abz', 'ac', 'ac0', 'a~', 'a~x', 'a\u007f', 'a\u007fz', 'a\u0080', 'b'];
+    const app = await appWith('range-prefix-bound', keys);
+    const starting = (prefix: string) => sorted(keys.filter((k) => k.startsWith(prefix)));
+    for (const prefix of ['ab', 'a~', 'a\u007f', 'ac', 'a']) {
+      expect(await walk(app, { prefix }, 2), prefix).toEqual(starting(prefix));
+      expect((await range(app, { prefix, last: 2 })).edges.map((e) => e.node.key), prefix).toEqual(starting(prefix).slice(-2));
+      expect((await range(app, { prefix })).totalCount, prefix).toBe(starting(prefix).length);
+    }
+    const r = await app.gql<{ deleteRange: { deleted: number; hasMore: boolean } }>(DELETE_RANGE, { prefix: 'ab' });
+    expect(r.data?.deleteRange).toEqual({ deleted: 4, hasMore: false });
+    expect(await walk(app, {})).toEqual(sorted(keys.filter((k) => !k.startsWith('ab'))));
+  });
+
   it('uses astral and high-BMP characters as prefixes', async () => {
     await setup();
     expect(await walk(app, { prefix: '😀' })).toEqual(['😀', '😀a', '😀😀']);
