@@ -29,7 +29,8 @@ are appended before anything is deleted.
 allow-oom: deleting frees memory, so it must keep working when Redis is at maxmemory (the
 event it appends is small, and the stream is capped).
 ]]
--- The change feed's entries, addEvent() and appendFeeds(): feedEntries.lua, put here by scripts.ts.
+-- The change feed's entries, addEvent(), appendFeeds() and appendEvent(): feedEntries.lua, put
+-- here by scripts.ts.
 -- #include feedEntries.lua
 local n = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
@@ -60,10 +61,7 @@ if n == 1 then
   local p = previous[1]
   if not p then return { 'OK', false, false, false, false } end
   local key = ARGV[3]
-  local last = tonumber(redis.call('GET', KEYS[4]) or '0') + 1
-  redis.call('XADD', KEYS[3], 'MINID', '~', string.format('0-%d', math.max(1, last - retention + 1)), string.format('0-%d', last), 'q', last,
-    'e', 'D' .. struct.pack('<I6I4', p[2], #key) .. key)
-  redis.call('INCR', KEYS[4])
+  appendEvent(KEYS[3], KEYS[4], 'D' .. struct.pack('<I6I4', p[2], #key) .. key, retention)
   redis.call('HDEL', KEYS[1], key)
   redis.call('ZREM', KEYS[2], key)
   return { 'OK', p[1], p[2], p[3], p[4] }

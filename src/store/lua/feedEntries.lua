@@ -9,6 +9,9 @@ appendFeeds(retention)            appends the queued events: per stream in first
                                   entry per FEED_ENTRY_BYTES of events, ID 0-<its last event's
                                   number>, trimming to about `retention` events (XADD MINID ~);
                                   then moves the counter on, one INCR per event
+appendEvent(stream, counter, event, retention)
+                                  appends one event as an entry of its own, at once, without the
+                                  queue's tables (a single put or delete: about 5 µs less in Redis)
 XADD fails only when the stream holds an entry past its counter (not written by kvql): called
 before any other write, it then stops a write within one partition having written nothing.
 ]]
@@ -33,15 +36,25 @@ local function addEvent(stream, counter, event)
   entry[entry.n] = event
   feed.n = feed.n + 1
 end
+-- One entry of events first..last, packed back to back in `events`. IDs are written with %d:
+-- Lua writes numbers of 10^14 and above with an exponent, which XADD refuses.
+local function xaddEntry(stream, first, last, events, retention)
+  redis.call('XADD', stream, 'MINID', '~', string.format('0-%d', math.max(1, last - retention + 1)), string.format('0-%d', last),
+    'q', first, 'e', events)
+end
 local function appendFeeds(retention)
   for _, stream in ipairs(streams) do
     local feed = feeds[stream]
     local last = tonumber(redis.call('GET', feed.counter) or '0')
     for _, entry in ipairs(feed.entries) do
       last = last + entry.n
-      redis.call('XADD', stream, 'MINID', '~', string.format('0-%d', math.max(1, last - retention + 1)), string.format('0-%d', last),
-        'q', last - entry.n + 1, 'e', table.concat(entry, '', 1, entry.n))
+      xaddEntry(stream, last - entry.n + 1, last, table.concat(entry, '', 1, entry.n), retention)
     end
     for _ = 1, feed.n do redis.call('INCR', feed.counter) end
   end
+end
+local function appendEvent(stream, counter, event, retention)
+  local seq = tonumber(redis.call('GET', counter) or '0') + 1
+  xaddEntry(stream, seq, seq, event, retention)
+  redis.call('INCR', counter)
 end

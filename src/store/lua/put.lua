@@ -35,7 +35,8 @@ redis.call costs Redis a dispatch and a command in the AOF. (The sequence counte
 with one INCR per event: INCRBY would be one call per counter, but kvql's ACL user (users.acl)
 has no INCRBY, and hand-made ACL lines copied from it would refuse every batch after an upgrade.)
 ]]
--- The change feed's entries, addEvent() and appendFeeds(): feedEntries.lua, put here by scripts.ts.
+-- The change feed's entries, addEvent(), appendFeeds() and appendEvent(): feedEntries.lua, put
+-- here by scripts.ts.
 -- #include feedEntries.lua
 local ZADD_CHUNK = 500
 local n = tonumber(ARGV[1])
@@ -74,10 +75,7 @@ if n == 1 then
   local key, value = ARGV[3], ARGV[4]
   local version = versions[1] + 1
   if version == 1 then created[1] = now end
-  local last = tonumber(redis.call('GET', KEYS[4]) or '0') + 1
-  redis.call('XADD', KEYS[3], 'MINID', '~', string.format('0-%d', math.max(1, last - retention + 1)), string.format('0-%d', last), 'q', last,
-    'e', 'P' .. struct.pack('<I6I6I6I4I4', version, created[1], now, #key, #value) .. key .. value)
-  redis.call('INCR', KEYS[4])
+  appendEvent(KEYS[3], KEYS[4], 'P' .. struct.pack('<I6I6I6I4I4', version, created[1], now, #key, #value) .. key .. value, retention)
   redis.call('HSET', KEYS[1], key, struct.pack('<I6I6I6', version, created[1], now) .. value)
   if version == 1 then redis.call('ZADD', KEYS[2], 0, key) end
   result[3], result[4] = version, created[1]
