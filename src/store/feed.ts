@@ -1,5 +1,5 @@
 // Reading the change feed: one Redis stream per partition, written by put.lua and delete.lua in
-// the same script as the data, one entry per write (feedFormat.ts). A position in the feed is,
+// the same script as the data, one entry per script call (feedFormat.ts). A position in the feed is,
 // per partition, the sequence number of the last event seen (the partition's event count, which
 // also tells whether events after a position have been trimmed away); an entry's ID names its
 // last event's, so the events after a position are in the entries after ID 0-<seq>.

@@ -8,6 +8,7 @@ import { DEFAULT_BUCKETS, Keyspace, LAYOUT_VERSION, rateLimitKey, unpackEntry } 
 import { compareKeys, lexArg, maxLower, minUpper, type Bound, type KeyRange } from './order.js';
 import { commandTimeoutOf, duplicateClient, isCluster, type RedisClient } from './redis.js';
 import { registerScripts, type ScriptCommands } from './scripts.js';
+import { PutGroups } from './putGroups.js';
 
 export interface Entry {
   key: string;
@@ -130,7 +131,11 @@ export class KvStore {
   ) {
     this.cluster = isCluster(redis);
     this.batches = this.cluster ? new ClusterBatches(keys, feedRetention, redis, (call, check) => this.write(call, check), putEntries) : undefined;
+    this.puts = new PutGroups((items) => this.batchPut(items), (key) => keys.partition(key), feedRetention);
   }
+
+  /** Unconditional puts, grouped into shared script calls while others are in flight. */
+  private readonly puts: PutGroups;
 
   /** Whether Redis is a cluster: then a script reaches one slot, so one partition, only. */
   readonly cluster: boolean;
@@ -305,7 +310,12 @@ export class KvStore {
     return result;
   }
 
+  /**
+   * Writes one entry. An unconditional put may share its script call with others that arrive
+   * with it (putGroups.ts); a compare-and-set is written alone.
+   */
   async put(item: PutItem): Promise<Entry> {
+    if (item.expectedVersion == null) return this.puts.put(item);
     return (await this.batchPut([item]))[0]!;
   }
 

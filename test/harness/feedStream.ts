@@ -5,7 +5,7 @@ import type { Cluster, Redis } from 'ioredis';
 import { decodeEntry, type PackedEvent } from '../../src/store/feedFormat.js';
 
 export interface StreamEvent extends PackedEvent {
-  /** The ID of the stream entry holding the event (an entry holds one write's events). */
+  /** The ID of the stream entry holding the event (an entry holds one script call's events). */
   entryId: string;
 }
 
