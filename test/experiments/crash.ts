@@ -735,6 +735,12 @@ export async function runCrashExperiment(opts: CrashOptions = {}): Promise<Crash
     return startWriters([
       (r) => putWriter(ctx(r), `${tag}:put:0`, false),
       (r) => putWriter(ctx(r), `${tag}:put:1`, false),
+      // Four more plain put writers, so that puts meet while others are in flight and are
+      // grouped into shared script calls (src/store/putGroups.ts) when Redis dies under them.
+      (r) => putWriter(ctx(r), `${tag}:put:2`, false),
+      (r) => putWriter(ctx(r), `${tag}:put:3`, false),
+      (r) => putWriter(ctx(r), `${tag}:put:4`, false),
+      (r) => putWriter(ctx(r), `${tag}:put:5`, false),
       (r) => putWriter(ctx(r), `${tag}:cas:0`, true),
       (r) => putWriter(ctx(r), `${tag}:cas:1`, true),
       (r) => cycleWriter(ctx(r), `${tag}:cycle:0`),
