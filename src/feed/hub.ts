@@ -29,9 +29,9 @@ export interface HubOptions {
   blockMs: number;
   /**
    * At most this many stream entries per read, per partition (an entry holds one script call's
-   * events in a partition, up to 64 KiB of them: one for a put written alone). Fewer while events are large:
-   * a read (the loop's, or a subscription's catch-up) is sized to hold about bufferBytes
-   * (ReadSizer).
+   * events in a partition, up to 64 KiB of them: one for a put written alone). Fewer while
+   * events are large: a read (the loop's, or a subscription's catch-up) is sized to hold about
+   * bufferBytes (ReadSizer).
    */
   batchSize: number;
   /**

@@ -5,8 +5,8 @@
 //   {<prefix>:<p>}:i          zset   every key of partition p, score 0, ordered by bytes (BYLEX)
 //   {<prefix>:<p>}:b:<b>      hash   bucket b of partition p: field <key> per entry, its value
 //                                    the packed entry (ENTRY_HEADER_BYTES of header, then the value)
-//   {<prefix>:<p>}:s          stream the partition's change feed, one entry per script call and partition
-//                                    (format in feedFormat.ts)
+//   {<prefix>:<p>}:s          stream the partition's change feed, one entry per script call and
+//                                    partition (format in feedFormat.ts)
 //   {<prefix>:<p>}:q          string how many events partition p has ever had (the feed's sequence)
 //   {<prefix>:<p>}:x:<id>     hash   on a Redis Cluster only: partition p's part of batch <id>, which
 //                                    spans partitions (lua/batchPrepare.lua)
