@@ -114,9 +114,7 @@ export class PutGroups {
     } catch (err) {
       if (items.length > 1 && err instanceof ReplyError) {
         // Nothing was written (put.lua raises before its first write): each on its own.
-        items.forEach((item, i) => {
-          this.write([item]).then(([entry]) => waiters[i]!.resolve(entry!), waiters[i]!.reject);
-        });
+        items.forEach((item, i) => void this.alone(item).then(waiters[i]!.resolve, waiters[i]!.reject));
       } else {
         for (const w of waiters) w.reject(err);
       }
