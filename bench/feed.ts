@@ -14,6 +14,7 @@ import { createClient, type Client } from 'graphql-ws';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { freePort, startTestRedis } from '../test/harness/redisServer.js';
+import { startArgs } from '../test/harness/startCommand.js';
 import { httpClient } from './driver.js';
 
 const QUICK = process.argv.includes('--quick');
@@ -116,7 +117,7 @@ async function run(
 async function main(): Promise<void> {
   const redisServer = await startTestRedis();
   const port = await freePort();
-  const api = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const api = spawn(process.execPath, startArgs(), {
     env: { ...process.env, REDIS_URL: redisServer.url, PORT: String(port), KV_PREFIX: 'bench', NODE_ENV: 'production' },
     stdio: ['ignore', 'ignore', 'inherit'],
   });

@@ -26,6 +26,7 @@ import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { defaultLoad } from '../src/config.js';
 import { freePort, startTestRedis } from '../test/harness/redisServer.js';
+import { startArgs } from '../test/harness/startCommand.js';
 import { httpClient } from './driver.js';
 
 const arg = (name: string, def: number) => {
@@ -91,7 +92,7 @@ function rssMiB(pid: number): number {
 async function main(): Promise<void> {
   const redis = await startTestRedis();
   const port = await freePort();
-  const api = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const api = spawn(process.execPath, startArgs(), {
     env: { ...process.env, REDIS_URL: redis.url, PORT: String(port), KV_PREFIX: 'load', NODE_ENV: 'production', LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'inherit'],
   });

@@ -6,8 +6,9 @@
 //   - the dataset (16-byte keys, 100-byte values; 1M keys) loaded through the store's batchPut
 //     in this process; Redis memory per key from used_memory; BGREWRITEAOF, then kill -9 and the
 //     time until Redis answers again (test/measure/recovery.ts);
-//   - the kvql API as its own process (node --import tsx src/main.ts, test/harness/apiProcess.ts);
-//   - the "bare Node" baseline as its own process (bench/baseline.ts: node:http + ioredis);
+//   - the kvql API as its own process, run as `npm start` runs it (test/harness/apiProcess.ts);
+//   - the "bare Node" baseline as its own process (bench/baseline.ts: node:http + ioredis), with
+//     the same node flags;
 //   - etcd, when installed, in a temp dir (bench/etcd.ts), with its own copy of the keys;
 //   - the load driver as its own process (bench/driver.ts): closed loop, every latency sample kept.
 // Measured, each as ops/s (items/s for batches), p50 and p99, for kvql, raw Redis (ioredis from

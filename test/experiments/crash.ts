@@ -2,7 +2,7 @@
 // dedicated redis-server and the API again and again under concurrent writers, and checks after
 // every crash that what kvql promised still holds. Everything runs on 127.0.0.1: a redis-server
 // from a copy of redis.conf (appendonly yes, appendfsync always), the API as its own process
-// (node --import tsx src/main.ts with REDIS_URL), writers in this process speaking GraphQL over
+// (as `npm start` runs it, with REDIS_URL), writers in this process speaking GraphQL over
 // HTTP, 4 partitions so that batches span partitions, of 16 buckets each (KV_BUCKETS) so that
 // most keys share their bucket hash with others. Three kinds of crash, interleaved:
 //

@@ -13,6 +13,7 @@ import { partitionOf } from '../../src/store/keys.js';
 import type { RedisClient } from '../../src/store/redis.js';
 import { createTestApp, BUCKETS, ON_CLUSTER, PARTITIONS, type GqlResult, type TestApp } from '../harness/app.js';
 import { freePort, startTestRedis, type TestRedis } from '../harness/redisServer.js';
+import { startArgs } from '../harness/startCommand.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -820,7 +821,7 @@ describe('two API processes on one keyspace', () => {
     const inherited = { ...process.env };
     for (const name of Object.keys(inherited)) if (name.startsWith('REDIS_')) delete inherited[name];
     const where = ON_CLUSTER ? { REDIS_CLUSTER_NODES: inject('clusterNodes') } : { REDIS_URL: inject('redisUrl') };
-    child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    child = spawn(process.execPath, startArgs(), {
       cwd: REPO,
       env: {
         ...inherited,

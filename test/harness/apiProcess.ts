@@ -1,9 +1,10 @@
-// The API as a separate process (`node --import tsx src/main.ts`), as `npm start` runs it with
+// The API as a separate process (startCommand.ts: `node <flags> src/main.ts`), as `npm start` runs it with
 // REDIS_URL: for experiments that must kill it (SIGKILL) or measure it from outside. Ready when
 // /ready answers 200 (not by its log lines, whose format is the logger's business).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './redisServer.js';
+import { startArgs } from './startCommand.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -62,7 +63,7 @@ export async function startApiProcess(opts: ApiProcessOptions): Promise<ApiProce
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
-    const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', opts.script ?? 'src/main.ts'], {
+    const child: ChildProcess = spawn(process.execPath, startArgs(opts.script), {
       cwd: REPO,
       env: {
         ...env,

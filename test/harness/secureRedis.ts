@@ -13,6 +13,7 @@ import { askRedis, REDIS_CONF, waitReady } from '../../src/managedRedis.js';
 import { sha256Hex, usersAclFile } from '../../src/redisAcl.js';
 import { post } from '../experiments/tools.js';
 import { freePort } from './redisServer.js';
+import { startArgs } from './startCommand.js';
 import { until } from './until.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -222,7 +223,7 @@ export async function expectKvqlNeverReady(env: Record<string, string>): Promise
   const port = await freePort();
   const inherited: Record<string, string | undefined> = { ...process.env };
   for (const name of Object.keys(inherited)) if (/^(REDIS_|KV_|PORT$|HOST$)/.test(name)) delete inherited[name];
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, startArgs(), {
     cwd: REPO,
     env: { ...inherited, HOST: '127.0.0.1', PORT: String(port), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -6,6 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, defaultLimits, defaultLoad, loadConfig } from '../../src/config.js';
 import { makePki, opensslOnPath } from '../harness/secureRedis.js';
+import { startArgs } from '../harness/startCommand.js';
 
 const MiB = 1024 * 1024;
 
@@ -503,7 +504,7 @@ describe('loadConfig', () => {
 describe('the real entry point', () => {
   it('exits non-zero quickly with a message naming the wrong variable', async () => {
     const started = Date.now();
-    const child = spawn('node_modules/.bin/tsx', ['src/main.ts'], {
+    const child = spawn(process.execPath, startArgs(), {
       env: { ...process.env, KV_PARTITIONS: 'abc', REDIS_URL: '', PORT: '0' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -1,5 +1,6 @@
-// The real process (`tsx src/main.ts`) with its managed Redis, over real HTTP: clean stops,
-// crashes of the API and of Redis, and the errors of a start that cannot work.
+// The real process (`node <flags> src/main.ts`, as `npm start` runs it) with its managed Redis,
+// over real HTTP: clean stops, crashes of the API and of Redis, and the errors of a start that
+// cannot work.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
@@ -7,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../harness/redisServer.js';
+import { startArgs } from '../harness/startCommand.js';
 import { until, within } from '../harness/until.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -46,9 +48,9 @@ function tempDir(name: string): string {
   return dir;
 }
 
-/** `tsx src/main.ts` in its own process group (tsx runs node as a child: kill the group). */
+/** The API as `npm start` runs it, in its own process group (killed as a group, with anything it started). */
 function startApi(env: Record<string, string>): Api {
-  const child = spawn('node_modules/.bin/tsx', ['src/main.ts'], {
+  const child = spawn(process.execPath, startArgs(), {
     env: { ...process.env, REDIS_URL: '', HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
