@@ -8,7 +8,7 @@ import { DEFAULT_BUCKETS, Keyspace, LAYOUT_VERSION, rateLimitKey, unpackEntry } 
 import { compareKeys, lexArg, maxLower, minUpper, type Bound, type KeyRange } from './order.js';
 import { commandTimeoutOf, duplicateClient, isCluster, type RedisClient } from './redis.js';
 import { registerScripts, type ScriptCommands } from './scripts.js';
-import { PutGroups } from './putGroups.js';
+import { WriteGroups } from './writeGroups.js';
 
 export interface Entry {
   key: string;
@@ -131,11 +131,14 @@ export class KvStore {
   ) {
     this.cluster = isCluster(redis);
     this.batches = this.cluster ? new ClusterBatches(keys, feedRetention, redis, (call, check) => this.write(call, check), putEntries) : undefined;
-    this.puts = new PutGroups((items) => this.batchPut(items), (key) => keys.partition(key), feedRetention);
+    const partitionOf = (key: string) => keys.partition(key);
+    this.puts = new WriteGroups((items) => this.batchPut(items), partitionOf, feedRetention, (i) => i.key.length + i.value.length);
+    this.deletes = new WriteGroups((items) => this.deleteKeys(items.map((i) => i.key), null), partitionOf, feedRetention, (i) => i.key.length);
   }
 
-  /** Unconditional puts, grouped into shared script calls while others are in flight. */
-  private readonly puts: PutGroups;
+  /** Unconditional puts and deletes, grouped into shared script calls while others are in flight (writeGroups.ts). */
+  private readonly puts: WriteGroups<PutItem, Entry>;
+  private readonly deletes: WriteGroups<{ key: string }, Entry | null>;
 
   /** Whether Redis is a cluster: then a script reaches one slot, so one partition, only. */
   readonly cluster: boolean;
@@ -312,10 +315,10 @@ export class KvStore {
 
   /**
    * Writes one entry. An unconditional put may share its script call with others that arrive
-   * with it (putGroups.ts); a compare-and-set is written alone.
+   * with it (writeGroups.ts); a compare-and-set is written alone.
    */
   async put(item: PutItem): Promise<Entry> {
-    if (item.expectedVersion == null) return this.puts.put(item);
+    if (item.expectedVersion == null) return this.puts.add(item);
     return (await this.batchPut([item]))[0]!;
   }
 
@@ -355,8 +358,12 @@ export class KvStore {
     }
   }
 
+  /**
+   * Deletes one entry. An unconditional delete may share its script call with others that
+   * arrive with it (writeGroups.ts); a compare-and-set is written alone.
+   */
   async delete(key: string, expectedVersion?: number | null): Promise<DeleteOutcome> {
-    const [previous] = await this.deleteKeys([key], expectedVersion);
+    const previous = expectedVersion == null ? await this.deletes.add({ key }) : (await this.deleteKeys([key], expectedVersion))[0];
     return { deleted: previous != null, previous: previous ?? null };
   }
 

@@ -736,7 +736,7 @@ export async function runCrashExperiment(opts: CrashOptions = {}): Promise<Crash
       (r) => putWriter(ctx(r), `${tag}:put:0`, false),
       (r) => putWriter(ctx(r), `${tag}:put:1`, false),
       // Four more plain put writers, so that puts meet while others are in flight and are
-      // grouped into shared script calls (src/store/putGroups.ts) when Redis dies under them.
+      // grouped into shared script calls (src/store/writeGroups.ts) when Redis dies under them.
       (r) => putWriter(ctx(r), `${tag}:put:2`, false),
       (r) => putWriter(ctx(r), `${tag}:put:3`, false),
       (r) => putWriter(ctx(r), `${tag}:put:4`, false),

@@ -1,8 +1,9 @@
-// Grouped puts (src/store/putGroups.ts): unconditional puts of one partition issued in one turn
-// of the event loop while two puts are in flight are written by one script call, so their events
-// share one stream entry; each put still gets its own entry, version, event and error.
-import { afterAll, beforeAll, expect, inject, it } from 'vitest';
-import type { Entry } from '../../src/store/store.js';
+// Grouped writes (src/store/writeGroups.ts): unconditional puts (or deletes) of one partition
+// issued in one turn of the event loop while two calls of their kind are in flight are written by
+// one script call, so their events share one stream entry; each write still gets its own
+// result, version, event and error.
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { DeleteOutcome, Entry } from '../../src/store/store.js';
 import { createTestApp, keysInOnePartition, PARTITIONS, type TestApp } from '../harness/app.js';
 import { streamEvents, type StreamEvent } from '../harness/feedStream.js';
 
@@ -182,20 +183,95 @@ it('keeps a group no larger than the feed retains', async () => {
   }
 });
 
-it('refuses every put of a group when the call they share fails', async () => {
+it('refuses every write of a group when the call they share fails', async () => {
   // A standalone Redis in every project: a Cluster client that was told to disconnect queues
   // later commands at the cluster level, where no timeout reaches them (not kvql's case: it
   // disconnects only at shutdown, after its requests ended).
   const lost = await createTestApp('putgroups-lost', { redisUrl: inject('redisUrl') });
   const keys = keysInOnePartition('lost:', 6);
   try {
-    const heads = Promise.allSettled(keys.slice(0, 2).map((key) => lost.store.put({ key, value: 'x' })));
-    const rest = Promise.allSettled(keys.slice(2).map((key) => lost.store.put({ key, value: 'x' })));
+    const heads = Promise.allSettled([...keys.slice(0, 2).map((key) => lost.store.put({ key, value: 'x' })), ...keys.slice(0, 2).map((key) => lost.store.delete(`${key}-d`))]);
+    const puts = Promise.allSettled(keys.slice(2).map((key) => lost.store.put({ key, value: 'x' })));
+    const deletes = Promise.allSettled(keys.slice(2).map((key) => lost.store.delete(`${key}-d`)));
     lost.redis.disconnect();
     await heads;
-    const settled = await rest;
-    expect(settled.map((s) => s.status === 'rejected' && (s.reason as { code?: string }).code)).toEqual(keys.slice(2).map(() => 'STORE_UNAVAILABLE'));
+    const codes = (settled: PromiseSettledResult<unknown>[]) => settled.map((s) => s.status === 'rejected' && (s.reason as { code?: string }).code);
+    expect(codes(await puts)).toEqual(keys.slice(2).map(() => 'STORE_UNAVAILABLE'));
+    expect(codes(await deletes)).toEqual(keys.slice(2).map(() => 'STORE_UNAVAILABLE'));
   } finally {
     await lost.close();
   }
+});
+
+describe('deletes', () => {
+  /**
+   * Deletes `first` and `${first}+` (each sent alone: fewer than two deletes in flight), then the
+   * others in the same turn, while those two are in flight.
+   */
+  function deleteTogether(first: string, others: { key: string; expectedVersion?: number }[]): [Promise<DeleteOutcome[]>, Promise<PromiseSettledResult<DeleteOutcome>[]>] {
+    const heads = Promise.all([app.store.delete(first), app.store.delete(`${first}+`)]);
+    return [heads, Promise.allSettled(others.map((d) => app.store.delete(d.key, d.expectedVersion)))];
+  }
+
+  it('writes the deletes issued together in one call, each with its own previous entry and event', async () => {
+    const keys = keysInOnePartition('del-together:', 21);
+    await app.store.batchPut(keys.map((key) => ({ key, value: `was ${key}` })));
+    await app.store.put({ key: keys[3]!, value: 'again' });
+    const absent = keysInOnePartition('del-together-absent:', 1)[0]!;
+    const after = await lastEntryOf(keys[0]!);
+    const others = [...keys.slice(1, 10), absent, ...keys.slice(10)];
+    const [head, rest] = deleteTogether(keys[0]!, others.map((key) => ({ key })));
+    const [first] = await head;
+    const settled = await rest;
+    expect(first).toMatchObject({ deleted: true, previous: { key: keys[0], value: `was ${keys[0]}`, version: 1 } });
+    expect(settled.map((s) => s.status === 'fulfilled' && [s.value.deleted, s.value.previous?.value, s.value.previous?.version])).toEqual(
+      others.map((key) => (key === absent ? [false, undefined, undefined] : key === keys[3] ? [true, 'again', 2] : [true, `was ${key}`, 1])),
+    );
+    const events = (await eventsOf(keys[0]!, after)).filter((e) => keys.includes(e.key) || e.key === absent);
+    // No event for the key that was not there.
+    expect(events.map((e) => [e.type, e.key, e.version])).toEqual(keys.map((key) => ['D', key, key === keys[3] ? 2 : 1]));
+    // The first went alone; the twenty others in one call, so one entry.
+    expect(entriesOf(events)).toBe(2);
+    expect((await app.store.getMany(keys)).every((e) => e === null)).toBe(true);
+    expect(await app.redis.zscore(app.store.keys.index(app.store.keys.partition(keys[1]!)), keys[1]!)).toBeNull();
+  });
+
+  it('deletes a key deleted twice in one turn once: the second finds it gone', async () => {
+    const [other, key] = keysInOnePartition('del-twice:', 2) as [string, string];
+    await app.store.put({ key, value: 'v' });
+    const after = await lastEntryOf(key);
+    const [head, rest] = deleteTogether(other, [{ key }, { key: `${key}-x` }, { key }]);
+    await head;
+    const settled = await rest;
+    expect(settled.map((s) => s.status === 'fulfilled' && s.value.deleted)).toEqual([true, false, false]);
+    expect((await eventsOf(key, after)).filter((e) => e.key === key).map((e) => e.type)).toEqual(['D']);
+  });
+
+  it('writes a compare-and-set delete alone: its conflict fails only itself', async () => {
+    const [other, a, b] = keysInOnePartition('del-cas:', 3) as [string, string, string];
+    await app.store.batchPut([{ key: a, value: 'a' }, { key: b, value: 'b' }]);
+    const [head, rest] = deleteTogether(other, [{ key: a }, { key: b, expectedVersion: 5 }]);
+    await head;
+    const [okA, conflictB] = await rest;
+    expect(okA).toMatchObject({ status: 'fulfilled', value: { deleted: true } });
+    expect(conflictB).toMatchObject({ status: 'rejected', reason: { code: 'VERSION_CONFLICT', extensions: { key: b, actualVersion: 1 } } });
+    expect(await app.store.get(b)).toMatchObject({ value: 'b', version: 1 });
+  });
+
+  it('fails only the delete whose stored entry the script cannot read, and deletes the others', async () => {
+    const [other, bad, good1, good2] = keysInOnePartition('del-corrupt:', 4) as [string, string, string, string];
+    await app.store.batchPut([{ key: good1, value: 'g1' }, { key: good2, value: 'g2' }]);
+    // Shorter than an entry's header: delete.lua raises before its first write.
+    await app.redis.hset(app.store.keys.bucket(bad), bad, 'short');
+    const after = await lastEntryOf(bad);
+    const [head, rest] = deleteTogether(other, [{ key: good1 }, { key: bad }, { key: good2 }]);
+    await head;
+    const [r1, rBad, r2] = (await rest) as PromiseSettledResult<DeleteOutcome>[];
+    expect(r1).toMatchObject({ status: 'fulfilled', value: { deleted: true, previous: { value: 'g1' } } });
+    expect(r2).toMatchObject({ status: 'fulfilled', value: { deleted: true, previous: { value: 'g2' } } });
+    expect(rBad!.status).toBe('rejected');
+    expect(await app.redis.hget(app.store.keys.bucket(bad), bad)).toBe('short');
+    expect((await eventsOf(bad, after)).map((e) => e.key).filter((k) => [bad, good1, good2].includes(k))).toEqual([good1, good2]);
+    await app.redis.hdel(app.store.keys.bucket(bad), bad);
+  });
 });
