@@ -745,6 +745,12 @@ export async function runCrashExperiment(opts: CrashOptions = {}): Promise<Crash
       (r) => putWriter(ctx(r), `${tag}:cas:1`, true),
       (r) => cycleWriter(ctx(r), `${tag}:cycle:0`),
       (r) => cycleWriter(ctx(r), `${tag}:cycle:1`),
+      // Four more, so that deletes too meet while others are in flight and are grouped
+      // (src/store/writeGroups.ts): with two more, a 2-round run grouped none.
+      (r) => cycleWriter(ctx(r), `${tag}:cycle:2`),
+      (r) => cycleWriter(ctx(r), `${tag}:cycle:3`),
+      (r) => cycleWriter(ctx(r), `${tag}:cycle:4`),
+      (r) => cycleWriter(ctx(r), `${tag}:cycle:5`),
       (r) => deleteWriter(ctx(r), `${tag}:del`),
       (r) => batchWriter(ctx(r), `${tag}:b0`, () => 8, 48),
       (r) => batchWriter(ctx(r), `${tag}:b1`, () => 4 + Math.floor(rand() * 12), 48),
