@@ -1,6 +1,7 @@
-// The API as a separate process (startCommand.ts: `node <flags> src/main.ts`), as `npm start` runs it with
-// REDIS_URL: for experiments that must kill it (SIGKILL) or measure it from outside. Ready when
-// /ready answers 200 (not by its log lines, whose format is the logger's business).
+// The API as a separate process (`node <flags> src/main.ts`, startCommand.ts), as `npm start`
+// runs it, with REDIS_URL: for experiments that must kill it (SIGKILL) or measure it from
+// outside. Ready when /ready answers 200 (not by its log lines, whose format is the logger's
+// business).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './redisServer.js';
