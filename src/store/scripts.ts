@@ -12,7 +12,8 @@ function read(file: string): string {
 
 /**
  * A script's text, each line `-- #include <file>.lua` replaced by that file of ./lua: a Lua
- * script cannot load another, and what several scripts share is written once (feedEntries.lua).
+ * script cannot load another, and what several scripts share is written once (feedEntries.lua,
+ * indexChanges.lua).
  */
 export function source(name: ScriptName): string {
   return read(`${name}.lua`).replace(/^-- #include (\w+\.lua)$/gm, (_, file: string) => read(file));

@@ -27,6 +27,8 @@ Events as put.lua: one stream entry per stream, appended before the entries are 
 ]]
 -- The change feed's entries, addEvent() and appendFeeds(): feedEntries.lua, put here by scripts.ts.
 -- #include feedEntries.lua
+-- indexAdd() and applyIndexes(): indexChanges.lua, likewise.
+-- #include indexChanges.lua
 local state = redis.call('HGET', KEYS[1], 's')
 if not state then return { 'GONE' } end
 if state == 'applied' then
@@ -40,9 +42,6 @@ local retention = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local result = { 'OK', now }
--- As put.lua: the new keys go into each index with one ZADD per ZADD_CHUNK members.
-local ZADD_CHUNK = 500
-local added = {}
 local versions, created = {}, {}
 for i = 1, n do
   local key, value = ARGV[2 * i + 1], ARGV[2 * i + 2]
@@ -57,20 +56,12 @@ end
 appendFeeds(retention)
 for i = 1, n do
   local key, value = ARGV[2 * i + 1], ARGV[2 * i + 2]
-  if versions[i] == 1 then
-    local args = added[KEYS[1 + n + i]] or {}
-    added[KEYS[1 + n + i]] = args
-    args[#args + 1], args[#args + 2] = 0, key
-  end
+  if versions[i] == 1 then indexAdd(KEYS[1 + n + i], key) end
   redis.call('HSET', KEYS[1 + i], key, struct.pack('<I6I6I6', versions[i], created[i], now) .. value)
   result[#result + 1] = versions[i]
   result[#result + 1] = created[i]
 end
-for index, args in pairs(added) do
-  for from = 1, #args, 2 * ZADD_CHUNK do
-    redis.call('ZADD', index, unpack(args, from, math.min(from + 2 * ZADD_CHUNK - 1, #args)))
-  end
-end
+applyIndexes()
 local stored = {}
 for i = 2, #result do stored[#stored + 1] = result[i] end
 redis.call('HSET', KEYS[1], 's', 'applied', 'r', table.concat(stored, ','))

@@ -32,6 +32,8 @@ event it appends is small, and the stream is capped).
 -- The change feed's entries, addEvent(), appendFeeds() and appendEvent(): feedEntries.lua, put
 -- here by scripts.ts.
 -- #include feedEntries.lua
+-- indexRemove() and applyIndexes(): indexChanges.lua, likewise.
+-- #include indexChanges.lua
 local n = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
 local previous = {}
@@ -76,26 +78,18 @@ for i = 1, n do
 end
 appendFeeds(retention)
 
--- As put.lua: the deleted keys leave each index with one ZREM per ZREM_CHUNK members.
-local ZREM_CHUNK = 500
-local removed = {}
+-- As put.lua: the deleted keys leave each index after the items, one ZREM per 500.
 local result = { 'OK' }
 for i = 1, n do
   local p = previous[i]
   if p then
     local key = ARGV[2 * i + 1]
     redis.call('HDEL', KEYS[i], key)
-    local keys = removed[KEYS[n + i]] or {}
-    removed[KEYS[n + i]] = keys
-    keys[#keys + 1] = key
+    indexRemove(KEYS[n + i], key)
     for j = 1, 4 do result[#result + 1] = p[j] end
   else
     for j = 1, 4 do result[#result + 1] = false end
   end
 end
-for index, keys in pairs(removed) do
-  for from = 1, #keys, ZREM_CHUNK do
-    redis.call('ZREM', index, unpack(keys, from, math.min(from + ZREM_CHUNK - 1, #keys)))
-  end
-end
+applyIndexes()
 return result

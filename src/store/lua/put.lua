@@ -30,15 +30,16 @@ The feed's entries are appended before the entries are written: a stream holding
 its counter (written by something other than kvql) makes XADD fail, and for a write within one
 partition the script then stops having written nothing.
 
-The new keys go into each index with one ZADD per ZADD_CHUNK members, after the items: every
-redis.call costs Redis a dispatch and a command in the AOF. (The sequence counters still move
+The new keys go into each index after the items, one ZADD per 500 (indexChanges.lua). (The
+sequence counters still move
 with one INCR per event: INCRBY would be one call per counter, but kvql's ACL user (users.acl)
 has no INCRBY, and hand-made ACL lines copied from it would refuse every batch after an upgrade.)
 ]]
 -- The change feed's entries, addEvent(), appendFeeds() and appendEvent(): feedEntries.lua, put
 -- here by scripts.ts.
 -- #include feedEntries.lua
-local ZADD_CHUNK = 500
+-- indexAdd() and applyIndexes(): indexChanges.lua, put here by scripts.ts.
+-- #include indexChanges.lua
 local n = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
 local versions = {}
@@ -90,24 +91,13 @@ for i = 1, n do
 end
 appendFeeds(retention)
 
--- Per index key, its new members as ZADD arguments (0, key, 0, key, ...).
-local added = {}
-
 for i = 1, n do
   local key, value = ARGV[3 * i], ARGV[3 * i + 1]
   local version = versions[i] + 1
-  if version == 1 then
-    local args = added[KEYS[n + i]] or {}
-    added[KEYS[n + i]] = args
-    args[#args + 1], args[#args + 2] = 0, key
-  end
+  if version == 1 then indexAdd(KEYS[n + i], key) end
   redis.call('HSET', KEYS[i], key, struct.pack('<I6I6I6', version, created[i], now) .. value)
   result[#result + 1] = version
   result[#result + 1] = created[i]
 end
-for index, args in pairs(added) do
-  for from = 1, #args, 2 * ZADD_CHUNK do
-    redis.call('ZADD', index, unpack(args, from, math.min(from + 2 * ZADD_CHUNK - 1, #args)))
-  end
-end
+applyIndexes()
 return result
