@@ -6,6 +6,7 @@
 //   POST /get       {"key": k}                 -> entry or null
 //   POST /getMany   {"keys": [k, ...]}         -> [entry or null, ...]
 //   POST /put       {"key": k, "value": v}     -> {"version": n}
+//   POST /delete    {"key": k}                 -> {"deleted": true or false}
 //   POST /batchPut  {"items": [{key, value}]}  -> [{"version": n}, ...]
 //   POST /range     {"start": k, "first": n}   -> [entry, ...]
 //   GET  /ready                                -> 200 once Redis answers
@@ -31,6 +32,8 @@ async function answer(path: string, b: Body): Promise<unknown> {
       return ops.getMany(b.keys!);
     case '/put':
       return { version: await ops.put(b.key!, b.value!) };
+    case '/delete':
+      return { deleted: await ops.delete(b.key!) };
     case '/batchPut':
       return (await ops.batchPut(b.items!)).map((version) => ({ version }));
     case '/range':

@@ -68,11 +68,12 @@ function panel(x: number, y: number, w: number, h: number, title: string, groups
 
 export function renderChart(r: Results): string {
   const W = 1240;
-  const H = 770;
-  const ops: Op[] = ['get', 'put'];
+  // One row of panels per operation measured (results before 2026-11-28 have no delete).
+  const ops = (['get', 'put', 'delete'] as Op[]).filter((op) => r.rows.some((x) => x.op === op));
+  const H = 130 + ops.length * 340 - 40;
   const parts: string[] = [];
   parts.push(
-    `<text x="${W / 2}" y="28" text-anchor="middle" font-size="18" font-weight="bold">kvql vs raw Redis, bare Node and etcd: get and put, closed loop</text>`,
+    `<text x="${W / 2}" y="28" text-anchor="middle" font-size="18" font-weight="bold">kvql vs raw Redis, bare Node and etcd: ${ops.join(', ').replace(/, (\w+)$/, ' and $1')}, closed loop</text>`,
     `<text x="${W / 2}" y="48" text-anchor="middle" font-size="12" fill="#444">${esc(
       `${r.date.slice(0, 16).replace('T', ' ')} UTC; ${r.machine.cpu}, ${r.machine.cores} cores; Node ${r.machine.node}, Redis ${r.machine.redis}, etcd ${r.machine.etcd ?? 'not installed'}; ${r.options.seconds} s per point`,
     )}</text>`,

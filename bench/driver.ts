@@ -20,7 +20,7 @@ import { b64 } from './etcd.js';
 import { rawOps } from './rawRedis.js';
 
 export type System = 'kvql' | 'raw' | 'bare' | 'etcd';
-export type Op = 'get' | 'put' | 'getMany' | 'batchPut' | 'range';
+export type Op = 'get' | 'put' | 'delete' | 'getMany' | 'batchPut' | 'range';
 
 export interface Job {
   system: System;
@@ -32,6 +32,12 @@ export interface Job {
   warmupSeconds: number;
   /** get, getMany and range read keys 0 .. loadedKeys-1 of the dataset (test/measure/dataset.ts). */
   loadedKeys: number;
+  /**
+   * delete only: the keys deleteKey(from) .. deleteKey(to - 1), loaded into the target before
+   * the job (bench/run.ts), each deleted once. A job that runs out of them ends its window
+   * there (Figure.seconds), rather than go on to cheaper deletes of absent keys.
+   */
+  deletes?: { from: number; to: number };
   /** The API's /graphql URL, the baseline's or etcd's base URL, or the Redis URL. */
   target: string;
   /** kvql only: an Authorization header to send (`Bearer <token>`), for an API with tokens. */
@@ -49,6 +55,8 @@ export interface Figure {
   meanMs: number;
   /** Requests completed inside the window. */
   samples: number;
+  /** The window's length when it ended early (a delete job that ran out of keys); else absent. */
+  seconds?: number;
   errors: number;
   firstError?: string;
   /** Every latency of the window, sorted (ms): only when the job asked (keepSamples). */
@@ -60,6 +68,15 @@ const rand = (n: number) => Math.floor(Math.random() * n);
 
 /** A key nobody loaded: puts are a stream of writes to random keys, 16 bytes like the rest. */
 const freshKey = () => key(100_000_000_000 + rand(899_999_999_999));
+
+/**
+ * The i-th key of the delete rows, 16 bytes like the rest, in the range fresh keys come from: i
+ * times a multiplier near the golden ratio of that range and prime to it, mod the range, so
+ * that no two i share a key and consecutive i land all over the index (a run of neighbours
+ * would delete from one warm corner of it). A put's fresh key may happen to be one of them: it
+ * is loaded again, then deleted, all the same.
+ */
+export const deleteKey = (i: number): string => key(100_000_000_000 + Number((BigInt(i) * 556_231_520_981n) % 900_000_000_000n));
 
 /** Nearest-rank percentile of sorted samples. */
 export function percentile(sorted: readonly number[], p: number): number {
@@ -109,14 +126,24 @@ export const GQL: Record<Op, string> = {
   get: `query($k:String!){ get(key:$k){ ${entryFields} } }`,
   getMany: `query($ks:[String!]!){ getMany(keys:$ks){ ${entryFields} } }`,
   put: 'mutation($k:String!,$v:String!){ put(key:$k, value:$v){ version } }',
+  delete: 'mutation($k:String!){ delete(key:$k){ deleted } }',
   batchPut: 'mutation($i:[PutInput!]!){ batchPut(items:$i){ version } }',
   range: `query($s:String!,$n:Int!){ range(start:$s, first:$n){ edges { node { ${entryFields} } } pageInfo { hasNextPage endCursor } } }`,
 };
 
+/** Thrown instead of a request when a delete job has deleted every key loaded for it. */
+class RanOut extends Error {}
+
 /** The arguments of one request of `job`, fresh random keys each time. */
 function args(job: Job) {
   const n = job.items;
+  let nextDelete = job.deletes?.from ?? 0;
   return {
+    deleteKey: () => {
+      if (!job.deletes) throw new Error('a delete job needs the keys loaded for it (Job.deletes)');
+      if (nextDelete >= job.deletes.to) throw new RanOut();
+      return deleteKey(nextDelete++);
+    },
     key: () => key(rand(job.loadedKeys)),
     keys: () => Array.from({ length: n }, () => key(rand(job.loadedKeys))),
     items: () => Array.from({ length: n }, () => ({ key: freshKey(), value: VALUE })),
@@ -136,6 +163,7 @@ function kvqlTarget(job: Job): Target {
     get: () => ({ k: a.key() }),
     getMany: () => ({ ks: a.keys() }),
     put: () => ({ k: freshKey(), v: VALUE }),
+    delete: () => ({ k: a.deleteKey() }),
     batchPut: () => ({ i: a.items() }),
     range: () => ({ s: a.start(), n: job.items }),
   };
@@ -151,6 +179,7 @@ function kvqlTarget(job: Job): Target {
         get: () => isValue(d.get?.value),
         getMany: () => d.getMany.length === job.items && d.getMany.every((e: Json | null) => isValue(e?.value)),
         put: () => d.put.version >= 1,
+        delete: () => d.delete.deleted === true,
         batchPut: () => d.batchPut.length === job.items,
         range: () => d.range.edges.length === job.items && isValue(d.range.edges[0].node.value),
       }[job.op]();
@@ -167,6 +196,7 @@ function bareTarget(job: Job): Target {
     get: () => ({ key: a.key() }),
     getMany: () => ({ keys: a.keys() }),
     put: () => ({ key: freshKey(), value: VALUE }),
+    delete: () => ({ key: a.deleteKey() }),
     batchPut: () => ({ items: a.items() }),
     range: () => ({ start: a.start(), first: job.items }),
   };
@@ -178,6 +208,7 @@ function bareTarget(job: Job): Target {
         get: () => isValue(d.value),
         getMany: () => d.length === job.items && d.every((e: Json | null) => isValue(e?.value)),
         put: () => d.version >= 1,
+        delete: () => d.deleted === true,
         batchPut: () => d.length === job.items,
         range: () => d.length === job.items && isValue(d[0].value),
       }[job.op]();
@@ -197,6 +228,7 @@ function etcdTarget(job: Job): Target {
     // etcd has no multi-get: a read-only transaction of one range per key.
     getMany: () => ['/v3/kv/txn', { success: a.keys().map((k) => ({ request_range: { key: b64(k) } })) }],
     put: () => ['/v3/kv/put', { key: b64(freshKey()), value }],
+    delete: () => ['/v3/kv/deleterange', { key: b64(a.deleteKey()) }],
     batchPut: () => ['/v3/kv/txn', { success: a.items().map((i) => ({ request_put: { key: b64(i.key), value } })) }],
     // range_end "\0": every key from `key` on; limit: the page.
     range: () => ['/v3/kv/range', { key: b64(a.start()), range_end: 'AA==', limit: job.items }],
@@ -212,6 +244,7 @@ function etcdTarget(job: Job): Target {
         get: () => value64(d.kvs?.[0]?.value),
         getMany: () => d.responses.length === job.items && d.responses.every((r: Json) => value64(r.response_range?.kvs?.[0]?.value)),
         put: () => Number(d.header?.revision) >= 1,
+        delete: () => Number(d.deleted) === 1,
         batchPut: () => d.succeeded === true && d.responses.length === job.items,
         range: () => d.kvs.length === job.items && value64(d.kvs[0].value),
       }[job.op]();
@@ -231,6 +264,7 @@ async function rawTarget(job: Job): Promise<Target> {
     get: () => ops.get(a.key()),
     getMany: () => ops.getMany(a.keys()),
     put: () => ops.put(freshKey(), VALUE),
+    delete: () => ops.delete(a.deleteKey()),
     batchPut: () => ops.batchPut(a.items()),
     range: () => ops.range(a.start(), job.items),
   };
@@ -242,6 +276,7 @@ async function rawTarget(job: Job): Promise<Target> {
         get: () => isValue(d?.value),
         getMany: () => d.length === job.items && d.every((e: Json | null) => isValue(e?.value)),
         put: () => (answer as number) >= 1,
+        delete: () => answer === true,
         batchPut: () => d.length === job.items,
         range: () => d.length === job.items && isValue(d[0].value),
       }[job.op]();
@@ -262,13 +297,18 @@ export async function measure(job: Job): Promise<Figure> {
     let firstError: string | undefined;
     const windowStart = now() + job.warmupSeconds * 1000;
     const windowEnd = windowStart + job.seconds * 1000;
+    let ranOut = false;
     await Promise.all(
       Array.from({ length: job.concurrency }, async () => {
-        while (now() < windowEnd) {
+        while (now() < windowEnd && !ranOut) {
           const t0 = now();
           try {
             await target.call();
           } catch (err) {
+            if (err instanceof RanOut) {
+              ranOut = true;
+              break;
+            }
             errors++;
             firstError ??= err instanceof Error ? err.message : String(err);
             continue;
@@ -278,10 +318,13 @@ export async function measure(job: Job): Promise<Figure> {
         }
       }),
     );
+    // Out of keys, the window ends as the last request in flight answers.
+    const seconds = ranOut ? Math.min(job.seconds, (now() - windowStart) / 1000) : job.seconds;
+    if (ranOut && seconds <= 0) throw new Error(`ran out of the ${job.deletes!.to - job.deletes!.from} keys loaded to delete before the window began`);
     // A window so short that no request completed in it would say nothing: refuse to report.
     if (samples.length === 0) throw new Error(`no request completed in the window (${errors} errors${firstError ? `: ${firstError}` : ''})`);
     samples.sort((x, y) => x - y);
-    const figure = figureOf(samples, job.seconds, job.items, errors, firstError);
+    const figure = { ...figureOf(samples, seconds, job.items, errors, firstError), ...(ranOut ? { seconds: Number(seconds.toFixed(3)) } : {}) };
     return job.keepSamples ? { ...figure, latencies: samples } : figure;
   } finally {
     target.close();
@@ -306,9 +349,9 @@ function figureOf(sorted: readonly number[], seconds: number, items: number, err
 }
 
 /**
- * One figure from several windows of the same measurement (each `seconds` long, with its
- * latencies kept): throughput over their total time, percentiles and mean over all their
- * latencies together, as if they were one window.
+ * One figure from several windows of the same measurement (each `seconds` long unless it ended
+ * early, with its latencies kept): throughput over their total time, percentiles and mean over
+ * all their latencies together, as if they were one window.
  */
 export function poolFigures(figures: readonly Figure[], seconds: number, items: number): Figure {
   const all = figures.flatMap((f) => {
@@ -317,7 +360,8 @@ export function poolFigures(figures: readonly Figure[], seconds: number, items: 
   });
   all.sort((x, y) => x - y);
   const errors = figures.reduce((n, f) => n + f.errors, 0);
-  return figureOf(all, seconds * figures.length, items, errors, figures.find((f) => f.firstError !== undefined)?.firstError);
+  const total = figures.reduce((sum, f) => sum + (f.seconds ?? seconds), 0);
+  return figureOf(all, total, items, errors, figures.find((f) => f.firstError !== undefined)?.firstError);
 }
 
 // --- The parent's side: the driver as a child process, one measurement at a time over IPC.

@@ -92,8 +92,8 @@ export async function startEtcd(maxTxnOps = 1000): Promise<Etcd | undefined> {
   throw lastError;
 }
 
-/** Puts keys [from, to) of the benchmark's dataset, `batch` per transaction, a few at once. */
-export async function etcdLoad(base: string, from: number, to: number, batch = 1000, concurrency = 4): Promise<void> {
+/** Puts keys [from, to) of the benchmark's dataset (key(i), or keyOf(i)), `batch` per transaction, a few at once. */
+export async function etcdLoad(base: string, from: number, to: number, keyOf: (i: number) => string = key, batch = 1000, concurrency = 4): Promise<void> {
   const value = b64(VALUE);
   let next = from;
   await Promise.all(
@@ -102,7 +102,7 @@ export async function etcdLoad(base: string, from: number, to: number, batch = 1
         const start = next;
         const end = (next = Math.min(to, next + batch));
         const success = [];
-        for (let i = start; i < end; i++) success.push({ request_put: { key: b64(key(i)), value } });
+        for (let i = start; i < end; i++) success.push({ request_put: { key: b64(keyOf(i)), value } });
         await etcdPost(base, '/v3/kv/txn', { success });
       }
     }),

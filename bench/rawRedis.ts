@@ -14,6 +14,8 @@
 // (it appends its packed event to a scratch string instead), then one ZADD of every key and one
 // EVAL that appends the scratch string to the stream as one entry (kvql's script makes one per
 // 64 KiB of events) and deletes it (a key already in the index keeps its score 0: no change).
+// A delete is one EVAL that makes delete.lua's writes for one key: the DELETE event (INCR and
+// XADD), then HDEL from the bucket and ZREM from the index.
 import type { Redis } from 'ioredis';
 import { Keyspace, unpackEntry } from '../src/store/keys.js';
 import { DEFAULT_FEED_RETENTION } from '../src/store/store.js';
@@ -36,6 +38,8 @@ export interface RawOps {
   getMany(keys: readonly string[]): Promise<(RawEntry | null)[]>;
   /** Resolves to the key's new version. */
   put(key: string, value: string): Promise<number>;
+  /** Resolves to whether the key was there. */
+  delete(key: string): Promise<boolean>;
   /**
    * The puts of every item, pipelined in one MULTI/EXEC: atomic, and one fsync for the whole
    * batch, as kvql's batchPut (one script) is. (Without MULTI, Redis reads a large pipeline in
@@ -72,6 +76,19 @@ else
 end
 return version`;
 
+/** A delete: the key's DELETE event, then the key leaves its bucket and the index. Returns 1, or 0 when absent. */
+const DELETE_LUA = `
+local key = ARGV[1]
+local packed = redis.call('HGET', KEYS[1], key)
+if not packed then return 0 end
+local version = struct.unpack('<I6', packed)
+local seq = redis.call('INCR', KEYS[4])
+redis.call('XADD', KEYS[3], 'MINID', '~', string.format('0-%d', math.max(1, seq - tonumber(ARGV[2]) + 1)), string.format('0-%d', seq),
+  'q', seq, 'e', 'D' .. struct.pack('<I6I4', version, #key) .. key)
+redis.call('HDEL', KEYS[1], key)
+redis.call('ZREM', KEYS[2], key)
+return 1`;
+
 /** A batch's feed entry: the events its puts left in the scratch string KEYS[3] (ARGV[1] of them). */
 const FEED_LUA = `
 local events = redis.call('GET', KEYS[3])
@@ -93,7 +110,8 @@ type PutCommand<R> = (
   indexLater: '0' | '1',
 ) => R;
 type FeedCommand<R> = (streamKey: string, sequenceKey: string, scratchKey: string, events: number, retention: number) => R;
-type WithPut = Redis & { benchPut: PutCommand<Promise<number>> };
+type DeleteCommand<R> = (bucketKey: string, indexKey: string, streamKey: string, sequenceKey: string, key: string, retention: number) => R;
+type WithPut = Redis & { benchPut: PutCommand<Promise<number>>; benchDelete: DeleteCommand<Promise<number>> };
 
 function toEntry(key: string, packed: Buffer | null): RawEntry | null {
   const e = packed == null ? null : unpackEntry(packed);
@@ -120,6 +138,7 @@ export function rawOps(redis: Redis): RawOps {
   const raw = new Keyspace(RAW_PREFIX, 1);
   if (!('benchPut' in redis)) redis.defineCommand('benchPut', { numberOfKeys: 5, lua: PUT_LUA });
   if (!('benchFeed' in redis)) redis.defineCommand('benchFeed', { numberOfKeys: 3, lua: FEED_LUA });
+  if (!('benchDelete' in redis)) redis.defineCommand('benchDelete', { numberOfKeys: 4, lua: DELETE_LUA });
   // Under the partition's tag, so that it would share the stream's slot on a cluster.
   const scratch = `${raw.stream(0)}:batch`;
   const client = redis as WithPut;
@@ -135,6 +154,9 @@ export function rawOps(redis: Redis): RawOps {
     getMany: readMany,
     put(key, value) {
       return client.benchPut(raw.bucket(key, 0), raw.index(0), raw.stream(0), raw.sequence(0), scratch, key, value, DEFAULT_FEED_RETENTION, '0');
+    },
+    async delete(key) {
+      return (await client.benchDelete(raw.bucket(key, 0), raw.index(0), raw.stream(0), raw.sequence(0), key, DEFAULT_FEED_RETENTION)) === 1;
     },
     async batchPut(items) {
       if (items.length === 0) return [];

@@ -27,6 +27,8 @@ export interface Options {
   concurrency: number[];
   /** Concurrency of getMany, range and batchPut of 100. */
   otherConcurrency: number;
+  /** Concurrencies of delete (absent in runs before 2026-11-28: no delete rows). */
+  deleteConcurrency?: number[];
   /** Concurrencies of batchPut of 1,000 (absent in runs before 2026-11-27 17:51 UTC: otherConcurrency alone). */
   batchConcurrency?: number[];
   out: string;
@@ -111,7 +113,7 @@ export interface Results {
 }
 
 export const opLabel = (r: Pick<Row, 'op' | 'items'>): string =>
-  r.op === 'get' || r.op === 'put' ? r.op : r.op === 'range' ? `range first:${r.items}` : `${r.op} ${r.items}`;
+  r.op === 'get' || r.op === 'put' || r.op === 'delete' ? r.op : r.op === 'range' ? `range first:${r.items}` : `${r.op} ${r.items}`;
 
 /** Batches are reported in items/s, everything else in operations/s. */
 export const rate = (r: Pick<Row, 'op'>, f: Figure): number => (r.op === 'batchPut' ? f.itemsPerSec : f.opsPerSec);

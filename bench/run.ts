@@ -14,12 +14,18 @@
 // Measured, each as ops/s (items/s for batches), p50 and p99, for kvql, raw Redis (ioredis from
 // the driver, the limit), bare Node and etcd, in this order: get at each concurrency; range
 // pages of 100 from random start points; getMany of 100 keys (the reads, on the loaded keys
-// alone); then put at each concurrency; batchPut of 100 and 1,000 items.
+// alone); then put at each concurrency; delete; batchPut of 100 and 1,000 items. A delete row's
+// keys are loaded for each window before it starts, into that system alone (its own keys, spread
+// over the index: driver.ts deleteKey), two and a half times as many as the system's puts at
+// that concurrency would get through in the window and its warm-up (half as many again as its
+// deletes did, in the row's later rounds); each is deleted once, and a window that runs out
+// ends there (and says so).
 // Prints the machine, a table and the ratios the targets use; writes results.json and
 // results.svg (bench/ by default).
 //
 // Usage: npm run bench [-- --quick] [--seconds S] [--warmup S] [--keys N] [--etcd-keys N]
-//                      [--concurrency 1,16,32,64] [--batch-concurrency 1,4] [--rounds R] [--out DIR] [--no-etcd]
+//                      [--concurrency 1,16,32,64] [--delete-concurrency 1,32] [--batch-concurrency 1,4]
+//                      [--rounds R] [--out DIR] [--no-etcd]
 // Each row measures every system in R rounds (2 by default, 1 with --quick), in turn and then
 // back, and pools each system's windows: the machine's drift during a row then falls on every
 // system alike instead of on whichever ran last.
@@ -31,12 +37,12 @@ import { createRedis } from '../src/store/redis.js';
 import { KvStore } from '../src/store/store.js';
 import { startApiProcess } from '../test/harness/apiProcess.js';
 import { startTestRedis } from '../test/harness/redisServer.js';
-import { loadKeys, usedMemory } from '../test/measure/dataset.js';
+import { loadKeys, usedMemory, VALUE } from '../test/measure/dataset.js';
 import { aofBytes, aofInfo, crashAndTime, rewriteAof, rewriteDone, rewriteIfGrown } from '../test/measure/recovery.js';
 import { renderChart } from './chart.js';
-import { poolFigures, startDriver, type Figure, type Op, type System } from './driver.js';
+import { deleteKey, poolFigures, startDriver, type Figure, type Job, type Op, type System } from './driver.js';
 import { etcdLoad, etcdVersion, startEtcd } from './etcd.js';
-import { KV_PREFIX } from './rawRedis.js';
+import { KV_PREFIX, rawOps } from './rawRedis.js';
 import { formatReport, opLabel, rate, SYSTEMS, type Machine, type Options, type Ratio, type Results, type Row } from './results.js';
 
 const BENCH_DIR = fileURLToPath(new URL('./', import.meta.url));
@@ -68,6 +74,8 @@ function parseOptions(argv: string[]): Options {
   // then for Redis's, in turn; with more clients the API reads the next batches while Redis runs
   // one, so the two overlap instead of adding up.
   const batchConcurrency = list('batch-concurrency', '1,4', '1,4');
+  // delete at one client and at 32, where put's targets are.
+  const deleteConcurrency = list('delete-concurrency', '1,32', '1,32');
   return {
     quick,
     seconds: number('seconds', quick ? 0.5 : 3, 0.1),
@@ -77,6 +85,7 @@ function parseOptions(argv: string[]): Options {
     etcdKeys: Math.floor(number('etcd-keys', quick ? 2_000 : 100_000, 1000)),
     concurrency,
     otherConcurrency: 1,
+    deleteConcurrency,
     batchConcurrency,
     out: resolve(value('out') ?? BENCH_DIR),
     etcd: !has('no-etcd'),
@@ -118,6 +127,10 @@ function ratios(rows: Row[], memory: Results['memory']): Ratio[] {
   add('put@32 ops/s, kvql / etcd put', per(fig('put', 32, 1, 'kvql')?.opsPerSec, fig('put', 32, 1, 'etcd')?.opsPerSec), '>= 1.5', (v) => v >= 1.5);
   add('put@1 mean latency, kvql / etcd (lower is better)', per(fig('put', 1, 1, 'kvql')?.meanMs, fig('put', 1, 1, 'etcd')?.meanMs), '<= 1', (v) => v <= 1);
   add('get@32 ops/s, kvql / bare Node', per(fig('get', 32, 1, 'kvql')?.opsPerSec, fig('get', 32, 1, 'bare')?.opsPerSec), '>= 0.6', (v) => v >= 0.6);
+  // delete has no target of its own: beside etcd's and bare Node's, as put is.
+  add('delete@32 ops/s, kvql / etcd delete', per(fig('delete', 32, 1, 'kvql')?.opsPerSec, fig('delete', 32, 1, 'etcd')?.opsPerSec), null);
+  add('delete@32 ops/s, kvql / bare Node', per(fig('delete', 32, 1, 'kvql')?.opsPerSec, fig('delete', 32, 1, 'bare')?.opsPerSec), null);
+  add('delete@1 mean latency, kvql / etcd (lower is better)', per(fig('delete', 1, 1, 'kvql')?.meanMs, fig('delete', 1, 1, 'etcd')?.meanMs), null);
   // The row at one client keeps the ratios' names of earlier runs; the others name their concurrency.
   for (const batch of rows.filter((r) => r.op === 'batchPut' && r.items === 1000)) {
     const name = batch.concurrency === 1 ? 'batchPut 1000' : `batchPut 1000 @${batch.concurrency}`;
@@ -201,6 +214,33 @@ async function main(): Promise<void> {
   // MULTI in every batch window. So the bench rewrites between windows instead, once the file
   // has grown by half (well before the doubling, so that it stays as bounded as in production).
   await stats.config('SET', 'auto-aof-rewrite-percentage', '0');
+  // The keys each delete window deletes, loaded before it: into kvql through the store, into
+  // the baselines' keyspace (raw Redis and bare Node, each its own keys) as their batchPut
+  // writes, into etcd as its dataset was. Counted across the run, so no key is loaded twice.
+  const loader = createRedis(server.url, { commandTimeoutMs: 120_000 });
+  await loader.connect();
+  started.push({ name: 'the loading connection', stop: async () => loader.disconnect() });
+  const loaderStore = await KvStore.open(loader, { prefix: KV_PREFIX, partitions: 1 });
+  const loaderRaw = rawOps(loader);
+  let deletesLoaded = 0;
+  const loadDeletes = async (system: System, concurrency: number, earlier: readonly Figure[]): Promise<NonNullable<Job['deletes']>> => {
+    const putRate = (c?: number) =>
+      Math.max(0, ...rows.filter((r) => r.op === 'put' && (c === undefined || r.concurrency === c)).map((r) => r.figures[system]?.opsPerSec ?? 0));
+    // Grouped deletes outran kvql's puts 1.66x in a quick run: from puts, two and a half times;
+    // from the row's own earlier windows, half as much again.
+    const perSecond = earlier.length > 0 ? Math.max(...earlier.map((f) => f.opsPerSec)) * 1.5 : (putRate(concurrency) || putRate() || 1000) * 2.5;
+    const count = Math.ceil(perSecond * (opts.seconds + opts.warmupSeconds)) + concurrency;
+    const from = deletesLoaded;
+    const to = (deletesLoaded += count);
+    if (system === 'kvql') await loadKeys(loaderStore, from, to, deleteKey);
+    else if (system === 'etcd') await etcdLoad(targets.etcd!, from, to, deleteKey);
+    else {
+      for (let i = from; i < to; i += 1000) {
+        await loaderRaw.batchPut(Array.from({ length: Math.min(1000, to - i) }, (_, j) => ({ key: deleteKey(i + j), value: VALUE })));
+      }
+    }
+    return { from, to };
+  };
   const measureRow = async (op: Op, concurrency: number, items: number, redisTime?: Partial<Record<System, number | null>>) => {
     const row: Row = { op, concurrency, items, figures: {}, indexKeys: await stats.zcard(store.keys.index(0)) };
     const shown: string[] = [];
@@ -213,6 +253,7 @@ async function main(): Promise<void> {
       // In turn, then back: a drift of the machine's speed during the row falls on all alike.
       for (const s of round % 2 === 0 ? present : [...present].reverse()) {
         const cmd = batchCommand[s.id];
+        const deletes = op === 'delete' ? await loadDeletes(s.id, concurrency, windows.get(s.id) ?? []) : undefined;
         // An AOF rewrite started by the writes of the system before (Redis rewrites whenever
         // the file has doubled) would otherwise run into this system's window.
         await rewriteDone(stats, 60_000, 100);
@@ -229,6 +270,7 @@ async function main(): Promise<void> {
           loadedKeys: s.id === 'etcd' ? opts.etcdKeys : opts.keys,
           target: targets[s.id]!,
           keepSamples: true,
+          ...(deletes ? { deletes } : {}),
         });
         windows.set(s.id, [...(windows.get(s.id) ?? []), f]);
         rewrites.set(s.id, (rewrites.get(s.id) ?? 0) + (await aofInfo(stats)).rewrites - rewritesBefore);
@@ -247,6 +289,10 @@ async function main(): Promise<void> {
       const calls = redisCalls.get(s.id);
       if (redisTime && calls) redisTime[s.id] = calls.calls > 0 ? round(calls.usec / calls.calls / 1000, 3) : null;
       if (f.errors > 0) notes.push(`${s.label} ${opLabel(row)} @${concurrency}: ${f.errors} errors, the first: ${f.firstError}`);
+      const short = windows.get(s.id)!.filter((w) => w.seconds !== undefined);
+      if (short.length > 0) {
+        notes.push(`${s.label} ${opLabel(row)} @${concurrency}: ${short.length} window(s) ran out of the keys loaded for them, after ${short.map((w) => `${w.seconds} s`).join(', ')} of ${opts.seconds} s`);
+      }
       shown.push(`${s.label} ${Math.round(rate(row, f))}/s p50 ${f.p50Ms.toFixed(3)}`);
     }
     row.aofRewrites = Object.fromEntries(rewrites);
@@ -261,6 +307,7 @@ async function main(): Promise<void> {
   await measureRow('range', opts.otherConcurrency, 100);
   await measureRow('getMany', opts.otherConcurrency, 100);
   for (const c of opts.concurrency) await measureRow('put', c, 1);
+  for (const c of opts.deleteConcurrency ?? []) await measureRow('delete', c, 1);
   await measureRow('batchPut', opts.otherConcurrency, 100);
   const batchTime: Partial<Record<System, number | null>> = {};
   // Redis's time per batch is taken from the first row (one client: no batch waits in Redis's queue).

@@ -94,6 +94,7 @@ describe('the benchmark, short form', () => {
       const systems = ['kvql', 'raw', 'bare', ...(r.machine.etcd !== null ? ['etcd'] : [])];
       const expected = [
         ...r.options.concurrency.flatMap((c) => [`get/${c}/1`, `put/${c}/1`]),
+        ...r.options.deleteConcurrency!.map((c) => `delete/${c}/1`),
         `batchPut/${r.options.otherConcurrency}/100`,
         ...r.options.batchConcurrency!.map((c) => `batchPut/${c}/1000`),
         `range/${r.options.otherConcurrency}/100`,

@@ -2,7 +2,8 @@
 // window had been one, so its percentiles are those of all the latencies together, not an
 // average of each window's.
 import { describe, expect, it } from 'vitest';
-import { poolFigures, type Figure } from '../../bench/driver.js';
+import { deleteKey, poolFigures, type Figure } from '../../bench/driver.js';
+import { key } from '../measure/dataset.js';
 
 const window = (latencies: number[], seconds: number, errors = 0, firstError?: string): Figure => ({
   opsPerSec: latencies.length / seconds,
@@ -14,6 +15,23 @@ const window = (latencies: number[], seconds: number, errors = 0, firstError?: s
   errors,
   ...(firstError ? { firstError } : {}),
   latencies: [...latencies].sort((a, b) => a - b),
+});
+
+describe('deleteKey', () => {
+  it('gives 16-byte keys, all different, spread over the fresh keys\' range rather than in a run', () => {
+    const n = 200_000;
+    const keys = Array.from({ length: n }, (_, i) => deleteKey(i));
+    expect(new Set(keys).size).toBe(n);
+    for (const k of keys.slice(0, 1000)) expect(Buffer.byteLength(k)).toBe(16);
+    // Above every loaded key (the dataset's key(0 .. keys-1), up to 10 million here).
+    expect(keys.every((k) => k > key(10_000_000))).toBe(true);
+    // Neighbours in i are far apart in the index: the first 100 fall in at least 8 of the range's
+    // 9 ninths (its first digit, 1-9), and no two of the first 1,000 within 1/2,000 of it.
+    expect(new Set(keys.slice(0, 100).map((k) => k.slice(4, 5))).size).toBeGreaterThanOrEqual(8);
+    const numbers = keys.slice(0, 1000).map((k) => Number(k.slice(4))).sort((a, b) => a - b);
+    const gaps = numbers.slice(1).map((x, j) => x - numbers[j]!);
+    expect(Math.min(...gaps)).toBeGreaterThan(900_000_000_000 / 2000);
+  });
 });
 
 describe('poolFigures', () => {
@@ -32,6 +50,15 @@ describe('poolFigures', () => {
     expect(f.errors).toBe(2);
     expect(f.firstError).toBe('first');
     expect(f.latencies).toBeUndefined();
+  });
+
+  it('counts a window that ended early (a delete row out of keys) for the time it ran', () => {
+    // 100 requests in a full 2 s window, then 50 in one that ran out after 0.5 s.
+    const full = window(Array(100).fill(1), 2);
+    const short = { ...window(Array(50).fill(1), 0.5), seconds: 0.5 };
+    expect(poolFigures([full, short], 2, 1).opsPerSec).toBe(60);
+    // Counted as a full window it would say 37.5.
+    expect(poolFigures([full, { ...short, seconds: undefined }], 2, 1).opsPerSec).toBe(37.5);
   });
 
   it('refuses windows measured without their latencies', () => {
