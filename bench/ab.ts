@@ -13,7 +13,11 @@
 // creates and is loaded through (batchPut over HTTP). So a revision with another Redis layout
 // (a layout is fixed when a keyspace is created) is measured on its own layout, not refused.
 //
-// Usage: npm run bench:ab -- <rev> [--op get|put|getMany|batchPut|range] [--concurrency 32]
+// For --op delete, each window's keys are loaded into its system just before it (through its
+// batchPut over HTTP, driver.ts loadDeletesThrough), each deleted once: twice as many as the
+// system's deletes in its last window needed (12,000 a second in the first round).
+//
+// Usage: npm run bench:ab -- <rev> [--op get|put|delete|getMany|batchPut|range] [--concurrency 32]
 //                                  [--items 1] [--seconds 1] [--rounds 30] [--keys 100000]
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
@@ -22,7 +26,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startApiProcess, type ApiProcess } from '../test/harness/apiProcess.js';
 import { BATCH, key, VALUE } from '../test/measure/dataset.js';
-import { GQL, httpClient, startDriver, type Op, type System } from './driver.js';
+import { GQL, httpClient, loadDeletesThrough, startDriver, type Op, type System } from './driver.js';
 import { startLoadedRedis } from './loadedRedis.js';
 import { KV_PREFIX } from './rawRedis.js';
 
@@ -106,6 +110,8 @@ try {
 
   console.log(`bench:ab: ${op} at concurrency ${concurrency}${items > 1 ? `, ${items} items` : ''}, ${rounds} rounds of ${seconds} s, ${keys} keys`);
   const sums = new Map<string, number>();
+  const lastRate = new Map<string, number>();
+  let deletesLoaded = 0;
   const cpu = new Map<string, { ms: number; redisMs: number; driverMs: number; requests: number }>();
   for (let round = 1; round <= rounds; round++) {
     // Each round starts one system further on, so that over a multiple of three rounds each
@@ -113,7 +119,13 @@ try {
     const start = (round - 1) % systems.length;
     for (const [name, system, p, target] of [...systems.slice(start), ...systems.slice(0, start)]) {
       const warmupSeconds = 1;
-      const running = driver.run({ system, op, concurrency, items, seconds, warmupSeconds, loadedKeys: keys, target: target(p) });
+      let deletes: { from: number; to: number } | undefined;
+      if (op === 'delete') {
+        const count = Math.ceil(2 * (lastRate.get(name) ?? 6000) * (seconds + warmupSeconds));
+        deletes = { from: deletesLoaded, to: (deletesLoaded += count) };
+        await loadDeletesThrough(system === 'bare' ? 'bare' : 'kvql', target(p), deletes.from, deletes.to);
+      }
+      const running = driver.run({ system, op, concurrency, items, seconds, warmupSeconds, loadedKeys: keys, target: target(p), ...(deletes ? { deletes } : {}) });
       // The CPU time over the measured window (from the end of the warm-up to the end) of the
       // system's process, of Redis and of the driver: what one request costs each of them.
       const pids = [p.pid, server.pid!, driver.pid];
@@ -124,6 +136,9 @@ try {
       });
       const [f, [used, redisUsed, driverUsed]] = (await Promise.all([running, window])) as [Awaited<typeof running>, number[]];
       if (f.errors > 0) throw new Error(`${name}: ${f.errors} errors, the first: ${f.firstError}`);
+      // The CPU window below is the whole window: one that ended early would not match it.
+      if (f.seconds !== undefined) throw new Error(`${name}: ran out of the keys loaded to delete after ${f.seconds} s`);
+      lastRate.set(name, f.opsPerSec);
       sums.set(name, (sums.get(name) ?? 0) + f.opsPerSec);
       const c = cpu.get(name) ?? { ms: 0, redisMs: 0, driverMs: 0, requests: 0 };
       cpu.set(name, { ms: c.ms + used!, redisMs: c.redisMs + redisUsed!, driverMs: c.driverMs + driverUsed!, requests: c.requests + f.samples });

@@ -151,6 +151,27 @@ function args(job: Job) {
   };
 }
 
+/**
+ * Writes the keys deleteKey(from) .. deleteKey(to - 1), 1,000 a request, through a kvql API's
+ * batchPut or the bare-Node baseline's /batchPut (its own keyspace, as its puts): the keys of a
+ * delete job (Job.deletes) for bench:ab and bench:profile, which reach their systems over HTTP.
+ */
+export async function loadDeletesThrough(system: 'kvql' | 'bare', target: string, from: number, to: number): Promise<void> {
+  const http = httpClient(target, 1);
+  try {
+    for (let i = from; i < to; i += 1000) {
+      const items = Array.from({ length: Math.min(1000, to - i) }, (_, j) => ({ key: deleteKey(i + j), value: VALUE }));
+      const text =
+        system === 'kvql'
+          ? await http.post(new URL(target).pathname, JSON.stringify({ query: GQL.batchPut, variables: { i: items } }))
+          : await http.post('/batchPut', JSON.stringify({ items }));
+      if (text.includes('"errors"')) throw new Error(`loading the keys to delete through ${target} failed: ${text.slice(0, 300)}`);
+    }
+  } finally {
+    http.close();
+  }
+}
+
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- answers are checked field by field
 type Json = Record<string, any>;
 const isValue = (v: unknown) => v === VALUE;

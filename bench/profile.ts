@@ -8,7 +8,10 @@
 // few lines, so line numbers are not the source's. Native "dispatch" is mostly the inspector's
 // own work of stopping the profile.
 //
-// Usage: npm run bench:profile -- [--op get|put|getMany|batchPut|range] [--concurrency 32]
+// For --op delete, the keys of each run (warm-up, then the profile) are loaded just before it,
+// 12,000 for each of its seconds, through the server's batchPut (driver.ts loadDeletesThrough).
+//
+// Usage: npm run bench:profile -- [--op get|put|delete|getMany|batchPut|range] [--concurrency 32]
 //                                  [--items N] [--seconds 6] [--keys 100000] [--system kvql|bare]
 //                                  [--top 40] [--out kvql.cpuprofile]
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startApiProcess } from '../test/harness/apiProcess.js';
-import { startDriver, type Op } from './driver.js';
+import { loadDeletesThrough, startDriver, type Job, type Op } from './driver.js';
 import { startLoadedRedis } from './loadedRedis.js';
 import { KV_PREFIX } from './rawRedis.js';
 
@@ -109,10 +112,20 @@ async function main(argv: string[]): Promise<void> {
     const driver = await startDriver();
     started.push(() => driver.stop());
     const job = { system, op, concurrency, items, loadedKeys: keys, target: system === 'bare' ? api.base : api.url } as const;
+    // A run of `seconds` after `warmupSeconds`, with its keys to delete loaded (before the
+    // profile starts: loading is not the load profiled).
+    let deletesLoaded = 0;
+    const runOf = async (seconds: number, warmupSeconds: number): Promise<Job> => {
+      if (op !== 'delete') return { ...job, seconds, warmupSeconds };
+      const deletes = { from: deletesLoaded, to: (deletesLoaded += Math.ceil(12_000 * (seconds + warmupSeconds))) };
+      await loadDeletesThrough(system, job.target, deletes.from, deletes.to);
+      return { ...job, seconds, warmupSeconds, deletes };
+    };
     // Warm-up first: the JIT's work and the first requests' caches are not the steady state.
-    await driver.run({ ...job, seconds: Math.min(3, seconds), warmupSeconds: 1 });
+    await driver.run(await runOf(Math.min(3, seconds), 1));
+    const profiled = await runOf(seconds, 0);
     process.kill(api.pid, 'SIGUSR2');
-    const f = await driver.run({ ...job, seconds, warmupSeconds: 0 });
+    const f = await driver.run(profiled);
     process.kill(api.pid, 'SIGUSR2');
     for (let waited = 0; !existsSync(raw) && waited < 20_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
     if (!existsSync(raw)) throw new Error(`the server wrote no profile; its output:\n${api.output()}`);

@@ -233,6 +233,21 @@ describe('the benchmark, short form', () => {
     }
   }, 130_000);
 
+  it('profiles deletes, each of a key loaded for it before the profile began', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kvql-profile-test-'));
+    const out = join(dir, 'delete.cpuprofile');
+    try {
+      const { code, output } = await runBench(['--op', 'delete', '--concurrency', '4', '--seconds', '1', '--keys', '2000', '--top', '10', '--out', out], 100_000, 'bench/profile.ts');
+      expect(code, output).toBe(0);
+      expect(positive(Number(/^(\d+) requests/m.exec(output)?.[1])), output).toBe(true);
+      expect(positive(Number(/per request: busy ([\d.]+) µs/.exec(output)?.[1])), output).toBe(true);
+      // The store's own code shows up by file, as the deletes went through it.
+      expect(output).toMatch(/^ +[\d.]+ {2}src\/store\/\w+\.ts$/m);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 130_000);
+
   it('measures the change feed beside raw Redis: every row has latencies, samples and a delivery rate', async () => {
     const { code, output } = await runBench(['--quick'], 100_000, 'bench/feed.ts');
     expect(code, output).toBe(0);
