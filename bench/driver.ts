@@ -153,8 +153,9 @@ function args(job: Job) {
 
 /**
  * Writes the keys deleteKey(from) .. deleteKey(to - 1), 1,000 a request, through a kvql API's
- * batchPut or the bare-Node baseline's /batchPut (its own keyspace, as its puts): the keys of a
- * delete job (Job.deletes) for bench:ab and bench:profile, which reach their systems over HTTP.
+ * batchPut or the bare-Node baseline's /batchPut (the baselines' keyspace, which raw Redis's
+ * deletes use too): the keys of a delete job (Job.deletes), as the bench, bench:ab and
+ * bench:profile load them.
  */
 export async function loadDeletesThrough(system: 'kvql' | 'bare', target: string, from: number, to: number): Promise<void> {
   const http = httpClient(target, 1);

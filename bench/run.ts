@@ -37,12 +37,12 @@ import { createRedis } from '../src/store/redis.js';
 import { KvStore } from '../src/store/store.js';
 import { startApiProcess } from '../test/harness/apiProcess.js';
 import { startTestRedis } from '../test/harness/redisServer.js';
-import { loadKeys, usedMemory, VALUE } from '../test/measure/dataset.js';
+import { loadKeys, usedMemory } from '../test/measure/dataset.js';
 import { aofBytes, aofInfo, crashAndTime, rewriteAof, rewriteDone, rewriteIfGrown } from '../test/measure/recovery.js';
 import { renderChart } from './chart.js';
-import { deleteKey, poolFigures, startDriver, type Figure, type Job, type Op, type System } from './driver.js';
+import { deleteKey, loadDeletesThrough, poolFigures, startDriver, type Figure, type Job, type Op, type System } from './driver.js';
 import { etcdLoad, etcdVersion, startEtcd } from './etcd.js';
-import { KV_PREFIX, rawOps } from './rawRedis.js';
+import { KV_PREFIX } from './rawRedis.js';
 import { formatReport, opLabel, rate, SYSTEMS, type Machine, type Options, type Ratio, type Results, type Row } from './results.js';
 
 const BENCH_DIR = fileURLToPath(new URL('./', import.meta.url));
@@ -214,14 +214,9 @@ async function main(): Promise<void> {
   // MULTI in every batch window. So the bench rewrites between windows instead, once the file
   // has grown by half (well before the doubling, so that it stays as bounded as in production).
   await stats.config('SET', 'auto-aof-rewrite-percentage', '0');
-  // The keys each delete window deletes, loaded before it: into kvql through the store, into
-  // the baselines' keyspace (raw Redis and bare Node, each its own keys) as their batchPut
-  // writes, into etcd as its dataset was. Counted across the run, so no key is loaded twice.
-  const loader = createRedis(server.url, { commandTimeoutMs: 120_000 });
-  await loader.connect();
-  started.push({ name: 'the loading connection', stop: async () => loader.disconnect() });
-  const loaderStore = await KvStore.open(loader, { prefix: KV_PREFIX, partitions: 1 });
-  const loaderRaw = rawOps(loader);
+  // The keys each delete window deletes, loaded before it: through kvql's batchPut, through bare
+  // Node's for raw Redis and bare Node (the baselines' keyspace, each its own keys), into etcd as
+  // its dataset was. Counted across the run, so no key is loaded twice.
   let deletesLoaded = 0;
   const loadDeletes = async (system: System, concurrency: number, earlier: readonly Figure[]): Promise<NonNullable<Job['deletes']>> => {
     const putRate = (c?: number) =>
@@ -232,13 +227,8 @@ async function main(): Promise<void> {
     const count = Math.ceil(perSecond * (opts.seconds + opts.warmupSeconds)) + concurrency;
     const from = deletesLoaded;
     const to = (deletesLoaded += count);
-    if (system === 'kvql') await loadKeys(loaderStore, from, to, deleteKey);
-    else if (system === 'etcd') await etcdLoad(targets.etcd!, from, to, deleteKey);
-    else {
-      for (let i = from; i < to; i += 1000) {
-        await loaderRaw.batchPut(Array.from({ length: Math.min(1000, to - i) }, (_, j) => ({ key: deleteKey(i + j), value: VALUE })));
-      }
-    }
+    if (system === 'etcd') await etcdLoad(targets.etcd!, from, to, deleteKey);
+    else await loadDeletesThrough(system === 'kvql' ? 'kvql' : 'bare', system === 'kvql' ? targets.kvql! : targets.bare!, from, to);
     return { from, to };
   };
   const measureRow = async (op: Op, concurrency: number, items: number, redisTime?: Partial<Record<System, number | null>>) => {

@@ -10,10 +10,10 @@ export const VALUE = 'v'.repeat(100);
 /** The i-th key: 16 bytes. */
 export const key = (i: number): string => `key:${String(i).padStart(12, '0')}`;
 
-/** Writes keys [from, to) (key(i), or keyOf(i)) with VALUE through batchPut, BATCH at a time. */
-export async function loadKeys(store: KvStore, from: number, to: number, keyOf: (i: number) => string = key): Promise<void> {
+/** Writes keys [from, to) with VALUE through batchPut, BATCH at a time. */
+export async function loadKeys(store: KvStore, from: number, to: number): Promise<void> {
   for (let i = from; i < to; i += BATCH) {
-    await store.batchPut(Array.from({ length: Math.min(BATCH, to - i) }, (_, j) => ({ key: keyOf(i + j), value: VALUE })));
+    await store.batchPut(Array.from({ length: Math.min(BATCH, to - i) }, (_, j) => ({ key: key(i + j), value: VALUE })));
   }
 }
 
