@@ -11,32 +11,33 @@ them after the items: every redis.call costs Redis a dispatch and a command in t
 batch of 1,000 new keys costs two ZADDs instead of 1,000.
 ]]
 local INDEX_CHUNK = 500
+-- Per index key, the arguments queued for it: ZADD's (0, key, 0, key, ...) and ZREM's (key, ...).
 local indexAdds, indexRemoves = {}, {}
-local function indexAdd(index, key)
-  local args = indexAdds[index]
+local function queued(queues, index)
+  local args = queues[index]
   if not args then
     args = {}
-    indexAdds[index] = args
+    queues[index] = args
   end
+  return args
+end
+local function indexAdd(index, key)
+  local args = queued(indexAdds, index)
   args[#args + 1], args[#args + 2] = 0, key
 end
 local function indexRemove(index, key)
-  local keys = indexRemoves[index]
-  if not keys then
-    keys = {}
-    indexRemoves[index] = keys
+  local args = queued(indexRemoves, index)
+  args[#args + 1] = key
+end
+-- One command per `per` arguments (INDEX_CHUNK keys) of each index's queue.
+local function sendQueued(command, queues, per)
+  for index, args in pairs(queues) do
+    for from = 1, #args, per do
+      redis.call(command, index, unpack(args, from, math.min(from + per - 1, #args)))
+    end
   end
-  keys[#keys + 1] = key
 end
 local function applyIndexes()
-  for index, args in pairs(indexAdds) do
-    for from = 1, #args, 2 * INDEX_CHUNK do
-      redis.call('ZADD', index, unpack(args, from, math.min(from + 2 * INDEX_CHUNK - 1, #args)))
-    end
-  end
-  for index, keys in pairs(indexRemoves) do
-    for from = 1, #keys, INDEX_CHUNK do
-      redis.call('ZREM', index, unpack(keys, from, math.min(from + INDEX_CHUNK - 1, #keys)))
-    end
-  end
+  sendQueued('ZADD', indexAdds, 2 * INDEX_CHUNK)
+  sendQueued('ZREM', indexRemoves, INDEX_CHUNK)
 end
