@@ -14,7 +14,7 @@
 // (a layout is fixed when a keyspace is created) is measured on its own layout, not refused.
 //
 // For --op delete, each window's keys are loaded into its system just before it (through its
-// batchPut over HTTP, driver.ts loadDeletesThrough), each deleted once: twice as many as the
+// batchPut over HTTP, driver.ts loadThrough), each deleted once: twice as many as the
 // system's deletes in its last window needed (12,000 a second in the first round).
 //
 // Usage: npm run bench:ab -- <rev> [--op get|put|delete|getMany|batchPut|range] [--concurrency 32]
@@ -25,8 +25,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startApiProcess, type ApiProcess } from '../test/harness/apiProcess.js';
-import { BATCH, key, VALUE } from '../test/measure/dataset.js';
-import { GQL, httpClient, loadDeletesThrough, startDriver, type Op, type System } from './driver.js';
+import { key } from '../test/measure/dataset.js';
+import { deleteKey, loadThrough, startDriver, type Op, type System } from './driver.js';
 import { startLoadedRedis } from './loadedRedis.js';
 import { KV_PREFIX } from './rawRedis.js';
 
@@ -66,20 +66,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The other revision's keyspace. */
 const OTHER_PREFIX = `${KV_PREFIX}-ab`;
 
-/** Keys 0 .. keys-1 of the dataset, written through the API at `url` in batches of BATCH. */
-async function loadThroughApi(url: string, keys: number): Promise<void> {
-  const http = httpClient(url, 1);
-  try {
-    for (let i = 0; i < keys; i += BATCH) {
-      const items = Array.from({ length: Math.min(BATCH, keys - i) }, (_, j) => ({ key: key(i + j), value: VALUE }));
-      const text = await http.post(new URL(url).pathname, JSON.stringify({ query: GQL.batchPut, variables: { i: items } }));
-      if (text.includes('"errors"')) throw new Error(`loading through ${url} failed: ${text.slice(0, 300)}`);
-    }
-  } finally {
-    http.close();
-  }
-}
-
 const git = (...args: string[]) => execFileSync('git', args, { cwd: REPO, encoding: 'utf8' }).trim();
 const commit = git('rev-parse', '--verify', `${rev}^{commit}`);
 const dir = mkdtempSync(join(tmpdir(), 'kvql-ab-'));
@@ -102,7 +88,7 @@ try {
   ] as const) {
     const p = await api(prefix, script);
     started.push(() => p.stop());
-    if (prefix === OTHER_PREFIX) await loadThroughApi(p.url, keys);
+    if (prefix === OTHER_PREFIX) await loadThrough('kvql', p.url, 0, keys, key);
     systems.push([name, system, p, target]);
   }
   const driver = await startDriver();
@@ -123,7 +109,7 @@ try {
       if (op === 'delete') {
         const count = Math.ceil(2 * (lastRate.get(name) ?? 6000) * (seconds + warmupSeconds));
         deletes = { from: deletesLoaded, to: (deletesLoaded += count) };
-        await loadDeletesThrough(system === 'bare' ? 'bare' : 'kvql', target(p), deletes.from, deletes.to);
+        await loadThrough(system === 'bare' ? 'bare' : 'kvql', target(p), deletes.from, deletes.to, deleteKey);
       }
       const running = driver.run({ system, op, concurrency, items, seconds, warmupSeconds, loadedKeys: keys, target: target(p), ...(deletes ? { deletes } : {}) });
       // The CPU time over the measured window (from the end of the warm-up to the end) of the

@@ -15,7 +15,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Redis } from 'ioredis';
 import { Pool } from 'undici';
 import { createRedis } from '../src/store/redis.js';
-import { key, VALUE } from '../test/measure/dataset.js';
+import { BATCH, key, VALUE } from '../test/measure/dataset.js';
 import { b64 } from './etcd.js';
 import { rawOps } from './rawRedis.js';
 
@@ -152,21 +152,21 @@ function args(job: Job) {
 }
 
 /**
- * Writes the keys deleteKey(from) .. deleteKey(to - 1), 1,000 a request, through a kvql API's
+ * Writes keys keyOf(from) .. keyOf(to - 1) with VALUE, BATCH a request, through a kvql API's
  * batchPut or the bare-Node baseline's /batchPut (the baselines' keyspace, which raw Redis's
- * deletes use too): the keys of a delete job (Job.deletes), as the bench, bench:ab and
- * bench:profile load them.
+ * writes use too): bench:ab's dataset for the other revision, and the keys of a delete job
+ * (Job.deletes, keyOf deleteKey) as the bench, bench:ab and bench:profile load them.
  */
-export async function loadDeletesThrough(system: 'kvql' | 'bare', target: string, from: number, to: number): Promise<void> {
+export async function loadThrough(system: 'kvql' | 'bare', target: string, from: number, to: number, keyOf: (i: number) => string): Promise<void> {
   const http = httpClient(target, 1);
   try {
-    for (let i = from; i < to; i += 1000) {
-      const items = Array.from({ length: Math.min(1000, to - i) }, (_, j) => ({ key: deleteKey(i + j), value: VALUE }));
+    for (let i = from; i < to; i += BATCH) {
+      const items = Array.from({ length: Math.min(BATCH, to - i) }, (_, j) => ({ key: keyOf(i + j), value: VALUE }));
       const text =
         system === 'kvql'
           ? await http.post(new URL(target).pathname, JSON.stringify({ query: GQL.batchPut, variables: { i: items } }))
           : await http.post('/batchPut', JSON.stringify({ items }));
-      if (text.includes('"errors"')) throw new Error(`loading the keys to delete through ${target} failed: ${text.slice(0, 300)}`);
+      if (text.includes('"errors"')) throw new Error(`loading keys through ${target} failed: ${text.slice(0, 300)}`);
     }
   } finally {
     http.close();

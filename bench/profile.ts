@@ -9,7 +9,7 @@
 // own work of stopping the profile.
 //
 // For --op delete, the keys of each run (warm-up, then the profile) are loaded just before it,
-// 12,000 for each of its seconds, through the server's batchPut (driver.ts loadDeletesThrough).
+// 12,000 for each of its seconds, through the server's batchPut (driver.ts loadThrough).
 //
 // Usage: npm run bench:profile -- [--op get|put|delete|getMany|batchPut|range] [--concurrency 32]
 //                                  [--items N] [--seconds 6] [--keys 100000] [--system kvql|bare]
@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startApiProcess } from '../test/harness/apiProcess.js';
-import { loadDeletesThrough, startDriver, type Job, type Op } from './driver.js';
+import { deleteKey, loadThrough, startDriver, type Job, type Op } from './driver.js';
 import { startLoadedRedis } from './loadedRedis.js';
 import { KV_PREFIX } from './rawRedis.js';
 
@@ -118,7 +118,7 @@ async function main(argv: string[]): Promise<void> {
     const runOf = async (seconds: number, warmupSeconds: number): Promise<Job> => {
       if (op !== 'delete') return { ...job, seconds, warmupSeconds };
       const deletes = { from: deletesLoaded, to: (deletesLoaded += Math.ceil(12_000 * (seconds + warmupSeconds))) };
-      await loadDeletesThrough(system, job.target, deletes.from, deletes.to);
+      await loadThrough(system, job.target, deletes.from, deletes.to, deleteKey);
       return { ...job, seconds, warmupSeconds, deletes };
     };
     // Warm-up first: the JIT's work and the first requests' caches are not the steady state.

@@ -111,7 +111,7 @@ type PutCommand<R> = (
 ) => R;
 type FeedCommand<R> = (streamKey: string, sequenceKey: string, scratchKey: string, events: number, retention: number) => R;
 type DeleteCommand<R> = (bucketKey: string, indexKey: string, streamKey: string, sequenceKey: string, key: string, retention: number) => R;
-type WithPut = Redis & { benchPut: PutCommand<Promise<number>>; benchDelete: DeleteCommand<Promise<number>> };
+type WithCommands = Redis & { benchPut: PutCommand<Promise<number>>; benchDelete: DeleteCommand<Promise<number>> };
 
 function toEntry(key: string, packed: Buffer | null): RawEntry | null {
   const e = packed == null ? null : unpackEntry(packed);
@@ -141,7 +141,7 @@ export function rawOps(redis: Redis): RawOps {
   if (!('benchDelete' in redis)) redis.defineCommand('benchDelete', { numberOfKeys: 4, lua: DELETE_LUA });
   // Under the partition's tag, so that it would share the stream's slot on a cluster.
   const scratch = `${raw.stream(0)}:batch`;
-  const client = redis as WithPut;
+  const client = redis as WithCommands;
   const readMany = async (keys: readonly string[]) => {
     const pipe = client.pipeline();
     for (const k of keys) pipe.hgetBuffer(kv.bucket(k, 0), k);

@@ -40,7 +40,7 @@ import { startTestRedis } from '../test/harness/redisServer.js';
 import { loadKeys, usedMemory } from '../test/measure/dataset.js';
 import { aofBytes, aofInfo, crashAndTime, rewriteAof, rewriteDone, rewriteIfGrown } from '../test/measure/recovery.js';
 import { renderChart } from './chart.js';
-import { deleteKey, loadDeletesThrough, poolFigures, startDriver, type Figure, type Job, type Op, type System } from './driver.js';
+import { deleteKey, loadThrough, poolFigures, startDriver, type Figure, type Job, type Op, type System } from './driver.js';
 import { etcdLoad, etcdVersion, startEtcd } from './etcd.js';
 import { KV_PREFIX } from './rawRedis.js';
 import { formatReport, opLabel, rate, SYSTEMS, type Machine, type Options, type Ratio, type Results, type Row } from './results.js';
@@ -228,7 +228,7 @@ async function main(): Promise<void> {
     const from = deletesLoaded;
     const to = (deletesLoaded += count);
     if (system === 'etcd') await etcdLoad(targets.etcd!, from, to, deleteKey);
-    else await loadDeletesThrough(system === 'kvql' ? 'kvql' : 'bare', system === 'kvql' ? targets.kvql! : targets.bare!, from, to);
+    else await loadThrough(system === 'kvql' ? 'kvql' : 'bare', system === 'kvql' ? targets.kvql! : targets.bare!, from, to, deleteKey);
     return { from, to };
   };
   const measureRow = async (op: Op, concurrency: number, items: number, redisTime?: Partial<Record<System, number | null>>) => {
