@@ -72,23 +72,21 @@ function scriptCommand(name: 'evalsha' | 'eval', args: (string | Buffer | number
 }
 
 /**
- * Sends script `name` (its text and SHA1 given) with numKeys and args as ioredis's script
- * commands take them: EVALSHA, then on NOSCRIPT the script itself (EVAL), which also puts it
- * back in Redis's cache. Replies as strings, or as Buffers with `replyEncoding` null.
+ * Sends a script call, `args` as ioredis's script commands take them after the script's SHA1 at
+ * args[0] (numKeys, the keys, the arguments): EVALSHA, then on NOSCRIPT the script's `text`
+ * (EVAL), which also puts it back in Redis's cache. Replies as strings, or as Buffers with
+ * `replyEncoding` null.
  */
-function callScript(redis: RedisClient, text: string, sha: string, numKeys: number, args: (string | Buffer | number)[], replyEncoding: 'utf8' | null): Promise<unknown> {
-  // No named closure here: tsx (esbuild's keepNames) would name it on every call.
-  const all: (string | Buffer | number)[] = [sha, numKeys];
-  for (let i = 0; i < args.length; i++) all.push(args[i]!);
-  const sent = redis.sendCommand(scriptCommand('evalsha', all, replyEncoding)) as Promise<unknown>;
+function callScript(redis: RedisClient, text: string, args: (string | Buffer | number)[], replyEncoding: 'utf8' | null): Promise<unknown> {
+  const sent = redis.sendCommand(scriptCommand('evalsha', args, replyEncoding)) as Promise<unknown>;
   return sent.catch((err: unknown) => {
     if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
-    all[0] = text;
-    return redis.sendCommand(scriptCommand('eval', all, replyEncoding));
+    args[0] = text;
+    return redis.sendCommand(scriptCommand('eval', args, replyEncoding));
   });
 }
 
-type ScriptMethod = (this: unknown, numKeys: number, ...args: (string | Buffer | number)[]) => unknown;
+type ScriptMethod = (this: unknown, ...args: (string | Buffer | number)[]) => unknown;
 
 /**
  * Defines every script on `redis` as `<command>` (replies as strings) and `<command>Buffer`,
@@ -106,9 +104,11 @@ export function registerScripts<T extends RedisClient>(redis: T): T & ScriptComm
     redis.defineCommand(command, { lua: text });
     for (const [method, encoding] of [[command, 'utf8'], [`${command}Buffer`, null]] as const) {
       const ioredis = methods[method]!;
-      methods[method] = function (numKeys, ...args) {
-        if (this !== redis) return ioredis.call(this, numKeys, ...args);
-        return callScript(redis, text, sha, numKeys, args, encoding);
+      methods[method] = function (...args) {
+        if (this !== redis) return ioredis.apply(this, args);
+        // The call's own array (rest parameters): the SHA1 goes in front, nothing is copied.
+        args.unshift(sha);
+        return callScript(redis, text, args, encoding);
       };
     }
   }

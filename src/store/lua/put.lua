@@ -31,9 +31,9 @@ its counter (written by something other than kvql) makes XADD fail, and for a wr
 partition the script then stops having written nothing.
 
 The new keys go into each index after the items, one ZADD per 500 (indexChanges.lua). (The
-sequence counters still move
-with one INCR per event: INCRBY would be one call per counter, but kvql's ACL user (users.acl)
-has no INCRBY, and hand-made ACL lines copied from it would refuse every batch after an upgrade.)
+sequence counters still move with one INCR per event: INCRBY would be one call per counter, but
+kvql's ACL user (users.acl) has no INCRBY, and hand-made ACL lines copied from it would refuse
+every batch after an upgrade.)
 ]]
 -- The change feed's entries, addEvent(), appendFeeds() and appendEvent(): feedEntries.lua, put
 -- here by scripts.ts.
