@@ -4,8 +4,8 @@
 //
 // Why not the executor's AbortSignal: it costs an AbortController, a listener and a deferred
 // promise per request, a few percent of a get's CPU in a profile of the fast lane
-// (README, "How a request is served"). Only root fields reach Redis, so stopping them is
-// what cancellation has to do; nested fields only read what their root field returned.
+// (docs/request-path.md). Only root fields reach Redis, so stopping them is what cancellation
+// has to do; nested fields only read what their root field returned.
 import type { GraphQLFieldResolver, GraphQLSchema } from 'graphql';
 
 /** Set on a request's context when its deadline passes, to the error its client was given. */

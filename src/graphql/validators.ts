@@ -5,7 +5,7 @@
 // is a test of a string's form and byte length, and a batch is checked in one pass over its
 // items. With a zod schema on each field of PutInput, a batchPut of 1,000 items ran 3,000
 // schemas through the plugin's per-field machinery: about a third of the API's CPU for that
-// request in a profile (README, "How a request is served").
+// request in a profile (docs/request-path.md).
 import type { StandardSchemaV1 } from '@pothos/plugin-validation';
 import type { Limits } from '../config.js';
 

@@ -6,7 +6,7 @@
 // enableAutoPipelining, builds a Pipeline object per batch and was slower here (redis.ts). This
 // only corks the socket until the loop's check phase (setImmediate), and only while the
 // connection is busy: with nothing outstanding a command is written at once, so a lone client
-// never waits for company. Measured with `npm run bench:ab` (README, "How a request is served").
+// never waits for company. Measured with `npm run bench:ab` (docs/request-path.md).
 //
 // It wraps the client's sendCommand (public) and reads two ioredis fields that are not typed as
 // public: `stream`, the socket of the current connection, and `commandQueue`, the commands

@@ -96,10 +96,10 @@ export function createRedis(target: RedisTarget, opts: RedisOptions): RedisClien
     // tick, which cost more than it saved here. Measured with `npm run bench:ab` against it on:
     // getMany of 100 keys at one client 1.445x, get at one client 1.193x, a range page at one
     // client 1.070x, put at one client 1.076x, put at 32 clients 1.057x, get at 32 clients
-    // 1.005x (README, "How a request is served"). Commands issued together while the
-    // connection is busy still leave in one write (coalesce.ts). It also bounds a request by
-    // one command timeout when Redis hangs: a pipeline waiting in flight no longer holds back
-    // the commands issued after it.
+    // 1.005x (docs/request-path.md). Commands issued together while the connection is busy
+    // still leave in one write (coalesce.ts). It also bounds a request by one command timeout
+    // when Redis hangs: a pipeline waiting in flight no longer holds back the commands issued
+    // after it.
     enableAutoPipelining: false,
   };
   if (typeof target === 'string') {

@@ -1,6 +1,6 @@
 // How `npm start` runs the API: package.json's start script, `node <flags> src/main.ts`. Every
 // process that the tests, benchmarks and experiments start as "the API" runs with the same node
-// flags, so what they measure is what a deployment runs (README, "How a request is served").
+// flags, so what they measure is what a deployment runs (docs/request-path.md).
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 

@@ -30,7 +30,7 @@ describe("npm start's node flags", () => {
   });
 
   it('are flags node accepts, and give the young generation more room than the default', () => {
-    // Why the flag: less garbage-collection time per request (README, "How a request is served").
+    // Why the flag: less garbage-collection time per request (docs/request-path.md).
     expect(START_FLAGS).toContain('--max-semi-space-size=64');
     const withFlags = newSpaceBytes(START_FLAGS);
     const without = newSpaceBytes([]);
