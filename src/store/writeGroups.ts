@@ -32,7 +32,8 @@ import { ReplyError } from 'ioredis';
  * How many calls of a kind must be in flight before a write waits to join a group. From one on,
  * waiting for company cost puts at four clients (0.923-0.950 of the puts per second in three
  * runs of `npm run bench:ab`, against 1.000 from two on; docs/request-path.md, "Grouped
- * writes"): a put sent at once then still meets Redis's next turn. With two in flight, Redis has a queue anyway.
+ * writes"): a put sent at once then still meets Redis's next turn. With two in flight, Redis has
+ * a queue anyway.
  */
 const GROUP_FROM_IN_FLIGHT = 2;
 /** The most writes one call makes: some 6 ms of Redis's time (a batch of 1,000 puts took 23.9 ms). */
