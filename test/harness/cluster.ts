@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import { REDIS_CONF } from '../../src/managedRedis.js';
 import { askNode, waitNodeReady } from './secureRedis.js';
+import { parseInfo } from '../../src/redisInfo.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const CLUSTER_CONF = join(REPO, 'cluster.conf');
@@ -152,14 +153,8 @@ export function parseClusterNodes(text: string): ClusterNodeLine[] {
   return out;
 }
 
-export function parseInfo(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split(/\r?\n/)) {
-    const i = line.indexOf(':');
-    if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1).trim();
-  }
-  return out;
-}
+/** One implementation for src and the tests (src/redisInfo.ts). */
+export { parseInfo };
 
 /** Parses "host:port,host:port" (REDIS_CLUSTER_NODES's format). */
 export function parseSeedList(list: string): { host: string; port: number }[] {

@@ -2,9 +2,9 @@
 // rewrite the repo's file), in its own temp directory, on a free loopback port.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freeLoopbackPort as freePort } from '../../src/freePort.js';
 import { REDIS_CONF, redisServerOnPath, waitReady } from '../../src/managedRedis.js';
 
 export interface TestRedis {
@@ -24,22 +24,20 @@ export interface TestRedis {
   resume?(): void;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
+/** One implementation for the tools and the tests (src/freePort.ts). */
+export { freePort };
 
-
-/** `extra` are redis-server options appended to the command line, e.g. ['--maxmemory', '2mb']. */
-export async function startTestRedis(extra: string[] = []): Promise<TestRedis> {
-  if (!redisServerOnPath()) return startContainerRedis(extra);
-  const dir = mkdtempSync(join(tmpdir(), 'kvql-redis-'));
+/**
+ * `extra` are redis-server options appended to the command line, e.g. ['--maxmemory', '2mb'];
+ * `dir`, a data directory to start from (a restored backup) instead of a new empty one. stop()
+ * removes the directory either way.
+ */
+export async function startTestRedis(extra: string[] = [], opts: { dir?: string } = {}): Promise<TestRedis> {
+  if (!redisServerOnPath()) {
+    if (opts.dir !== undefined) throw new Error('starting Redis on a given data directory needs a local redis-server binary');
+    return startContainerRedis(extra);
+  }
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'kvql-redis-'));
   const conf = join(dir, 'redis.conf');
   copyFileSync(REDIS_CONF, conf);
   const port = await freePort();

@@ -20,6 +20,7 @@ import { Redis } from 'ioredis';
 import { REDIS_CONF, redisServerOnPath } from '../../src/managedRedis.js';
 import { askNode, waitNodeReady } from './secureRedis.js';
 import { freePort } from './redisServer.js';
+import { parseInfo } from '../../src/redisInfo.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const REPLICATION_CONF = join(REPO, 'replication.conf');
@@ -162,14 +163,8 @@ function tlsConfLines(port: number, tls: SentinelDeploymentTls): string[] {
   ];
 }
 
-export function parseInfo(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split(/\r?\n/)) {
-    const i = line.indexOf(':');
-    if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return out;
-}
+/** One implementation for src and the tests (src/redisInfo.ts). */
+export { parseInfo };
 
 async function replicationOf(port: number, tls?: SentinelDeploymentTls): Promise<ReplicationInfo> {
   const raw = parseInfo(await direct(port, (c) => c.info('replication'), 2000, tls));
