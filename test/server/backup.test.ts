@@ -1,0 +1,218 @@
+// Backups as the README's Operations section says to take and restore them, with real
+// redis-servers from the repo's redis.conf and kvql's own scripts:
+// - a copy of appendonlydir/ taken while AOF rewrites are paused, with writes going on, restores
+//   every write acknowledged before the copy began;
+// - a BGSAVE snapshot restored with `npm run restore-rdb` (src/rdbRestore.ts) restores the
+//   keyspace as it was at the snapshot, and nothing written after it;
+// - and why that tool exists: Redis with appendonly yes ignores a dump.rdb put in an empty data
+//   directory and starts empty.
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { repairTornAofTail } from '../../src/aofTail.js';
+import { redisServerOnPath } from '../../src/managedRedis.js';
+import { restoreRdb } from '../../src/rdbRestore.js';
+import { parseInfo } from '../../src/redisInfo.js';
+import { createRedis } from '../../src/store/redis.js';
+import { KvStore, type Entry } from '../../src/store/store.js';
+import { verifyKeyspace } from '../../src/store/verify.js';
+import { startTestRedis, type TestRedis } from '../harness/redisServer.js';
+import { until } from '../harness/until.js';
+
+const PREFIX = 'backup';
+const PARTITIONS = 2;
+const cleanups: (() => Promise<void>)[] = [];
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c().catch(() => {});
+});
+
+interface Opened {
+  redis: Redis;
+  store: KvStore;
+}
+
+async function open(url: string): Promise<Opened> {
+  const redis = createRedis(url, { commandTimeoutMs: 5000 });
+  redis.on('error', () => {});
+  await redis.connect();
+  const store = await KvStore.open(redis, { prefix: PREFIX, partitions: PARTITIONS });
+  cleanups.push(async () => redis.disconnect());
+  return { redis, store };
+}
+
+/** A Redis of the test's own (stop() removes its directory), on a new or a restored data directory. */
+async function redisOn(dir?: string): Promise<TestRedis> {
+  const server = await startTestRedis([], dir === undefined ? {} : { dir });
+  cleanups.push(() => server.stop());
+  return server;
+}
+
+const tempDir = (name: string) => {
+  const dir = mkdtempSync(join(tmpdir(), `kvql-${name}-`));
+  cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+};
+
+const persistence = async (redis: Redis) => parseInfo(await redis.info('persistence'));
+
+/** Puts, a batch and deletes over both partitions; returns what the keyspace holds afterwards. */
+async function writeSome(store: KvStore, tag: string, n = 40): Promise<Map<string, Entry>> {
+  const held = new Map<string, Entry>();
+  for (let i = 0; i < n; i++) held.set(`${tag}:${i}`, await store.put({ key: `${tag}:${i}`, value: `${tag} value ${i}` }));
+  for (const e of await store.batchPut(Array.from({ length: n }, (_, i) => ({ key: `${tag}:b${i}`, value: `${tag} batch ${i}` })))) held.set(e.key, e);
+  for (let i = 0; i < n; i += 4) {
+    await store.delete(`${tag}:${i}`);
+    held.delete(`${tag}:${i}`);
+  }
+  for (let i = 1; i < n; i += 4) held.set(`${tag}:${i}`, await store.put({ key: `${tag}:${i}`, value: `${tag} again ${i}` }));
+  return held;
+}
+
+async function expectHolds(o: Opened, held: Map<string, Entry>, absent: string[] = []): Promise<void> {
+  const keys = [...held.keys()];
+  expect(await o.store.getMany(keys)).toEqual(keys.map((k) => held.get(k)));
+  expect(await o.store.getMany(absent)).toEqual(absent.map(() => null));
+  const report = await verifyKeyspace(o.redis, { prefix: PREFIX, partitions: PARTITIONS });
+  expect(report.problems).toEqual([]);
+}
+
+describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README says', () => {
+  it('a copy of appendonlydir/ taken with rewrites paused, while writes go on, holds every write acknowledged before it', async () => {
+    const server = await redisOn();
+    const o = await open(server.url);
+    const before = await writeSome(o.store, 'early');
+    // A base file and an incremental file, as a Redis that has run a while has.
+    await o.redis.bgrewriteaof();
+    await until(10_000, 'the first rewrite', async () => ((await persistence(o.redis)).aof_rewrite_in_progress === '0' ? true : undefined));
+
+    // Writes go on during the whole backup.
+    let writing = true;
+    const acknowledged = new Map<string, Entry>();
+    const writer = (async () => {
+      for (let i = 0; writing; i++) {
+        const e = await o.store.put({ key: `during:${i % 50}`, value: `during ${i}` });
+        acknowledged.set(e.key, e);
+      }
+    })();
+    await until(10_000, 'writes under way', () => (acknowledged.size >= 10 ? true : undefined));
+
+    // The README's steps.
+    const [, previous] = (await o.redis.config('GET', 'auto-aof-rewrite-percentage')) as [string, string];
+    await o.redis.config('SET', 'auto-aof-rewrite-percentage', '0');
+    await until(10_000, 'no rewrite running or scheduled', async () => {
+      const p = await persistence(o.redis);
+      return p.aof_rewrite_in_progress === '0' && p.aof_rewrite_scheduled === '0' ? true : undefined;
+    });
+    const beforeCopy = new Map(acknowledged);
+    const backup = tempDir('aof-backup');
+    cpSync(join(server.dir, 'appendonlydir'), join(backup, 'appendonlydir'), { recursive: true });
+    await o.redis.config('SET', 'auto-aof-rewrite-percentage', previous);
+    writing = false;
+    await writer;
+    expect(previous).toBe('100');
+
+    // Restore: the copy into an empty data directory, a torn tail cut (as npm start does), start.
+    const restoredDir = tempDir('aof-restore');
+    cpSync(join(backup, 'appendonlydir'), join(restoredDir, 'appendonlydir'), { recursive: true });
+    expect(repairTornAofTail(restoredDir).state).not.toBe('corrupt');
+    const restored = await redisOn(restoredDir);
+    const r = await open(restored.url);
+    await expectHolds(r, before);
+    const during = await r.store.getMany([...beforeCopy.keys()]);
+    for (const e of during) {
+      // At least the version acknowledged before the copy began (later writes may be in it too).
+      expect(e).not.toBeNull();
+      expect(e!.version).toBeGreaterThanOrEqual(beforeCopy.get(e!.key)!.version);
+    }
+    // And it goes on from there: the next put of a key is its next version.
+    const next = await r.store.put({ key: 'early:1', value: 'after the restore' });
+    expect(next.version).toBe(before.get('early:1')!.version + 1);
+  });
+
+  it('a BGSAVE snapshot, restored with restore-rdb, is the keyspace as it was then and nothing after', async () => {
+    const server = await redisOn();
+    const o = await open(server.url);
+    const atSnapshot = await writeSome(o.store, 'snap');
+    const { rdb_changes_since_last_save: changes } = await persistence(o.redis);
+    expect(Number(changes)).toBeGreaterThan(0);
+    await o.redis.bgsave();
+    await until(10_000, 'the snapshot', async () => {
+      const p = await persistence(o.redis);
+      return p.rdb_bgsave_in_progress === '0' && p.rdb_changes_since_last_save === '0' ? p : undefined;
+    });
+    expect((await persistence(o.redis)).rdb_last_bgsave_status).toBe('ok');
+    const backup = tempDir('rdb-backup');
+    copyFileSync(join(server.dir, 'dump.rdb'), join(backup, 'dump.rdb'));
+    const later = await writeSome(o.store, 'later', 8);
+
+    const restoredDir = tempDir('rdb-restore');
+    const said: string[] = [];
+    const result = await restoreRdb(join(backup, 'dump.rdb'), restoredDir, (m) => said.push(m));
+    expect(result.keys).toBeGreaterThan(0);
+    expect(said.at(-1)).toContain(`${result.keys} keys`);
+    expect(readdirSync(join(restoredDir, 'appendonlydir')).some((f) => f.endsWith('.manifest'))).toBe(true);
+    const restored = await redisOn(restoredDir);
+    const r = await open(restored.url);
+    await expectHolds(r, atSnapshot, [...later.keys()]);
+    expect(await r.redis.dbsize()).toBe(result.keys);
+  });
+
+  it('why restore-rdb: with appendonly yes, Redis ignores a dump.rdb put in an empty directory and starts empty', async () => {
+    const server = await redisOn();
+    const o = await open(server.url);
+    await writeSome(o.store, 'lost', 8);
+    await o.redis.bgsave();
+    await until(10_000, 'the snapshot', async () => ((await persistence(o.redis)).rdb_changes_since_last_save === '0' ? true : undefined));
+    const naive = tempDir('naive-restore');
+    copyFileSync(join(server.dir, 'dump.rdb'), join(naive, 'dump.rdb'));
+    const started = await redisOn(naive);
+    const r = createRedis(started.url, { commandTimeoutMs: 5000 });
+    r.on('error', () => {});
+    cleanups.push(async () => r.disconnect());
+    await r.connect();
+    expect(await r.dbsize()).toBe(0);
+  });
+
+  it('restore-rdb refuses a directory that holds appendonlydir/ or another dump.rdb, and changes nothing', async () => {
+    const server = await redisOn();
+    const o = await open(server.url);
+    await writeSome(o.store, 'refused', 4);
+    await o.redis.bgsave();
+    await until(10_000, 'the snapshot', async () => ((await persistence(o.redis)).rdb_changes_since_last_save === '0' ? true : undefined));
+    const snapshot = join(server.dir, 'dump.rdb');
+
+    const withAof = tempDir('has-aof');
+    mkdirSync(join(withAof, 'appendonlydir'));
+    await expect(restoreRdb(snapshot, withAof, () => {})).rejects.toThrow(/appendonlydir exists/);
+    expect(readdirSync(withAof)).toEqual(['appendonlydir']);
+    expect(readdirSync(join(withAof, 'appendonlydir'))).toEqual([]);
+
+    const withOther = tempDir('has-rdb');
+    copyFileSync(join(server.dir, 'appendonlydir', readdirSync(join(server.dir, 'appendonlydir')).find((f) => f.endsWith('.manifest'))!), join(withOther, 'dump.rdb'));
+    await expect(restoreRdb(snapshot, withOther, () => {})).rejects.toThrow(/dump\.rdb exists/);
+    expect(readdirSync(withOther)).toEqual(['dump.rdb']);
+
+    // A file that is no snapshot: Redis refuses it, and what the tool wrote is removed again.
+    const bad = join(tempDir('bad-rdb'), 'dump.rdb');
+    copyFileSync(join(withOther, 'dump.rdb'), bad);
+    const target = tempDir('bad-target');
+    await expect(restoreRdb(bad, target, () => {})).rejects.toThrow(/redis-server exited/);
+    expect(readdirSync(target)).toEqual([]);
+  });
+
+  it('npm run restore-rdb: usage is exit 2; a refusal is exit 1 with the reason', () => {
+    const cli = (...args: string[]) => spawnSync('npx', ['tsx', 'src/rdbRestoreCli.ts', ...args], { encoding: 'utf8', timeout: 60_000 });
+    const usage = cli();
+    expect(usage.status).toBe(2);
+    expect(usage.stderr).toMatch(/usage: npm run restore-rdb -- <dump\.rdb> <data dir/);
+    const dir = tempDir('cli-refused');
+    mkdirSync(join(dir, 'appendonlydir'));
+    const refused = cli(join(dir, 'missing.rdb'), dir);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/kvql restore-rdb: .*missing\.rdb is not a file/);
+    expect(readdirSync(dir)).toEqual(['appendonlydir']);
+  });
+});
