@@ -50,7 +50,7 @@ export async function restoreRdb(rdbFile: string, dataDir: string, log: (message
   const copied = from !== snapshot;
   try {
     log(`kvql restore-rdb: loading ${snapshot} with the AOF off`);
-    const keys = await withRedis(dir, ['--appendonly', 'no'], auth, async (port) => {
+    const keys = await withRedis(dir, ['appendonly no'], auth, async (port) => {
       const loaded = await askRedis(port, (c) => c.dbsize(), 10_000, auth);
       log(`kvql restore-rdb: ${loaded} keys loaded; writing them as the append-only file`);
       await askRedis(port, (c) => c.config('SET', 'appendonly', 'yes'), 10_000, auth);
@@ -84,20 +84,23 @@ async function aofWritten(port: number, auth: RedisAuth): Promise<void> {
 }
 
 /**
- * Runs `use` against a redis-server started on `dir` from the repo's redis.conf (plus `extra`),
- * then stops it with SIGTERM: Redis fsyncs the AOF and exits (0, or the step fails).
+ * Runs `use` against a redis-server started on `dir` from the repo's redis.conf (plus the config
+ * lines `extra`), then stops it with SIGTERM: Redis fsyncs the AOF and exits (0, or the step
+ * fails). Its configuration goes in on stdin (`redis-server -`), so the password is on no
+ * command line that `ps` shows.
  */
 async function withRedis<T>(dir: string, extra: string[], auth: RedisAuth, use: (port: number) => Promise<T>): Promise<T> {
   const port = await freeLoopbackPort();
+  const config = [`include ${quoted(REDIS_CONF)}`, `port ${port}`, `dir ${quoted(dir)}`, `requirepass ${auth.password}`, ...extra];
   let output = '';
-  const child: ChildProcess = spawn('redis-server', [REDIS_CONF, '--port', String(port), '--dir', dir, '--requirepass', auth.password, ...extra], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child: ChildProcess = spawn('redis-server', ['-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin!.end(config.join('\n') + '\n');
   const keep = (b: Buffer) => (output = (output + b.toString('utf8')).slice(-4000));
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
   let spawnError: string | undefined;
   child.once('error', (err) => (spawnError = err.message));
+  child.stdin!.on('error', () => {}); // a redis-server that failed to start closes it early: told by 'exit'
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const lastLines = () => output.trimEnd().split('\n').slice(-5).join('\n');
   try {
@@ -116,4 +119,10 @@ async function withRedis<T>(dir: string, extra: string[], auth: RedisAuth, use: 
       await exited;
     }
   }
+}
+
+/** A path as a double-quoted redis.conf argument. */
+function quoted(path: string): string {
+  if (/[\x00-\x1f]/.test(path)) throw new Error(`${JSON.stringify(path)}: a path with control characters cannot go into redis.conf`);
+  return `"${path.replace(/[\\"]/g, '\\$&')}"`;
 }

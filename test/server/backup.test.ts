@@ -148,7 +148,8 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
     copyFileSync(join(server.dir, 'dump.rdb'), join(backup, 'dump.rdb'));
     const later = await writeSome(o.store, 'later', 8);
 
-    const restoredDir = tempDir('rdb-restore');
+    // A directory name that redis.conf must quote (the tool hands Redis its paths as config lines).
+    const restoredDir = join(tempDir('rdb-restore'), 'a "quoted" dir\\');
     const said: string[] = [];
     const result = await restoreRdb(join(backup, 'dump.rdb'), restoredDir, (m) => said.push(m));
     expect(result.keys).toBeGreaterThan(0);
