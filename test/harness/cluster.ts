@@ -17,8 +17,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import { REDIS_CONF } from '../../src/managedRedis.js';
-import { askNode, waitNodeReady } from './secureRedis.js';
 import { parseInfo } from '../../src/redisInfo.js';
+import { askNode, waitNodeReady } from './secureRedis.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const CLUSTER_CONF = join(REPO, 'cluster.conf');

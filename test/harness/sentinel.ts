@@ -18,9 +18,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { REDIS_CONF, redisServerOnPath } from '../../src/managedRedis.js';
+import { parseInfo } from '../../src/redisInfo.js';
 import { askNode, waitNodeReady } from './secureRedis.js';
 import { freePort } from './redisServer.js';
-import { parseInfo } from '../../src/redisInfo.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const REPLICATION_CONF = join(REPO, 'replication.conf');
