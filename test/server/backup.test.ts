@@ -2,8 +2,9 @@
 // redis-servers from the repo's redis.conf and kvql's own scripts:
 // - a copy of appendonlydir/ taken while AOF rewrites are paused, with writes going on, restores
 //   every write acknowledged before the copy began;
-// - a BGSAVE snapshot restored with `npm run restore-rdb` (src/rdbRestore.ts) restores the
-//   keyspace as it was at the snapshot, and nothing written after it;
+// - a BGSAVE snapshot, or one fetched with `redis-cli --rdb`, restored with `npm run
+//   restore-rdb` (src/rdbRestore.ts), is the keyspace as it was at the snapshot, and nothing
+//   written after it;
 // - and why that tool exists: Redis with appendonly yes ignores a dump.rdb put in an empty data
 //   directory and starts empty.
 import { spawnSync } from 'node:child_process';
@@ -159,6 +160,21 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
     const r = await open(restored.url);
     await expectHolds(r, atSnapshot, [...later.keys()]);
     expect(await r.redis.dbsize()).toBe(result.keys);
+  });
+
+  it('a snapshot fetched over the network with redis-cli --rdb, restored with restore-rdb, holds the keyspace', async () => {
+    const server = await redisOn();
+    const o = await open(server.url);
+    const atSnapshot = await writeSome(o.store, 'remote');
+    const file = join(tempDir('remote-backup'), 'kvql.rdb');
+    const fetched = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(server.port), '--rdb', file], { encoding: 'utf8', timeout: 60_000 });
+    expect(fetched.status, fetched.stderr + fetched.stdout).toBe(0);
+    const later = await writeSome(o.store, 'after', 8);
+
+    const restoredDir = tempDir('remote-restore');
+    await restoreRdb(file, restoredDir, () => {});
+    const r = await open((await redisOn(restoredDir)).url);
+    await expectHolds(r, atSnapshot, [...later.keys()]);
   });
 
   it('why restore-rdb: with appendonly yes, Redis ignores a dump.rdb put in an empty directory and starts empty', async () => {
