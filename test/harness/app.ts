@@ -21,6 +21,19 @@ import { attachWebSocket } from '../../src/websocket.js';
 import { parseSeedList } from './cluster.js';
 import { within } from './until.js';
 
+/** A store and its connection on the Redis at `url`: for tests that restart or restore Redis under it. */
+export interface OpenedStore {
+  redis: Redis;
+  store: KvStore;
+}
+
+export async function openStore(url: string, prefix: string, partitions: number): Promise<OpenedStore> {
+  const redis = createRedis(url, { commandTimeoutMs: 5000 });
+  redis.on('error', () => {});
+  await redis.connect();
+  return { redis, store: await KvStore.open(redis, { prefix, partitions }) };
+}
+
 export const PARTITIONS = Number(process.env.KV_TEST_PARTITIONS ?? '1');
 /** Buckets per partition: the default (16384) in one project, a handful in the other, so that
  * there most keys share their bucket with others. */

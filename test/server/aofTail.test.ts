@@ -6,14 +6,12 @@
 import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkAofTail, lastIncrAof, repairTornAofTail } from '../../src/aofTail.js';
 import { startManagedRedis, type ManagedRedis } from '../../src/managedRedis.js';
-import { createRedis } from '../../src/store/redis.js';
-import { KvStore } from '../../src/store/store.js';
 import { verifyKeyspace } from '../../src/store/verify.js';
 import { parseCommands, readRegion, transactions } from '../harness/aof.js';
+import { openStore, type OpenedStore } from '../harness/app.js';
 import { freePort, startTestRedis, type TestRedis } from '../harness/redisServer.js';
 
 const PARTITIONS = 4;
@@ -23,18 +21,8 @@ afterAll(async () => {
   for (const c of cleanups.reverse()) await c().catch(() => {});
 });
 
-interface Opened {
-  redis: Redis;
-  store: KvStore;
-}
-
-async function open(url: string): Promise<Opened> {
-  const redis = createRedis(url, { commandTimeoutMs: 5000 });
-  redis.on('error', () => {});
-  await redis.connect();
-  const store = await KvStore.open(redis, { prefix: PREFIX, partitions: PARTITIONS });
-  return { redis, store };
-}
+type Opened = OpenedStore;
+const open = (url: string): Promise<Opened> => openStore(url, PREFIX, PARTITIONS);
 
 async function testRedis(): Promise<{ server: TestRedis; log: () => string }> {
   const dir = mkdtempSync(join(tmpdir(), 'kvql-torn-log-'));

@@ -20,6 +20,7 @@ import { parseInfo } from '../../src/redisInfo.js';
 import { createRedis } from '../../src/store/redis.js';
 import { KvStore, type Entry } from '../../src/store/store.js';
 import { verifyKeyspace } from '../../src/store/verify.js';
+import { openStore, type OpenedStore } from '../harness/app.js';
 import { startTestRedis, type TestRedis } from '../harness/redisServer.js';
 import { until } from '../harness/until.js';
 
@@ -30,18 +31,12 @@ afterAll(async () => {
   for (const c of cleanups.reverse()) await c().catch(() => {});
 });
 
-interface Opened {
-  redis: Redis;
-  store: KvStore;
-}
+type Opened = OpenedStore;
 
 async function open(url: string): Promise<Opened> {
-  const redis = createRedis(url, { commandTimeoutMs: 5000 });
-  redis.on('error', () => {});
-  await redis.connect();
-  const store = await KvStore.open(redis, { prefix: PREFIX, partitions: PARTITIONS });
-  cleanups.push(async () => redis.disconnect());
-  return { redis, store };
+  const o = await openStore(url, PREFIX, PARTITIONS);
+  cleanups.push(async () => o.redis.disconnect());
+  return o;
 }
 
 /** A Redis of the test's own (stop() removes its directory), on a new or a restored data directory. */
@@ -78,6 +73,21 @@ async function expectHolds(o: Opened, held: Map<string, Entry>, absent: string[]
   expect(await o.store.getMany(absent)).toEqual(absent.map(() => null));
   const report = await verifyKeyspace(o.redis, { prefix: PREFIX, partitions: PARTITIONS });
   expect(report.problems).toEqual([]);
+}
+
+/** A Redis holding writeSome(tag, n), and its complete BGSAVE snapshot (`snapshot`, in its data directory). */
+async function snapshotted(tag: string, n?: number) {
+  const server = await redisOn();
+  const o = await open(server.url);
+  const held = await writeSome(o.store, tag, n);
+  expect(Number((await persistence(o.redis)).rdb_changes_since_last_save)).toBeGreaterThan(0);
+  await o.redis.bgsave();
+  await until(10_000, 'the snapshot', async () => {
+    const p = await persistence(o.redis);
+    return p.rdb_bgsave_in_progress === '0' && p.rdb_changes_since_last_save === '0' ? true : undefined;
+  });
+  expect((await persistence(o.redis)).rdb_last_bgsave_status).toBe('ok');
+  return { server, o, held, snapshot: join(server.dir, 'dump.rdb') };
 }
 
 describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README says', () => {
@@ -134,19 +144,9 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
   });
 
   it('a BGSAVE snapshot, restored with restore-rdb, is the keyspace as it was then and nothing after', async () => {
-    const server = await redisOn();
-    const o = await open(server.url);
-    const atSnapshot = await writeSome(o.store, 'snap');
-    const { rdb_changes_since_last_save: changes } = await persistence(o.redis);
-    expect(Number(changes)).toBeGreaterThan(0);
-    await o.redis.bgsave();
-    await until(10_000, 'the snapshot', async () => {
-      const p = await persistence(o.redis);
-      return p.rdb_bgsave_in_progress === '0' && p.rdb_changes_since_last_save === '0' ? p : undefined;
-    });
-    expect((await persistence(o.redis)).rdb_last_bgsave_status).toBe('ok');
+    const { o, held: atSnapshot, snapshot } = await snapshotted('snap');
     const backup = tempDir('rdb-backup');
-    copyFileSync(join(server.dir, 'dump.rdb'), join(backup, 'dump.rdb'));
+    copyFileSync(snapshot, join(backup, 'dump.rdb'));
     const later = await writeSome(o.store, 'later', 8);
 
     // A directory name that redis.conf must quote (the tool hands Redis its paths as config lines).
@@ -178,13 +178,9 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
   });
 
   it('why restore-rdb: with appendonly yes, Redis ignores a dump.rdb put in an empty directory and starts empty', async () => {
-    const server = await redisOn();
-    const o = await open(server.url);
-    await writeSome(o.store, 'lost', 8);
-    await o.redis.bgsave();
-    await until(10_000, 'the snapshot', async () => ((await persistence(o.redis)).rdb_changes_since_last_save === '0' ? true : undefined));
+    const { snapshot } = await snapshotted('lost', 8);
     const naive = tempDir('naive-restore');
-    copyFileSync(join(server.dir, 'dump.rdb'), join(naive, 'dump.rdb'));
+    copyFileSync(snapshot, join(naive, 'dump.rdb'));
     const started = await redisOn(naive);
     const r = createRedis(started.url, { commandTimeoutMs: 5000 });
     r.on('error', () => {});
@@ -194,12 +190,7 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
   });
 
   it('restore-rdb refuses a directory that holds appendonlydir/ or another dump.rdb, and changes nothing', async () => {
-    const server = await redisOn();
-    const o = await open(server.url);
-    await writeSome(o.store, 'refused', 4);
-    await o.redis.bgsave();
-    await until(10_000, 'the snapshot', async () => ((await persistence(o.redis)).rdb_changes_since_last_save === '0' ? true : undefined));
-    const snapshot = join(server.dir, 'dump.rdb');
+    const { server, snapshot } = await snapshotted('refused', 4);
 
     const withAof = tempDir('has-aof');
     mkdirSync(join(withAof, 'appendonlydir'));
