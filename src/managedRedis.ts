@@ -218,6 +218,16 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
     if (!redisServerOnPath()) {
       throw new Error('redis-server is not installed: run `sudo apt-get install redis-server`, or set REDIS_URL to a running Redis');
     }
+    // With the AOF on, Redis ignores a dump.rdb that it finds without an appendonlydir/, starts
+    // empty and writes an empty AOF that it prefers from then on: a snapshot put here to be
+    // restored would be lost without a word. Refuse, and say how to restore it (rdbRestore.ts).
+    const snapshot = resolve(dir, 'dump.rdb');
+    if (existsSync(snapshot) && !existsSync(resolve(dir, 'appendonlydir'))) {
+      throw new Error(
+        `${dir} holds dump.rdb but no appendonlydir/: Redis would ignore the snapshot and start empty. ` +
+          `Restore it with \`npm run restore-rdb -- ${snapshot} ${dir}\`, or move it away to start with an empty keyspace`,
+      );
+    }
   }
 
   const logFile = resolve(dir, 'redis.log');

@@ -8,20 +8,20 @@
 // - and why that tool exists: Redis with appendonly yes ignores a dump.rdb put in an empty data
 //   directory and starts empty.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { repairTornAofTail } from '../../src/aofTail.js';
-import { redisServerOnPath } from '../../src/managedRedis.js';
+import { redisServerOnPath, startManagedRedis } from '../../src/managedRedis.js';
 import { restoreRdb } from '../../src/rdbRestore.js';
 import { parseInfo } from '../../src/redisInfo.js';
 import { createRedis } from '../../src/store/redis.js';
 import { KvStore, type Entry } from '../../src/store/store.js';
 import { verifyKeyspace } from '../../src/store/verify.js';
 import { openStore, type OpenedStore } from '../harness/app.js';
-import { startTestRedis, type TestRedis } from '../harness/redisServer.js';
+import { freePort, startTestRedis, type TestRedis } from '../harness/redisServer.js';
 import { until } from '../harness/until.js';
 
 const PREFIX = 'backup';
@@ -187,6 +187,22 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
     cleanups.push(async () => r.disconnect());
     await r.connect();
     expect(await r.dbsize()).toBe(0);
+  });
+
+  it("npm start's managed Redis refuses a data directory with dump.rdb and no appendonlydir/, and starts once it is restored", async () => {
+    const { snapshot, held } = await snapshotted('managed', 8);
+    const dataDir = tempDir('managed-data');
+    copyFileSync(snapshot, join(dataDir, 'dump.rdb'));
+    const port = await freePort();
+    const start = () => startManagedRedis({ dataDir, port, prefix: PREFIX, log: () => {} });
+    await expect(start()).rejects.toThrow(/holds dump\.rdb but no appendonlydir\/: Redis would ignore the snapshot.*npm run restore-rdb/);
+    expect(existsSync(join(dataDir, 'appendonlydir'))).toBe(false);
+
+    await restoreRdb(join(dataDir, 'dump.rdb'), dataDir, () => {});
+    const managed = await start();
+    cleanups.push(() => managed.stop());
+    // As the ACL user kvql, as the API connects.
+    await expectHolds(await open(managed.kvqlUrl), held);
   });
 
   it('restore-rdb refuses a directory that holds appendonlydir/ or another dump.rdb, and changes nothing', async () => {
