@@ -8,13 +8,14 @@
 // - and why that tool exists: Redis with appendonly yes ignores a dump.rdb put in an empty data
 //   directory and starts empty.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
+import { backupAof } from '../../src/aofBackup.js';
 import { repairTornAofTail } from '../../src/aofTail.js';
-import { redisServerOnPath, startManagedRedis } from '../../src/managedRedis.js';
+import { ADMIN_PASSWORD_FILE, redisServerOnPath, startManagedRedis } from '../../src/managedRedis.js';
 import { restoreRdb } from '../../src/rdbRestore.js';
 import { parseInfo } from '../../src/redisInfo.js';
 import { createRedis } from '../../src/store/redis.js';
@@ -141,6 +142,62 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
     // And it goes on from there: the next put of a key is its next version.
     const next = await r.store.put({ key: 'early:1', value: 'after the restore' });
     expect(next.version).toBe(before.get('early:1')!.version + 1);
+  });
+
+  it('npm run backup copies the managed Redis\'s appendonlydir/ while writes go on, and puts its rewrite setting back', async () => {
+    const dataDir = tempDir('managed-backup');
+    const port = await freePort();
+    const managed = await startManagedRedis({ dataDir, port, prefix: PREFIX, log: () => {} });
+    cleanups.push(() => managed.stop());
+    const o = await open(managed.kvqlUrl);
+    const admin = await openStore(managed.url, PREFIX, PARTITIONS);
+    cleanups.push(async () => admin.redis.disconnect());
+    const before = await writeSome(o.store, 'managed');
+    let writing = true;
+    const acknowledged = new Map<string, Entry>();
+    const writer = (async () => {
+      for (let i = 0; writing; i++) {
+        const e = await o.store.put({ key: `busy:${i % 50}`, value: `busy ${i}` });
+        acknowledged.set(e.key, e);
+      }
+    })();
+    await until(10_000, 'writes under way', () => (acknowledged.size >= 10 ? true : undefined));
+    const beforeBackup = new Map(acknowledged);
+
+    const dest = join(tempDir('managed-dest'), 'kvql-backup');
+    const said: string[] = [];
+    const password = readFileSync(join(dataDir, ADMIN_PASSWORD_FILE), 'utf8').trim();
+    const copied = await backupAof({ port, auth: { password }, dataDir, dest, log: (m) => said.push(m) });
+    writing = false;
+    await writer;
+    expect(copied.files.some((f) => f.endsWith('.manifest'))).toBe(true);
+    expect(said.at(-1)).toContain(`${copied.bytes} bytes`);
+    // Rewrites are on again, and no staging links are left in the data directory.
+    expect(await admin.redis.config('GET', 'auto-aof-rewrite-percentage')).toEqual(['auto-aof-rewrite-percentage', '100']);
+    expect(readdirSync(dataDir).filter((f) => f.startsWith('backup-in-progress'))).toEqual([]);
+
+    const restoredDir = tempDir('managed-restore');
+    cpSync(copied.dir, join(restoredDir, 'appendonlydir'), { recursive: true });
+    expect(repairTornAofTail(restoredDir).state).not.toBe('corrupt');
+    const r = await open((await redisOn(restoredDir)).url);
+    await expectHolds(r, before);
+    for (const e of await r.store.getMany([...beforeBackup.keys()])) expect(e!.version).toBeGreaterThanOrEqual(beforeBackup.get(e!.key)!.version);
+
+    // The command itself: the same copy from the environment npm start reads; refusals.
+    const base = { ...process.env };
+    for (const name of ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES']) delete base[name];
+    const cli = (args: string[], env: Record<string, string>) =>
+      spawnSync('npx', ['tsx', 'src/backupCli.ts', ...args], { encoding: 'utf8', timeout: 60_000, env: { ...base, ...env } });
+    const env = { KV_DATA_DIR: dataDir, KV_MANAGED_REDIS_PORT: String(port) };
+    const viaCli = join(tempDir('cli-dest'), 'b');
+    const ran = cli([viaCli], env);
+    expect(ran.status, ran.stderr).toBe(0);
+    expect(readdirSync(join(viaCli, 'appendonlydir')).sort()).toEqual(readdirSync(join(dataDir, 'appendonlydir')).sort());
+    expect(cli([viaCli], env).stderr).toMatch(/exists: give a new directory/);
+    const usage = cli([], env);
+    expect([usage.status, usage.stderr]).toEqual([2, expect.stringMatching(/usage: npm run backup --/)]);
+    const elsewhere = cli([join(viaCli, 'x')], { ...env, REDIS_URL: managed.url });
+    expect([elsewhere.status, elsewhere.stderr]).toEqual([2, expect.stringMatching(/redis-cli --rdb/)]);
   });
 
   it('a BGSAVE snapshot, restored with restore-rdb, is the keyspace as it was then and nothing after', async () => {
