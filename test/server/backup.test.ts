@@ -76,6 +76,33 @@ async function expectHolds(o: Opened, held: Map<string, Entry>, absent: string[]
   expect(report.problems).toEqual([]);
 }
 
+/** Puts of `tag`:0..49 in a loop, one at a time, until stop(); `acknowledged` holds each key's last answer. */
+async function keepWriting(store: KvStore, tag: string) {
+  let writing = true;
+  const acknowledged = new Map<string, Entry>();
+  const loop = (async () => {
+    for (let i = 0; writing; i++) {
+      const e = await store.put({ key: `${tag}:${i % 50}`, value: `${tag} ${i}` });
+      acknowledged.set(e.key, e);
+    }
+  })();
+  await until(10_000, 'writes under way', () => (acknowledged.size >= 10 ? true : undefined));
+  return {
+    acknowledged,
+    async stop() {
+      writing = false;
+      await loop;
+    },
+  };
+}
+
+/** Every key of `acknowledged` is there at least at that version (later writes may be in a copy too). */
+async function expectAtLeast(o: Opened, acknowledged: Map<string, Entry>): Promise<void> {
+  const keys = [...acknowledged.keys()];
+  const got = await o.store.getMany(keys);
+  got.forEach((e, i) => expect(e?.version ?? 0, keys[i]).toBeGreaterThanOrEqual(acknowledged.get(keys[i]!)!.version));
+}
+
 /** A Redis holding writeSome(tag, n), and its complete BGSAVE snapshot (`snapshot`, in its data directory). */
 async function snapshotted(tag: string, n?: number) {
   const server = await redisOn();
@@ -101,15 +128,7 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
     await until(10_000, 'the first rewrite', async () => ((await persistence(o.redis)).aof_rewrite_in_progress === '0' ? true : undefined));
 
     // Writes go on during the whole backup.
-    let writing = true;
-    const acknowledged = new Map<string, Entry>();
-    const writer = (async () => {
-      for (let i = 0; writing; i++) {
-        const e = await o.store.put({ key: `during:${i % 50}`, value: `during ${i}` });
-        acknowledged.set(e.key, e);
-      }
-    })();
-    await until(10_000, 'writes under way', () => (acknowledged.size >= 10 ? true : undefined));
+    const writes = await keepWriting(o.store, 'during');
 
     // The README's steps.
     const [, previous] = (await o.redis.config('GET', 'auto-aof-rewrite-percentage')) as [string, string];
@@ -118,12 +137,11 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
       const p = await persistence(o.redis);
       return p.aof_rewrite_in_progress === '0' && p.aof_rewrite_scheduled === '0' ? true : undefined;
     });
-    const beforeCopy = new Map(acknowledged);
+    const beforeCopy = new Map(writes.acknowledged);
     const backup = tempDir('aof-backup');
     cpSync(join(server.dir, 'appendonlydir'), join(backup, 'appendonlydir'), { recursive: true });
     await o.redis.config('SET', 'auto-aof-rewrite-percentage', previous);
-    writing = false;
-    await writer;
+    await writes.stop();
     expect(previous).toBe('100');
 
     // Restore: the copy into an empty data directory, a torn tail cut (as npm start does), start.
@@ -133,12 +151,7 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
     const restored = await redisOn(restoredDir);
     const r = await open(restored.url);
     await expectHolds(r, before);
-    const during = await r.store.getMany([...beforeCopy.keys()]);
-    for (const e of during) {
-      // At least the version acknowledged before the copy began (later writes may be in it too).
-      expect(e).not.toBeNull();
-      expect(e!.version).toBeGreaterThanOrEqual(beforeCopy.get(e!.key)!.version);
-    }
+    await expectAtLeast(r, beforeCopy);
     // And it goes on from there: the next put of a key is its next version.
     const next = await r.store.put({ key: 'early:1', value: 'after the restore' });
     expect(next.version).toBe(before.get('early:1')!.version + 1);
@@ -153,23 +166,14 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
     const admin = await openStore(managed.url, PREFIX, PARTITIONS);
     cleanups.push(async () => admin.redis.disconnect());
     const before = await writeSome(o.store, 'managed');
-    let writing = true;
-    const acknowledged = new Map<string, Entry>();
-    const writer = (async () => {
-      for (let i = 0; writing; i++) {
-        const e = await o.store.put({ key: `busy:${i % 50}`, value: `busy ${i}` });
-        acknowledged.set(e.key, e);
-      }
-    })();
-    await until(10_000, 'writes under way', () => (acknowledged.size >= 10 ? true : undefined));
-    const beforeBackup = new Map(acknowledged);
+    const writes = await keepWriting(o.store, 'busy');
+    const beforeBackup = new Map(writes.acknowledged);
 
     const dest = join(tempDir('managed-dest'), 'kvql-backup');
     const said: string[] = [];
     const password = readFileSync(join(dataDir, ADMIN_PASSWORD_FILE), 'utf8').trim();
     const copied = await backupAof({ port, auth: { password }, dataDir, dest, log: (m) => said.push(m) });
-    writing = false;
-    await writer;
+    await writes.stop();
     expect(copied.files.some((f) => f.endsWith('.manifest'))).toBe(true);
     expect(said.at(-1)).toContain(`${copied.bytes} bytes`);
     // Rewrites are on again, and no staging links are left in the data directory.
@@ -181,7 +185,7 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
     expect(repairTornAofTail(restoredDir).state).not.toBe('corrupt');
     const r = await open((await redisOn(restoredDir)).url);
     await expectHolds(r, before);
-    for (const e of await r.store.getMany([...beforeBackup.keys()])) expect(e!.version).toBeGreaterThanOrEqual(beforeBackup.get(e!.key)!.version);
+    await expectAtLeast(r, beforeBackup);
 
     // The command itself: the same copy from the environment npm start reads; refusals.
     const base = { ...process.env };
