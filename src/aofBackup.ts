@@ -8,8 +8,9 @@
 import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Redis } from 'ioredis';
+import { AOF_DIR } from './aofTail.js';
 import { askRedis, type RedisAuth } from './managedRedis.js';
-import { parseInfo } from './redisInfo.js';
+import { untilPersistence } from './redisInfo.js';
 
 /** How long a rewrite already running may take to finish before the backup gives up. */
 const REWRITE_WAIT_MS = 30 * 60_000;
@@ -52,7 +53,12 @@ export async function backupAof(opts: AofBackupOptions): Promise<AofBackup> {
     await ask((c) => c.config('SET', 'auto-aof-rewrite-percentage', '0'));
     let files: string[];
     try {
-      await noRewrite(ask);
+      await untilPersistence(
+        () => ask((c) => c.info('persistence')),
+        (info) => info.aof_rewrite_in_progress === '0' && info.aof_rewrite_scheduled === '0',
+        REWRITE_WAIT_MS,
+        'an AOF rewrite was still running',
+      );
       mkdirSync(staging);
       files = readdirSync(source);
       for (const f of files) linkSync(join(source, f), join(staging, f));
@@ -60,7 +66,7 @@ export async function backupAof(opts: AofBackupOptions): Promise<AofBackup> {
       await ask((c) => c.config('SET', 'auto-aof-rewrite-percentage', previous));
     }
     log(`kvql backup: ${files.length} files linked with rewrites paused; copying them to ${dest}`);
-    const out = join(dest, 'appendonlydir');
+    const out = join(dest, AOF_DIR);
     mkdirSync(out, { recursive: true });
     let bytes = 0;
     for (const f of files) {
@@ -71,16 +77,5 @@ export async function backupAof(opts: AofBackupOptions): Promise<AofBackup> {
     return { dir: out, files, bytes };
   } finally {
     rmSync(staging, { recursive: true, force: true });
-  }
-}
-
-/** Waits until no AOF rewrite runs or is scheduled. */
-async function noRewrite(ask: Ask): Promise<void> {
-  const deadline = Date.now() + REWRITE_WAIT_MS;
-  for (;;) {
-    const info = parseInfo(await ask((c) => c.info('persistence')));
-    if (info.aof_rewrite_in_progress === '0' && info.aof_rewrite_scheduled === '0') return;
-    if (Date.now() > deadline) throw new Error(`an AOF rewrite was still running after ${REWRITE_WAIT_MS / 60_000} minutes`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }

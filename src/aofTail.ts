@@ -41,8 +41,11 @@ export interface AofFiles {
   files: { name: string; type: string }[];
 }
 
+/** redis.conf's appenddirname: where a data directory keeps its multi-part AOF. */
+export const AOF_DIR = 'appendonlydir';
+
 /** The multi-part AOF of a Redis data directory (redis.conf: appenddirname, appendfilename). */
-export function readAofManifest(dataDir: string, dirName = 'appendonlydir', fileName = 'appendonly.aof'): AofFiles | null {
+export function readAofManifest(dataDir: string, dirName = AOF_DIR, fileName = 'appendonly.aof'): AofFiles | null {
   const dir = join(dataDir, dirName);
   const manifest = join(dir, `${fileName}.manifest`);
   if (!existsSync(manifest)) return null;

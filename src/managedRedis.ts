@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { repairTornAofTail } from './aofTail.js';
+import { AOF_DIR, repairTornAofTail } from './aofTail.js';
 import { oneShotClient, type RedisTls } from './store/redis.js';
 import { KVQL_USER, loadOrCreateSecret, usersAclFile, writePrivateFile } from './redisAcl.js';
 
@@ -222,7 +222,7 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
     // empty and writes an empty AOF that it prefers from then on: a snapshot put here to be
     // restored would be lost without a word. Refuse, and say how to restore it (rdbRestore.ts).
     const snapshot = resolve(dir, 'dump.rdb');
-    if (existsSync(snapshot) && !existsSync(resolve(dir, 'appendonlydir'))) {
+    if (existsSync(snapshot) && !existsSync(resolve(dir, AOF_DIR))) {
       throw new Error(
         `${dir} holds dump.rdb but no appendonlydir/: Redis would ignore the snapshot and start empty. ` +
           `Restore it with \`npm run restore-rdb -- ${snapshot} ${dir}\`, or move it away to start with an empty keyspace`,

@@ -12,9 +12,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { constants, copyFileSync, existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
+import { AOF_DIR } from './aofTail.js';
 import { freeLoopbackPort } from './freePort.js';
 import { askRedis, REDIS_CONF, waitReady, type RedisAuth } from './managedRedis.js';
-import { parseInfo } from './redisInfo.js';
+import { untilPersistence } from './redisInfo.js';
 
 /** How long loading the snapshot, and then writing it as the AOF, may each take. */
 const STEP_MS = 30 * 60_000;
@@ -36,7 +37,7 @@ export async function restoreRdb(rdbFile: string, dataDir: string, log: (message
   const dir = resolve(dataDir);
   const from = resolve(rdbFile);
   if (!existsSync(from) || !statSync(from).isFile()) throw new Error(`${from} is not a file`);
-  const aofDir = join(dir, 'appendonlydir');
+  const aofDir = join(dir, AOF_DIR);
   if (existsSync(aofDir)) {
     throw new Error(`${aofDir} exists: Redis would start from it, not from the snapshot. Move it away first (nothing was changed)`);
   }
@@ -71,16 +72,16 @@ export async function restoreRdb(rdbFile: string, dataDir: string, log: (message
 }
 
 /** Waits until the AOF rewrite that `CONFIG SET appendonly yes` started has completed. */
-async function aofWritten(port: number, auth: RedisAuth): Promise<void> {
-  const deadline = Date.now() + STEP_MS;
-  while (Date.now() < deadline) {
-    const info = parseInfo(await askRedis(port, (c) => c.info('persistence'), 10_000, auth));
-    if (info.aof_last_bgrewrite_status === 'err') throw new Error('Redis could not write the append-only file (see its log)');
-    const done = info.aof_rewrite_in_progress === '0' && info.aof_rewrite_scheduled === '0' && Number(info.aof_last_rewrite_time_sec) >= 0;
-    if (done) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`the append-only file was not written within ${STEP_MS / 60_000} minutes`);
+function aofWritten(port: number, auth: RedisAuth): Promise<void> {
+  return untilPersistence(
+    () => askRedis(port, (c) => c.info('persistence'), 10_000, auth),
+    (info) => {
+      if (info.aof_last_bgrewrite_status === 'err') throw new Error('Redis could not write the append-only file (see its log)');
+      return info.aof_rewrite_in_progress === '0' && info.aof_rewrite_scheduled === '0' && Number(info.aof_last_rewrite_time_sec) >= 0;
+    },
+    STEP_MS,
+    'the append-only file was not written',
+  );
 }
 
 /**
