@@ -3,25 +3,18 @@
 // managed Redis that `npm start` runs (redis://127.0.0.1:$KV_MANAGED_REDIS_PORT), if it answers.
 // Exit status: 0 no problems, 1 problems found, 2 it could not check (configuration, no Redis).
 import { Cluster, Redis } from 'ioredis';
-import { ConfigError, loadConfig } from './config.js';
+import { commandConfig } from './cli.js';
+import type { Config } from './config.js';
 import { managedKvqlUrl } from './managedRedis.js';
-import { clusterSeedProblem } from './store/redis.js';
+import { clusterSeedProblem, type ClusterTarget } from './store/redis.js';
 import { formatReport, verifyKeyspace } from './store/verify.js';
 
 /** Never print a password that a URL may carry. */
 const shown = (url: string) => url.replace(/\/\/[^/@]*@/, '//***@');
 
 async function main(): Promise<number> {
-  let config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`kvql verify: ${err.message}`);
-      return 2;
-    }
-    throw err;
-  }
+  const config = commandConfig('verify');
+  if (!config) return 2;
   if (config.sentinel) {
     console.error(
       `kvql verify: give the primary's address as REDIS_URL instead of REDIS_SENTINELS ` +
@@ -29,7 +22,7 @@ async function main(): Promise<number> {
     );
     return 2;
   }
-  if (config.cluster) return verifyCluster(config.cluster.clusterNodes, config.cluster.password, config);
+  if (config.cluster) return verifyCluster(config.cluster, config);
   const managed = `redis://127.0.0.1:${config.managedRedisPort}`;
   // The managed Redis: as user kvql, with the password its start left in KV_DATA_DIR.
   const url = config.redisUrl ?? managedKvqlUrl(config.dataDir, config.managedRedisPort) ?? managed;
@@ -67,12 +60,13 @@ async function main(): Promise<number> {
 }
 
 /** The same check on a cluster: every master is scanned, each partition read from its node. */
-async function verifyCluster(nodes: { host: string; port: number }[], password: string | undefined, config: ReturnType<typeof loadConfig>): Promise<number> {
+async function verifyCluster(target: ClusterTarget, config: Config): Promise<number> {
+  const { clusterNodes: nodes, username, password } = target;
   const where = nodes.map((n) => `${n.host}:${n.port}`).join(',');
   const redis = new Cluster(nodes, {
     lazyConnect: true,
     clusterRetryStrategy: () => null,
-    redisOptions: { maxRetriesPerRequest: 0, connectTimeout: 5000, commandTimeout: 60_000, ...(password ? { password } : {}), ...(config.redisTls ? { tls: { ...config.redisTls } } : {}) },
+    redisOptions: { maxRetriesPerRequest: 0, connectTimeout: 5000, commandTimeout: 60_000, ...(password ? { password, ...(username ? { username } : {}) } : {}), ...(config.redisTls ? { tls: { ...config.redisTls } } : {}) },
     // With TLS (KV_REDIS_TLS=true), a seed's certificate is checked against its name as given.
     ...(config.redisTls ? { dnsLookup: (address: string, callback: (err: Error | null, address: string) => void) => callback(null, address) } : {}),
   });
@@ -82,7 +76,7 @@ async function verifyCluster(nodes: { host: string; port: number }[], password: 
       await redis.connect();
     } catch (err) {
       // The cluster does not say why no seed answered; the first seed does.
-      const why = await clusterSeedProblem({ clusterNodes: nodes, ...(password ? { password } : {}) }, { commandTimeoutMs: 5000, ...(config.redisTls ? { tls: config.redisTls } : {}) });
+      const why = await clusterSeedProblem(target, { commandTimeoutMs: 5000, ...(config.redisTls ? { tls: config.redisTls } : {}) });
       console.error(`kvql verify: cannot connect to the cluster of ${where}: ${err instanceof Error ? err.message : String(err)}${why ? ` (${why})` : ''}`);
       return 2;
     }

@@ -1,17 +1,14 @@
 // verifyKeyspace (src/store/verify.ts) and its CLI (npm run verify): a clean keyspace passes with
 // the right counts; each kind of corruption, made by hand with raw Redis commands on this file's
 // own keys, is reported with its key. Runs with 1 and 4 partitions.
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { decodeEntry, type DecodedEntry } from '../../src/store/feedFormat.js';
 import { bucketOf, Keyspace, packEntry, partitionOf, unpackEntry } from '../../src/store/keys.js';
 import { verifyKeyspace, type VerifyOptions, type VerifyReport } from '../../src/store/verify.js';
 import { createTestApp, BUCKETS, ON_CLUSTER, PARTITIONS, uniquePrefix, type TestApp } from '../harness/app.js';
 import { packPut } from '../harness/feedStream.js';
+import { runCommand } from '../harness/command.js';
 import { freePort } from '../harness/redisServer.js';
-
-const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
 /** Keys spread over every partition: for each partition, three keys that belong to it. */
 function keysPerPartition(partitions: number): string[][] {
@@ -377,26 +374,8 @@ describe('verifyKeyspace reports each kind of corruption', () => {
 // The CLI
 // ---------------------------------------------------------------------------------------------
 
-function runCli(env: Record<string, string>): Promise<{ code: number | null; out: string }> {
-  const clean = { ...process.env };
-  // No kvql setting of this process reaches the CLI: where Redis is (REDIS_URL,
-  // REDIS_CLUSTER_NODES, REDIS_SENTINELS, passwords), KV_*, PORT, HOST; only what `env` says.
-  for (const name of Object.keys(clean)) if (/^(REDIS_|KV_|PORT$|HOST$)/.test(name)) delete clean[name];
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/verifyCli.ts'], { cwd: REPO, env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c));
-    child.stderr.on('data', (c: Buffer) => (out += c));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`verifyCli did not exit within 20 s:\n${out}`));
-    }, 20_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, out });
-    });
-  });
-}
+/** `npm run verify` with only these settings. */
+const runCli = (env: Record<string, string>) => runCommand('src/verifyCli.ts', [], env, 20_000);
 
 describe('npm run verify (src/verifyCli.ts)', () => {
   it('prints the report, exits 0 when clean and 1 with problems', async () => {

@@ -12,6 +12,7 @@ import { startServer, type RunningServer } from '../../src/server.js';
 import { clusterSeedProblem } from '../../src/store/redis.js';
 import { keysInDistinctPartitions, uniquePrefix } from '../harness/app.js';
 import { startTestCluster, type TestCluster } from '../harness/cluster.js';
+import { runCommand } from '../harness/command.js';
 import { gqlData as gql } from '../harness/secureRedis.js';
 import { startSentinelDeployment, type SentinelDeployment } from '../harness/sentinel.js';
 import { sseSubscribe } from '../harness/sse.js';
@@ -107,6 +108,14 @@ describe('kvql as ACL user kvql on a Redis Cluster (REDIS_USERNAME)', () => {
       expect(new Set(users), `master ${port}: ${users.join(',')}`).toEqual(new Set(['kvql']));
       expect(await cluster.direct(port, aclLog), `ACL LOG of ${port}: ${JSON.stringify(await cluster.direct(port, aclLog))}`).toEqual([]);
     }
+  });
+
+  it('npm run verify checks the keyspace as kvql too', async () => {
+    const env = { REDIS_CLUSTER_NODES: cluster.seedList, REDIS_USERNAME: 'kvql', REDIS_PASSWORD: password, KV_PREFIX: prefix, KV_PARTITIONS: String(PARTITIONS), KV_BUCKETS: '5' };
+    const verified = await runCommand('src/verifyCli.ts', [], env, 30_000);
+    expect(verified.out).toContain('OK: no problems found');
+    expect(verified.code).toBe(0);
+    for (const port of await cluster.masters()) expect(await cluster.direct(port, aclLog), `ACL LOG of ${port}`).toEqual([]);
   });
 
   it('a wrong password is refused, and kvql says why', async () => {
