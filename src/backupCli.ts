@@ -1,11 +1,13 @@
 // `npm run backup -- <destination>`: copies the appendonlydir/ of the managed Redis that `npm
 // start` runs (KV_DATA_DIR, KV_MANAGED_REDIS_PORT) to <destination>/appendonlydir/ while it runs
-// and takes writes (src/aofBackup.ts). For a Redis kvql does not manage: README, Operations,
-// "Backups". Exit status: 0 copied, 1 failed, 2 usage or configuration.
+// and takes writes (src/aofBackup.ts); with REDIS_CLUSTER_NODES, takes one snapshot per master of
+// the cluster, all of one moment, into <destination>/ (src/clusterBackup.ts). For REDIS_URL and
+// Sentinel: README, Operations, "Backups". Exit status: 0 copied, 1 failed, 2 usage or configuration.
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { backupAof } from './aofBackup.js';
-import { ConfigError, loadConfig } from './config.js';
+import { backupCluster } from './clusterBackup.js';
+import { commandConfig, exitStatus } from './cli.js';
 import { ADMIN_PASSWORD_FILE } from './managedRedis.js';
 
 function main(): Promise<number> | number {
@@ -14,18 +16,19 @@ function main(): Promise<number> | number {
     console.error('usage: npm run backup -- <destination directory, not existing yet>');
     return 2;
   }
-  let config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    console.error(`kvql backup: ${err.message}`);
-    return 2;
+  const config = commandConfig('backup');
+  if (!config) return 2;
+  if (config.cluster) {
+    if (config.redisTls) {
+      console.error('kvql backup: a cluster reached over TLS (KV_REDIS_TLS) is not supported by this command yet: see README, "Scaling out: Redis Cluster", Backups');
+      return 2;
+    }
+    return exitStatus('backup', backupCluster({ seeds: config.cluster.clusterNodes, auth: config.redisAdmin, dest }));
   }
-  if (config.redisUrl !== undefined || config.sentinel || config.cluster) {
+  if (config.redisUrl !== undefined || config.sentinel) {
     console.error(
-      'kvql backup: copies the files of the managed Redis that `npm start` runs. For REDIS_URL, REDIS_SENTINELS or ' +
-        'REDIS_CLUSTER_NODES, see README, Operations, "Backups" (`redis-cli --rdb <file>` works from any host).',
+      'kvql backup: copies the files of the managed Redis that `npm start` runs, or snapshots a cluster (REDIS_CLUSTER_NODES). ' +
+        'For REDIS_URL or REDIS_SENTINELS, see README, Operations, "Backups" (`redis-cli --rdb <file>` works from any host).',
     );
     return 2;
   }
@@ -36,13 +39,8 @@ function main(): Promise<number> | number {
     console.error(`kvql backup: no ${ADMIN_PASSWORD_FILE} in ${resolve(config.dataDir)}: has \`npm start\` run with this KV_DATA_DIR?`);
     return 2;
   }
-  return backupAof({ port: config.managedRedisPort, auth: { password }, dataDir: config.dataDir, dest }).then(
-    () => 0,
-    (err: Error) => {
-      console.error(`kvql backup: ${err.message}`);
-      return 1;
-    },
-  );
+  return exitStatus('backup', backupAof({ port: config.managedRedisPort, auth: { password }, dataDir: config.dataDir, dest }));
 }
+
 
 process.exitCode = await main();

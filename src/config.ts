@@ -65,6 +65,10 @@ const EnvSchema = z.object({
   // on the sentinels (with REDIS_URL the user is in the URL: redis://kvql:<password>@host).
   REDIS_USERNAME: z.string().regex(/^[!-~]{1,128}$/, 'expected an ACL user name (printable, no spaces), e.g. kvql').optional(),
   REDIS_PASSWORD: z.string().optional(),
+  // Operator commands only (npm run backup and restore-cluster on a cluster): a Redis user that may
+  // run CONFIG, CLIENT PAUSE, SYNC and RESTORE, which kvql's own ACL user may not. Never used by the API.
+  REDIS_ADMIN_USERNAME: z.string().regex(/^[!-~]{1,128}$/, 'expected an ACL user name (printable, no spaces), e.g. admin').optional(),
+  REDIS_ADMIN_PASSWORD: z.string().optional(),
   REDIS_SENTINEL_USERNAME: z.string().regex(/^[!-~]{1,128}$/, 'expected an ACL user name (printable, no spaces)').optional(),
   REDIS_SENTINEL_PASSWORD: z.string().optional(),
   // TLS to Redis (README, "The path to Redis"): on for a rediss:// REDIS_URL, or with KV_REDIS_TLS
@@ -188,6 +192,11 @@ export interface Config {
    * with REDIS_CLUSTER_NODES or REDIS_SENTINELS), to every connection (sentinels included): whom to trust (no CA: Node's default CAs) and who we are.
    */
   redisTls: RedisTls | undefined;
+  /**
+   * REDIS_ADMIN_USERNAME and REDIS_ADMIN_PASSWORD: whom the operator commands for a cluster (npm run
+   * backup, restore-cluster) sign in as; empty: the default user without a password. Not the API's.
+   */
+  redisAdmin: { username?: string; password?: string };
   /** KV_MIN_REPLICAS and KV_REPLICATION_TIMEOUT_MS. */
   replication: ReplicationOptions;
   dataDir: string;
@@ -375,6 +384,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('  REDIS_USERNAME: applies to REDIS_SENTINELS or REDIS_CLUSTER_NODES only; with REDIS_URL put the user in the URL (redis://kvql:<password>@host:6379)');
   else if (e.REDIS_USERNAME !== undefined && e.REDIS_PASSWORD === undefined)
     problems.push('  REDIS_USERNAME: needs REDIS_PASSWORD (an ACL user signs in with both)');
+  for (const name of ['REDIS_ADMIN_USERNAME', 'REDIS_ADMIN_PASSWORD'] as const)
+    if (e[name] !== undefined && e.REDIS_CLUSTER_NODES === undefined) problems.push(`  ${name}: applies to REDIS_CLUSTER_NODES only (the backup and restore commands of a cluster)`);
+  if (e.REDIS_ADMIN_USERNAME !== undefined && e.REDIS_CLUSTER_NODES !== undefined && e.REDIS_ADMIN_PASSWORD === undefined)
+    problems.push('  REDIS_ADMIN_USERNAME: needs REDIS_ADMIN_PASSWORD (an ACL user signs in with both)');
   if (e.REDIS_SENTINEL_USERNAME !== undefined && e.REDIS_SENTINELS === undefined)
     problems.push('  REDIS_SENTINEL_USERNAME: applies to REDIS_SENTINELS only');
   else if (e.REDIS_SENTINEL_USERNAME !== undefined && e.REDIS_SENTINEL_PASSWORD === undefined)
@@ -437,6 +450,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
             ...(e.REDIS_PASSWORD ? { password: e.REDIS_PASSWORD } : {}),
           },
     redisTls,
+    redisAdmin: {
+      ...(e.REDIS_ADMIN_USERNAME ? { username: e.REDIS_ADMIN_USERNAME } : {}),
+      ...(e.REDIS_ADMIN_PASSWORD ? { password: e.REDIS_ADMIN_PASSWORD } : {}),
+    },
     replication: { minReplicas: e.KV_MIN_REPLICAS, timeoutMs: e.KV_REPLICATION_TIMEOUT_MS },
     dataDir: e.KV_DATA_DIR,
     managedRedisPort: e.KV_MANAGED_REDIS_PORT,

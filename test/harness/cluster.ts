@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import { REDIS_CONF } from '../../src/managedRedis.js';
-import { parseInfo } from '../../src/redisInfo.js';
+import { parseClusterNodes, parseInfo, type ClusterNodeLine } from '../../src/redisInfo.js';
 import { askNode, waitNodeReady } from './secureRedis.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -112,49 +112,8 @@ export interface TestCluster {
   stop(): Promise<void>;
 }
 
-/** One line of CLUSTER NODES. */
-export interface ClusterNodeLine {
-  id: string;
-  host: string;
-  port: number;
-  flags: string[];
-  /** The master's node id for a replica; '-' for a master. */
-  masterId: string;
-  linkState: string;
-  /** The slots it serves (masters), expanded; importing/migrating markers left out. */
-  slots: [number, number][];
-}
-
-export function parseClusterNodes(text: string): ClusterNodeLine[] {
-  const out: ClusterNodeLine[] = [];
-  for (const line of text.split(/\r?\n/)) {
-    const parts = line.trim().split(' ');
-    if (parts.length < 8) continue;
-    const [id, addr, flags, masterId, , , , linkState, ...slotSpecs] = parts as [string, string, string, string, string, string, string, string, ...string[]];
-    // ip:port@cport[,hostname]
-    const hostPort = addr.split('@')[0] ?? '';
-    const colon = hostPort.lastIndexOf(':');
-    const slots: [number, number][] = [];
-    for (const spec of slotSpecs) {
-      if (spec.startsWith('[')) continue;
-      const [a, b] = spec.split('-');
-      slots.push([Number(a), Number(b ?? a)]);
-    }
-    out.push({
-      id,
-      host: hostPort.slice(0, colon),
-      port: Number(hostPort.slice(colon + 1)),
-      flags: flags.split(','),
-      masterId,
-      linkState,
-      slots,
-    });
-  }
-  return out;
-}
-
 /** One implementation for src and the tests (src/redisInfo.ts). */
-export { parseInfo };
+export { parseClusterNodes, parseInfo, type ClusterNodeLine };
 
 /** Parses "host:port,host:port" (REDIS_CLUSTER_NODES's format). */
 export function parseSeedList(list: string): { host: string; port: number }[] {
