@@ -1,4 +1,4 @@
-// What the operator commands (npm run backup, restore-cluster, verify) do alike: read the
+// What the operator commands (npm run backup, restore-snapshots, verify) do alike: read the
 // configuration as the server does, and turn an outcome into an exit status with one line saying why.
 import { ConfigError, loadConfig, type Config } from './config.js';
 

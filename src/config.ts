@@ -65,8 +65,9 @@ const EnvSchema = z.object({
   // on the sentinels (with REDIS_URL the user is in the URL: redis://kvql:<password>@host).
   REDIS_USERNAME: z.string().regex(/^[!-~]{1,128}$/, 'expected an ACL user name (printable, no spaces), e.g. kvql').optional(),
   REDIS_PASSWORD: z.string().optional(),
-  // Operator commands only (npm run backup and restore-cluster on a cluster): a Redis user that may
-  // run CONFIG, CLIENT PAUSE, SYNC and RESTORE, which kvql's own ACL user may not. Never used by the API.
+  // Operator commands only (npm run backup and restore-snapshots, for a Redis kvql does not manage):
+  // a Redis user that may run CONFIG, CLIENT PAUSE, SYNC and RESTORE, which kvql's own ACL user may
+  // not. Never used by the API.
   REDIS_ADMIN_USERNAME: z.string().regex(/^[!-~]{1,128}$/, 'expected an ACL user name (printable, no spaces), e.g. admin').optional(),
   REDIS_ADMIN_PASSWORD: z.string().optional(),
   REDIS_SENTINEL_USERNAME: z.string().regex(/^[!-~]{1,128}$/, 'expected an ACL user name (printable, no spaces)').optional(),
@@ -193,8 +194,9 @@ export interface Config {
    */
   redisTls: RedisTls | undefined;
   /**
-   * REDIS_ADMIN_USERNAME and REDIS_ADMIN_PASSWORD: whom the operator commands for a cluster (npm run
-   * backup, restore-cluster) sign in as; empty: the default user without a password. Not the API's.
+   * REDIS_ADMIN_USERNAME and REDIS_ADMIN_PASSWORD: whom the operator commands for a Redis kvql does
+   * not manage (npm run backup, restore-snapshots) sign in as; empty: the default user without a
+   * password. Not the API's.
    */
   redisAdmin: { username?: string; password?: string };
   /** KV_MIN_REPLICAS and KV_REPLICATION_TIMEOUT_MS. */
@@ -385,8 +387,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   else if (e.REDIS_USERNAME !== undefined && e.REDIS_PASSWORD === undefined)
     problems.push('  REDIS_USERNAME: needs REDIS_PASSWORD (an ACL user signs in with both)');
   for (const name of ['REDIS_ADMIN_USERNAME', 'REDIS_ADMIN_PASSWORD'] as const)
-    if (e[name] !== undefined && e.REDIS_CLUSTER_NODES === undefined) problems.push(`  ${name}: applies to REDIS_CLUSTER_NODES only (the backup and restore commands of a cluster)`);
-  if (e.REDIS_ADMIN_USERNAME !== undefined && e.REDIS_CLUSTER_NODES !== undefined && e.REDIS_ADMIN_PASSWORD === undefined)
+    if (e[name] !== undefined && targets.length === 0)
+      problems.push(`  ${name}: applies to REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES only (the managed Redis's backup uses its own admin password)`);
+  if (e.REDIS_ADMIN_USERNAME !== undefined && targets.length > 0 && e.REDIS_ADMIN_PASSWORD === undefined)
     problems.push('  REDIS_ADMIN_USERNAME: needs REDIS_ADMIN_PASSWORD (an ACL user signs in with both)');
   if (e.REDIS_SENTINEL_USERNAME !== undefined && e.REDIS_SENTINELS === undefined)
     problems.push('  REDIS_SENTINEL_USERNAME: applies to REDIS_SENTINELS only');

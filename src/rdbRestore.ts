@@ -88,7 +88,7 @@ function aofWritten(port: number, auth: RedisAuth): Promise<void> {
  * Runs `use` against a redis-server started on `dir` from the repo's redis.conf (plus the config
  * lines `extra`), then stops it with SIGTERM: Redis fsyncs the AOF and exits (0, or the step
  * fails). Its configuration goes in on stdin (`redis-server -`), so the password is on no
- * command line that `ps` shows. Also how restore-cluster reads each master's snapshot.
+ * command line that `ps` shows. Also how restore-snapshots reads each master's snapshot.
  */
 export async function withRedis<T>(dir: string, extra: string[], auth: RedisAuth, use: (port: number) => Promise<T>): Promise<T> {
   const port = await freeLoopbackPort();

@@ -22,6 +22,7 @@ import { createRedis } from '../../src/store/redis.js';
 import { KvStore, type Entry } from '../../src/store/store.js';
 import { verifyKeyspace } from '../../src/store/verify.js';
 import { openStore, type OpenedStore } from '../harness/app.js';
+import { runCommand } from '../harness/command.js';
 import { freePort, startTestRedis, type TestRedis } from '../harness/redisServer.js';
 import { until } from '../harness/until.js';
 
@@ -188,20 +189,21 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
     await expectAtLeast(r, beforeBackup);
 
     // The command itself: the same copy from the environment npm start reads; refusals.
-    const base = { ...process.env };
-    for (const name of ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES']) delete base[name];
-    const cli = (args: string[], env: Record<string, string>) =>
-      spawnSync('npx', ['tsx', 'src/backupCli.ts', ...args], { encoding: 'utf8', timeout: 60_000, env: { ...base, ...env } });
+    const cli = (args: string[], env: Record<string, string>) => runCommand('src/backupCli.ts', args, env);
     const env = { KV_DATA_DIR: dataDir, KV_MANAGED_REDIS_PORT: String(port) };
     const viaCli = join(tempDir('cli-dest'), 'b');
-    const ran = cli([viaCli], env);
-    expect(ran.status, ran.stderr).toBe(0);
+    const ran = await cli([viaCli], env);
+    expect(ran.code, ran.out).toBe(0);
     expect(readdirSync(join(viaCli, 'appendonlydir')).sort()).toEqual(readdirSync(join(dataDir, 'appendonlydir')).sort());
-    expect(cli([viaCli], env).stderr).toMatch(/exists: give a new directory/);
-    const usage = cli([], env);
-    expect([usage.status, usage.stderr]).toEqual([2, expect.stringMatching(/usage: npm run backup --/)]);
-    const elsewhere = cli([join(viaCli, 'x')], { ...env, REDIS_URL: managed.url });
-    expect([elsewhere.status, elsewhere.stderr]).toEqual([2, expect.stringMatching(/redis-cli --rdb/)]);
+    expect((await cli([viaCli], env)).out).toMatch(/exists: give a new directory/);
+    const usage = await cli([], env);
+    expect([usage.code, usage.out]).toEqual([2, expect.stringMatching(/usage: npm run backup --/)]);
+    // The same Redis named by REDIS_URL, as a Redis of one's own: a snapshot over the network
+    // instead (src/snapshotBackup.ts, tested in snapshotBackup.test.ts), as its admin user.
+    const byUrl = join(viaCli, 'by-url');
+    const snapshot = await cli([byUrl], { REDIS_URL: `redis://127.0.0.1:${port}`, REDIS_ADMIN_PASSWORD: password });
+    expect(snapshot.code, snapshot.out).toBe(0);
+    expect(readdirSync(byUrl).sort()).toEqual([`127.0.0.1-${port}.rdb`, 'manifest.json']);
   });
 
   it('a BGSAVE snapshot, restored with restore-rdb, is the keyspace as it was then and nothing after', async () => {
@@ -288,16 +290,16 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
     expect(readdirSync(target)).toEqual([]);
   });
 
-  it('npm run restore-rdb: usage is exit 2; a refusal is exit 1 with the reason', () => {
-    const cli = (...args: string[]) => spawnSync('npx', ['tsx', 'src/rdbRestoreCli.ts', ...args], { encoding: 'utf8', timeout: 60_000 });
-    const usage = cli();
-    expect(usage.status).toBe(2);
-    expect(usage.stderr).toMatch(/usage: npm run restore-rdb -- <dump\.rdb> <data dir/);
+  it('npm run restore-rdb: usage is exit 2; a refusal is exit 1 with the reason', async () => {
+    const cli = (...args: string[]) => runCommand('src/rdbRestoreCli.ts', args, {});
+    const usage = await cli();
+    expect(usage.code).toBe(2);
+    expect(usage.out).toMatch(/usage: npm run restore-rdb -- <dump\.rdb> <data dir/);
     const dir = tempDir('cli-refused');
     mkdirSync(join(dir, 'appendonlydir'));
-    const refused = cli(join(dir, 'missing.rdb'), dir);
-    expect(refused.status).toBe(1);
-    expect(refused.stderr).toMatch(/kvql restore-rdb: .*missing\.rdb is not a file/);
+    const refused = await cli(join(dir, 'missing.rdb'), dir);
+    expect(refused.code).toBe(1);
+    expect(refused.out).toMatch(/kvql restore-rdb: .*missing\.rdb is not a file/);
     expect(readdirSync(dir)).toEqual(['appendonlydir']);
   });
 });

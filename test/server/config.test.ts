@@ -225,16 +225,17 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ REDIS_SENTINELS: '127.0.0.1:26379', REDIS_USERNAME: 'kv ql', REDIS_PASSWORD: 'pw' })).toThrow(/REDIS_USERNAME="kv ql": expected an ACL user name/);
   });
 
-  it('reads the operator commands\' Redis user for a cluster (REDIS_ADMIN_USERNAME, REDIS_ADMIN_PASSWORD), and refuses it elsewhere', () => {
+  it('reads the operator commands\' Redis user (REDIS_ADMIN_USERNAME, REDIS_ADMIN_PASSWORD) for a Redis it does not manage, and refuses it for the managed one', () => {
     const nodes = '127.0.0.1:7000';
     expect(loadConfig({ REDIS_CLUSTER_NODES: nodes, REDIS_ADMIN_USERNAME: 'admin', REDIS_ADMIN_PASSWORD: 'apw' }).redisAdmin).toEqual({ username: 'admin', password: 'apw' });
-    expect(loadConfig({ REDIS_CLUSTER_NODES: nodes, REDIS_ADMIN_PASSWORD: 'apw' }).redisAdmin).toEqual({ password: 'apw' });
+    expect(loadConfig({ REDIS_SENTINELS: '127.0.0.1:26379', REDIS_ADMIN_USERNAME: 'admin', REDIS_ADMIN_PASSWORD: 'apw' }).redisAdmin).toEqual({ username: 'admin', password: 'apw' });
+    expect(loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', REDIS_ADMIN_PASSWORD: 'apw' }).redisAdmin).toEqual({ password: 'apw' });
     expect(loadConfig({ REDIS_CLUSTER_NODES: nodes }).redisAdmin).toEqual({});
     // Not kvql's own user: the API's connection is unchanged by it.
     expect(loadConfig({ REDIS_CLUSTER_NODES: nodes, REDIS_ADMIN_USERNAME: 'admin', REDIS_ADMIN_PASSWORD: 'apw' }).cluster).toEqual({ clusterNodes: [{ host: '127.0.0.1', port: 7000 }] });
     expect(() => loadConfig({ REDIS_CLUSTER_NODES: nodes, REDIS_ADMIN_USERNAME: 'admin' })).toThrow(/REDIS_ADMIN_USERNAME: needs REDIS_ADMIN_PASSWORD/);
-    expect(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', REDIS_ADMIN_PASSWORD: 'apw' })).toThrow(/REDIS_ADMIN_PASSWORD: applies to REDIS_CLUSTER_NODES only/);
-    expect(() => loadConfig({ REDIS_ADMIN_USERNAME: 'admin', REDIS_ADMIN_PASSWORD: 'apw' })).toThrow(/REDIS_ADMIN_USERNAME: applies to REDIS_CLUSTER_NODES only/);
+    expect(() => loadConfig({ REDIS_ADMIN_PASSWORD: 'apw' })).toThrow(/REDIS_ADMIN_PASSWORD: applies to REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES only/);
+    expect(() => loadConfig({ REDIS_ADMIN_USERNAME: 'admin', REDIS_ADMIN_PASSWORD: 'apw' })).toThrow(/REDIS_ADMIN_USERNAME: applies to REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES only/);
     expect(() => loadConfig({ REDIS_CLUSTER_NODES: nodes, REDIS_ADMIN_USERNAME: 'ad min', REDIS_ADMIN_PASSWORD: 'apw' })).toThrow(/REDIS_ADMIN_USERNAME="ad min": expected an ACL user name/);
   });
 

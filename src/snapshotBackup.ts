@@ -1,25 +1,27 @@
-// A backup of a Redis Cluster over the network (`npm run backup` with REDIS_CLUSTER_NODES): one
-// RDB snapshot per master, taken with `redis-cli --rdb` (Redis sends a fresh snapshot as it would
-// to a new replica), all of one moment.
+// A backup over the network of a Redis that kvql does not manage (`npm run backup` with
+// REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES): one RDB snapshot per master, taken with
+// `redis-cli --rdb` (Redis sends a fresh snapshot as it would to a new replica), all of one
+// moment, and a manifest.json. One Redis, or Sentinel's primary, is one master; a cluster has several.
 //
-// Why one moment matters: a batch over several partitions is written to several masters in steps
-// (README, "Multi-partition batches"). Snapshots taken one master after another, as `redis-cli
-// --cluster backup` takes them, can hold one batch's items on one master and not on another, for
-// good. So writes are paused on every master (CLIENT PAUSE WRITE) until each has forked the
-// process that writes its snapshot, which takes milliseconds, then resumed; the snapshots are then
-// sent while kvql goes on. A batch caught between its steps restores as it was: prepared but not
-// committed (nothing applied; its parts expire), or committed, which the API's roll-forward
-// completes at start. What a snapshot holds is fixed when its fork happens, so an AOF rewrite
-// (another fork) must not be running then: rewrites are paused on every master (auto-aof-rewrite-
-// percentage 0) for the whole backup, and the snapshots wait for any already running. Every
-// setting changed is put back, and the pause lifted, whatever happens; the pause also lifts itself
-// after `pauseMs` should this process die.
+// Why one moment matters on a cluster: a batch over several partitions is written to several
+// masters in steps (README, "Multi-partition batches"). Snapshots taken one master after another,
+// as `redis-cli --cluster backup` takes them, can hold one batch's items on one master and not on
+// another, for good. So with several masters, writes are paused on every master (CLIENT PAUSE
+// WRITE) until each has forked the process that writes its snapshot, which takes milliseconds,
+// then resumed; the snapshots are then sent while kvql goes on. A batch caught between its steps
+// restores as it was: prepared but not committed (nothing applied; its parts expire), or
+// committed, which the API's roll-forward completes at start. What a snapshot holds is fixed when
+// its fork happens, so an AOF rewrite (another fork) must not be running then: rewrites are paused
+// on every master (auto-aof-rewrite-percentage 0) for the whole backup, and the snapshots wait for
+// any already running. Every setting changed is put back, and the pause lifted, whatever happens;
+// the pause also lifts itself after `pauseMs` should this process die.
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Redis } from 'ioredis';
-import { parseClusterNodes, parseInfo, untilPersistence, type ClusterNodeLine } from './redisInfo.js';
-import { oneShotClient } from './store/redis.js';
+import { parseClusterNodes, parseInfo, untilPersistence } from './redisInfo.js';
+import { oneShotClient, type RedisTarget, type RedisTls } from './store/redis.js';
 
 /** How long a running AOF rewrite or snapshot may take to finish before the backup gives up. */
 const CHILD_WAIT_MS = 30 * 60_000;
@@ -28,18 +30,24 @@ const TRANSFER_MS = 60 * 60_000;
 /** Each command to a master. */
 const COMMAND_MS = 10_000;
 
-export const CLUSTER_MANIFEST = 'manifest.json';
+export const SNAPSHOT_MANIFEST = 'manifest.json';
 
 export interface AdminAuth {
-  /** A user that may run CONFIG, CLIENT PAUSE, INFO, CLUSTER NODES and SYNC (not kvql's ACL user). */
+  /** A user that may run CONFIG, CLIENT PAUSE, INFO, ROLE, CLUSTER and SYNC (not kvql's ACL user). */
   username?: string;
   password?: string;
 }
 
-export interface ClusterBackupOptions {
-  /** A few of the cluster's nodes, to learn its masters from (REDIS_CLUSTER_NODES). */
-  seeds: { host: string; port: number }[];
+export interface SnapshotBackupOptions {
+  /**
+   * Where Redis is, as kvql's configuration says: its masters are the URL's Redis, the primary
+   * the sentinels name (signing in to them with the target's sentinel credentials), or the
+   * cluster's masters. The target's own Redis credentials are not used: `auth` is.
+   */
+  target: RedisTarget;
   auth: AdminAuth;
+  /** TLS to every Redis (and sentinel), as kvql speaks it (KV_REDIS_TLS*). */
+  tls?: RedisTls;
   /** A new directory: one <host>-<port>.rdb per master and manifest.json go into it. */
   dest: string;
   /** How long writes may stay paused for the masters to fork; beyond it the backup fails (2 s). */
@@ -47,42 +55,54 @@ export interface ClusterBackupOptions {
   log?: (message: string) => void;
 }
 
-/** manifest.json: what the backup holds, for `npm run restore-cluster` and for people. */
-export interface ClusterManifest {
+/** manifest.json: what the backup holds, for `npm run restore-snapshots` and for people. */
+export interface SnapshotManifest {
   format: 1;
-  /** When the masters' writes were paused (ISO 8601): every write acknowledged before it is in the backup. */
+  /** When the snapshots were asked for (ISO 8601): every write acknowledged before it is in the backup. */
   takenAt: string;
-  /** How long writes were paused, in ms. */
+  /** How long writes were paused, in ms (0 with one master: its fork is one moment by itself). */
   pausedMs: number;
+  /** Each master's id (a cluster node id, or the run_id of one Redis), address, slots (none outside a cluster) and snapshot. */
   masters: { id: string; host: string; port: number; slots: [number, number][]; file: string; bytes: number }[];
 }
 
+/** A master to take a snapshot of. */
+interface MasterAddress {
+  id: string;
+  host: string;
+  port: number;
+  slots: [number, number][];
+}
+
 interface Master {
-  line: ClusterNodeLine;
+  line: MasterAddress;
   client: Redis;
   file: string;
   /** Settings to put back, by name. */
   saved: Map<string, string>;
 }
 
-export async function backupCluster(opts: ClusterBackupOptions): Promise<ClusterManifest> {
+export async function backupSnapshots(opts: SnapshotBackupOptions): Promise<SnapshotManifest> {
   const log = opts.log ?? console.log;
   const pauseMs = opts.pauseMs ?? 2000;
   const dest = resolve(opts.dest);
   if (existsSync(dest)) throw new Error(`${dest} exists: give a new directory for the backup`);
-  const lines = await clusterMasters(opts.seeds, opts.auth);
+  const reach = { ...opts.auth, ...(opts.tls ? { tls: opts.tls } : {}) };
+  const lines = await mastersOf(opts.target, reach);
   const masters: Master[] = [];
   const transfers: Transfer[] = [];
+  const cli = redisCliTls(opts.tls);
   let paused = false;
   try {
     for (const line of lines) {
-      const { client, emitted } = oneShotClient({ host: line.host, port: line.port, ms: COMMAND_MS, ...opts.auth });
+      const { client, emitted } = oneShotClient({ host: line.host, port: line.port, ms: COMMAND_MS, ...reach });
       masters.push({ line, client, file: `${line.host.replace(/[^A-Za-z0-9.-]/g, '_')}-${line.port}.rdb`, saved: new Map() });
       await client.connect().catch((err: Error) => {
         throw emitted() ?? err;
       });
       const role = (await client.call('ROLE')) as [string, ...unknown[]];
-      if (role[0] !== 'master') throw new Error(`${line.host}:${line.port} is no longer a master (a failover?): try again`);
+      if (role[0] !== 'master') throw new Error(`${line.host}:${line.port} is not a master (a failover?): try again`);
+      if (line.id === '') line.id = parseInfo(await client.info('server')).run_id ?? '';
     }
     // Rewrites off everywhere first, and the snapshots forked at once when asked for.
     for (const m of masters) {
@@ -93,7 +113,13 @@ export async function backupCluster(opts: ClusterBackupOptions): Promise<Cluster
 
     let pausedFor = 0;
     let takenAt = '';
-    for (let attempt = 1; ; attempt++) {
+    if (masters.length === 1) {
+      // One master: the fork for its snapshot is one moment by itself.
+      await noChild(masters[0]!);
+      takenAt = new Date().toISOString();
+      transfers.push(fetchSnapshot(masters[0]!, join(dest, masters[0]!.file), opts.auth, cli.args));
+    }
+    for (let attempt = 1; masters.length > 1; attempt++) {
       await Promise.all(masters.map((m) => noChild(m)));
       const forks = await Promise.all(masters.map((m) => totalForks(m)));
       const started = Date.now();
@@ -110,7 +136,7 @@ export async function backupCluster(opts: ClusterBackupOptions): Promise<Cluster
         if (attempt === 3) throw new Error(`${where(busy)} kept forking (a replica syncing, or BGSAVE): try again later`);
         continue;
       }
-      for (const m of masters) transfers.push(fetchSnapshot(m, join(dest, m.file), opts.auth));
+      for (const m of masters) transfers.push(fetchSnapshot(m, join(dest, m.file), opts.auth, cli.args));
       // Each master forks as its snapshot is asked for; once all have, the moment is fixed.
       const deadline = started + pauseMs - 200;
       for (;;) {
@@ -130,14 +156,14 @@ export async function backupCluster(opts: ClusterBackupOptions): Promise<Cluster
     }
     await Promise.all(transfers.map((t) => t.done));
 
-    const manifest: ClusterManifest = {
+    const manifest: SnapshotManifest = {
       format: 1,
       takenAt,
       pausedMs: pausedFor,
       masters: masters.map((m) => ({ id: m.line.id, host: m.line.host, port: m.line.port, slots: m.line.slots, file: m.file, bytes: statSync(join(dest, m.file)).size })),
     };
     for (const m of manifest.masters) checkRdb(join(dest, m.file));
-    writeFileSync(join(dest, CLUSTER_MANIFEST), JSON.stringify(manifest, null, 2) + '\n', { flag: 'wx' });
+    writeFileSync(join(dest, SNAPSHOT_MANIFEST), JSON.stringify(manifest, null, 2) + '\n', { flag: 'wx' });
     log(`kvql backup: ${dest}: ${manifest.masters.length} snapshots, ${manifest.masters.reduce((n, m) => n + m.bytes, 0)} bytes`);
     return manifest;
   } catch (err) {
@@ -153,14 +179,40 @@ export async function backupCluster(opts: ClusterBackupOptions): Promise<Cluster
       for (const [name, value] of m.saved) await m.client.config('SET', name, value).catch((err: Error) => log(`kvql backup: could not put ${name} back to ${value} on ${where(m)}: ${err.message}`));
       m.client.disconnect();
     }
+    cli.remove();
   }
 }
 
+/** The masters of `target`: the URL's Redis, the primary its sentinels name, or a cluster's masters. */
+async function mastersOf(target: RedisTarget, reach: Reach): Promise<MasterAddress[]> {
+  if (typeof target === 'string') {
+    const url = new URL(target);
+    return [{ id: '', host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 6379), slots: [] }];
+  }
+  if ('clusterNodes' in target) return clusterMasters(target.clusterNodes, reach);
+  let last: Error = new Error('no sentinel given');
+  for (const sentinel of target.sentinels) {
+    const auth = { username: target.sentinelUsername, password: target.sentinelPassword };
+    const { client, emitted } = oneShotClient({ ...sentinel, ms: COMMAND_MS, ...(auth.password ? auth : {}), ...(reach.tls ? { tls: reach.tls } : {}) });
+    try {
+      await client.connect();
+      const addr = (await client.call('SENTINEL', 'get-master-addr-by-name', target.masterName)) as [string, string] | null;
+      if (addr) return [{ id: '', host: addr[0], port: Number(addr[1]), slots: [] }];
+      last = new Error(`sentinel ${sentinel.host}:${sentinel.port} does not monitor ${target.masterName}`);
+    } catch (err) {
+      last = emitted() ?? (err as Error);
+    } finally {
+      client.disconnect();
+    }
+  }
+  throw new Error(`no sentinel named the primary: ${last.message}`);
+}
+
 /** The masters that serve slots, from CLUSTER NODES of the first seed that answers. */
-async function clusterMasters(seeds: ClusterBackupOptions['seeds'], auth: AdminAuth): Promise<ClusterNodeLine[]> {
+async function clusterMasters(seeds: { host: string; port: number }[], reach: Reach): Promise<MasterAddress[]> {
   let last: Error = new Error('no seed given');
   for (const seed of seeds) {
-    const { client, emitted } = oneShotClient({ ...seed, ms: COMMAND_MS, ...auth });
+    const { client, emitted } = oneShotClient({ ...seed, ms: COMMAND_MS, ...reach });
     try {
       await client.connect();
       const state = parseInfo(String(await client.call('CLUSTER', 'INFO'))).cluster_state;
@@ -169,7 +221,7 @@ async function clusterMasters(seeds: ClusterBackupOptions['seeds'], auth: AdminA
         (l) => l.flags.includes('master') && !l.flags.some((f) => f === 'fail' || f === 'fail?' || f === 'noaddr') && l.slots.length > 0,
       );
       if (masters.length === 0) throw new Error(`${seed.host}:${seed.port} knows no master that serves slots`);
-      return masters;
+      return masters.map(({ id, host, port, slots }) => ({ id, host, port, slots }));
     } catch (err) {
       last = emitted() ?? (err as Error);
       if (/cluster_state|knows no master/.test(last.message)) throw last;
@@ -216,6 +268,25 @@ function where(m: Master): string {
   return `${m.line.host}:${m.line.port}`;
 }
 
+type Reach = AdminAuth & { tls?: RedisTls };
+
+/**
+ * redis-cli's TLS arguments for kvql's TLS settings: it reads PEM files, and the configuration
+ * holds their contents, so they are written to a directory only this user may read, removed after.
+ */
+function redisCliTls(tls: RedisTls | undefined): { args: string[]; remove(): void } {
+  if (!tls) return { args: [], remove() {} };
+  const dir = mkdtempSync(join(tmpdir(), 'kvql-backup-tls-'));
+  const args = ['--tls'];
+  for (const [flag, pem] of [['--cacert', tls.ca], ['--cert', tls.cert], ['--key', tls.key]] as const) {
+    if (!pem) continue;
+    const file = join(dir, flag.slice(2) + '.pem');
+    writeFileSync(file, pem, { mode: 0o600 });
+    args.push(flag, file);
+  }
+  return { args, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
 interface Transfer {
   done: Promise<void>;
   stop(): void;
@@ -225,8 +296,8 @@ interface Transfer {
  * `redis-cli --rdb <file>` against the master: Redis forks a snapshot for it as for a replica.
  * The password goes in the environment (REDISCLI_AUTH), not on a command line `ps` shows.
  */
-function fetchSnapshot(m: Master, file: string, auth: AdminAuth): Transfer {
-  const args = ['-h', m.line.host, '-p', String(m.line.port), ...(auth.username ? ['--user', auth.username] : []), '--rdb', file];
+function fetchSnapshot(m: Master, file: string, auth: AdminAuth, tlsArgs: string[]): Transfer {
+  const args = ['-h', m.line.host, '-p', String(m.line.port), ...tlsArgs, ...(auth.username ? ['--user', auth.username] : []), '--rdb', file];
   const env = { ...process.env, ...(auth.password ? { REDISCLI_AUTH: auth.password } : {}) };
   if (!auth.password) delete env.REDISCLI_AUTH;
   const child = spawn('redis-cli', args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
