@@ -113,6 +113,7 @@ export async function backupSnapshots(opts: SnapshotBackupOptions): Promise<Snap
 
     let pausedFor = 0;
     let takenAt = '';
+    let forksAtUnpause: number[] = [];
     if (masters.length === 1) {
       // One master: the fork for its snapshot is one moment by itself.
       await noChild(masters[0]!);
@@ -141,7 +142,10 @@ export async function backupSnapshots(opts: SnapshotBackupOptions): Promise<Snap
       const deadline = started + pauseMs - 200;
       for (;;) {
         const now = await Promise.all(masters.map((m) => totalForks(m)));
-        if (now.every((n, i) => n > forks[i]!)) break;
+        if (now.every((n, i) => n > forks[i]!)) {
+          forksAtUnpause = now;
+          break;
+        }
         if (Date.now() > deadline) {
           const late = masters.filter((_, i) => now[i]! <= forks[i]!).map(where);
           throw new Error(`${late.join(', ')} did not start a snapshot within ${pauseMs} ms of pausing writes: nothing is kept`);
@@ -155,6 +159,15 @@ export async function backupSnapshots(opts: SnapshotBackupOptions): Promise<Snap
       break;
     }
     await Promise.all(transfers.map((t) => t.done));
+    // The fork seen in the pause may have been another replica's full sync, which this snapshot
+    // could not join (a diskless transfer takes no late-comers): then it waited for a fork after
+    // the pause, of another moment. Forks are rare here (rewrites are off), so any fork since is
+    // taken as that, and the backup is refused rather than kept.
+    if (masters.length > 1) {
+      const since = await Promise.all(masters.map((m) => totalForks(m)));
+      const late = masters.filter((_, i) => since[i]! > forksAtUnpause[i]!);
+      if (late.length > 0) throw new Error(`${late.map(where).join(', ')} forked again after the pause (a replica syncing?): the snapshots may not be of one moment; try again`);
+    }
 
     const manifest: SnapshotManifest = {
       format: 1,
