@@ -15,7 +15,7 @@
 // on every master (auto-aof-rewrite-percentage 0) for the whole backup, and the snapshots wait for
 // any already running. Every setting changed is put back, and the pause lifted, whatever happens;
 // the pause also lifts itself after `pauseMs` should this process die.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -87,6 +87,10 @@ export async function backupSnapshots(opts: SnapshotBackupOptions): Promise<Snap
   const pauseMs = opts.pauseMs ?? 2000;
   const dest = resolve(opts.dest);
   if (existsSync(dest)) throw new Error(`${dest} exists: give a new directory for the backup`);
+  // Before anything on the servers is changed: the snapshots are fetched by redis-cli.
+  if (spawnSync('redis-cli', ['--version'], { stdio: 'ignore' }).status !== 0) {
+    throw new Error('redis-cli is not on the PATH: install it (Debian: apt-get install redis-tools) on the machine that runs the backup');
+  }
   const reach = { ...opts.auth, ...(opts.tls ? { tls: opts.tls } : {}) };
   const lines = await mastersOf(opts.target, reach);
   const masters: Master[] = [];

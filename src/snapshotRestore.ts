@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Redis } from 'ioredis';
-import { askRedis } from './managedRedis.js';
+import { askRedis, redisServerOnPath } from './managedRedis.js';
 import { withRedis } from './rdbRestore.js';
 import { checkRdb, SNAPSHOT_MANIFEST, type AdminAuth, type SnapshotManifest } from './snapshotBackup.js';
 import { createRedis, isCluster, type RedisClient, type RedisTarget, type RedisTls } from './store/redis.js';
@@ -44,6 +44,7 @@ export async function restoreSnapshots(opts: SnapshotRestoreOptions): Promise<Sn
   const log = opts.log ?? console.log;
   const dir = resolve(opts.backupDir);
   const manifest = readManifest(dir);
+  if (!redisServerOnPath()) throw new Error('redis-server is not on the PATH: each snapshot is read through one (Debian: apt-get install redis-server)');
   const target = createRedis(asUser(opts.target, opts.auth), { commandTimeoutMs: 30_000, ...(opts.tls ? { tls: opts.tls } : {}) });
   let lastError: Error | undefined;
   target.on('error', (err: Error) => (lastError = err));

@@ -296,6 +296,10 @@ describe.skipIf(!redisServerOnPath() || !opensslOnPath())('npm run backup and re
     expect([refused.code, refused.out]).toEqual([1, expect.stringMatching(/NOAUTH/)]);
     expect(existsSync(dest)).toBe(false);
     const env = { ...asKvql, REDIS_ADMIN_USERNAME: 'admin', REDIS_ADMIN_PASSWORD: admin };
+    // Without redis-cli to fetch the snapshot: refused before anything on the server is changed.
+    const noCli = await runCommand('src/backupCli.ts', [dest], { ...env, PATH: tempDir('empty-path') });
+    expect([noCli.code, noCli.out]).toEqual([1, expect.stringContaining('redis-cli is not on the PATH')]);
+    expect(existsSync(dest)).toBe(false);
     const backup = await runCommand('src/backupCli.ts', [dest], env);
     expect(backup.code, backup.out).toBe(0);
     // Nothing left changed on the server by the backup.
