@@ -33,5 +33,4 @@ function main(): Promise<number> | number {
   return exitStatus('backup', backupAof({ port: config.managedRedisPort, auth: { password }, dataDir: config.dataDir, dest }));
 }
 
-
 process.exitCode = await main();
