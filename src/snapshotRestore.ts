@@ -56,17 +56,11 @@ export async function restoreSnapshots(opts: SnapshotRestoreOptions): Promise<Sn
     if (before > 0) throw new Error(`the target holds ${before} keys: restore into an empty Redis (nothing was changed)`);
 
     let keys = 0;
-    for (const m of manifest.masters) {
-      const scratch = mkdtempSync(join(tmpdir(), 'kvql-restore-'));
-      try {
-        copyFileSync(join(dir, m.file), join(scratch, 'dump.rdb'));
-        const auth = { password: randomBytes(24).toString('hex') };
-        const copied = await withRedis(scratch, ['appendonly no'], auth, (port) => askRedis(port, (source) => copyKeys(source, target), 24 * 3600_000, auth));
-        log(`kvql restore-snapshots: ${m.file} (master ${m.host}:${m.port} at the backup): ${copied} keys restored`);
-        keys += copied;
-      } finally {
-        rmSync(scratch, { recursive: true, force: true });
-      }
+    try {
+      keys = await copyAll(dir, manifest, target, log);
+    } catch (err) {
+      // Some keys may be in already: say so, since a second run refuses a target that holds keys.
+      throw new Error(`${(err as Error).message} (the target may now hold part of the backup: empty it, e.g. FLUSHALL on every master, before trying again)`);
     }
     const after = await keysIn(target);
     if (after !== keys) throw new Error(`the target holds ${after} keys after the restore, not the backup's ${keys}`);
@@ -75,6 +69,24 @@ export async function restoreSnapshots(opts: SnapshotRestoreOptions): Promise<Sn
   } finally {
     target.disconnect();
   }
+}
+
+/** Every snapshot's keys into the target, one snapshot after another; returns how many. */
+async function copyAll(dir: string, manifest: SnapshotManifest, target: RedisClient, log: (message: string) => void): Promise<number> {
+  let keys = 0;
+  for (const m of manifest.masters) {
+    const scratch = mkdtempSync(join(tmpdir(), 'kvql-restore-'));
+    try {
+      copyFileSync(join(dir, m.file), join(scratch, 'dump.rdb'));
+      const auth = { password: randomBytes(24).toString('hex') };
+      const copied = await withRedis(scratch, ['appendonly no'], auth, (port) => askRedis(port, (source) => copyKeys(source, target), 24 * 3600_000, auth));
+      log(`kvql restore-snapshots: ${m.file} (master ${m.host}:${m.port} at the backup): ${copied} keys restored`);
+      keys += copied;
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  }
+  return keys;
 }
 
 /** The target, signing in to its Redis servers as `auth` (the sentinels keep their own credentials). */

@@ -314,6 +314,29 @@ describe.skipIf(!redisServerOnPath() || !opensslOnPath())('npm run backup and re
   }, 60_000);
 });
 
+describe.skipIf(!redisServerOnPath())('a restore that fails partway', () => {
+  it('says the target may hold part of the backup, and how to start again', async () => {
+    const source = await startTestRedis();
+    cleanups.push(() => source.stop());
+    await once({ port: source.port }, async (r) => {
+      const fill = r.pipeline();
+      for (let i = 0; i < 2000; i++) fill.hset(`{kv:0}:b:${i}`, 'f', 'x'.repeat(1000));
+      await fill.exec();
+    });
+    const dest = join(tempDir('partial'), 'b');
+    await backupSnapshots({ target: source.url, auth: {}, dest, log: () => {} });
+    // A target with room for only part of it: RESTORE is refused with OOM once it is full.
+    const small = await startTestRedis(['--maxmemory', '1500kb']);
+    cleanups.push(() => small.stop());
+    await expect(restoreSnapshots({ backupDir: dest, target: small.url, auth: {}, log: () => {} })).rejects.toThrow(
+      /OOM.*\(the target may now hold part of the backup: empty it, e\.g\. FLUSHALL on every master, before trying again\)/,
+    );
+    const held = await once({ port: small.port }, (r) => r.dbsize());
+    expect(held).toBeGreaterThan(0);
+    expect(held).toBeLessThan(2000);
+  }, 60_000);
+});
+
 async function keysOf(c: TestCluster): Promise<number> {
   const counts = await Promise.all((await c.masters()).map((p) => c.direct(p, (r) => r.dbsize())));
   return counts.reduce((a, b) => a + b, 0);
