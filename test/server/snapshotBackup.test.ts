@@ -7,6 +7,8 @@
 //   roll-forward has run, and no part missing.
 // - A Sentinel deployment's primary, restored into one Redis by URL and back into the deployment,
 //   whose replicas then hold it too.
+// - Over TLS with a client certificate, as an ACL admin user (and refused without one, or
+//   without redis-cli), and a restore that fails partway, which says so.
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,7 +28,7 @@ import { makePki, once, opensslOnPath, startAclRedis, startTlsRedis } from '../h
 import { startSentinelDeployment, type SentinelDeployment } from '../harness/sentinel.js';
 import { until } from '../harness/until.js';
 
-const PREFIX = 'clusterbackup';
+const PREFIX = 'snapshotbackup';
 const PARTITIONS = 16;
 const BUCKETS = 64;
 /** Items per batch, each in a partition of its own: every batch spans eight partitions. */
@@ -117,7 +119,7 @@ describe.skipIf(!redisServerOnPath())('a Redis Cluster backup (npm run backup) a
     const end = writer.next();
 
     // One snapshot per master, named in the manifest with the master's slots.
-    expect(manifest.masters.map((m) => m.port).sort()).toEqual(masters);
+    expect(manifest.masters.map((m) => m.port).sort((a, b) => a - b)).toEqual(masters);
     expect(manifest.masters.flatMap((m) => m.slots).reduce((n, [a, b]) => n + b - a + 1, 0)).toBe(16_384);
     expect(JSON.parse(readFileSync(join(dest, SNAPSHOT_MANIFEST), 'utf8'))).toEqual(manifest);
     expect(readdirSync(dest).sort()).toEqual([SNAPSHOT_MANIFEST, ...manifest.masters.map((m) => m.file)].sort());
