@@ -20,8 +20,10 @@ import { withRedis } from './rdbRestore.js';
 import { checkRdb, SNAPSHOT_MANIFEST, type AdminAuth, type SnapshotManifest } from './snapshotBackup.js';
 import { createRedis, isCluster, type RedisClient, type RedisTarget, type RedisTls } from './store/redis.js';
 
-/** Keys read from a snapshot, and restored, per round. */
+/** Keys read from a snapshot per SCAN. */
 const KEYS_PER_ROUND = 500;
+/** Bytes of keys (MEMORY USAGE's estimate) read and restored at once, unless told otherwise. */
+const BYTES_PER_GROUP = 32 * 1024 * 1024;
 
 export interface SnapshotRestoreOptions {
   /** A directory `npm run backup` wrote: manifest.json and one snapshot per master. */
@@ -31,6 +33,8 @@ export interface SnapshotRestoreOptions {
   /** A user that may run RESTORE and DBSIZE (and the CLUSTER commands of a client) on every node. */
   auth: AdminAuth;
   tls?: RedisTls;
+  /** Bytes of keys (MEMORY USAGE's estimate) read and restored at once; 32 MiB by default. */
+  bytesPerGroup?: number;
   log?: (message: string) => void;
 }
 
@@ -57,7 +61,7 @@ export async function restoreSnapshots(opts: SnapshotRestoreOptions): Promise<Sn
 
     let keys = 0;
     try {
-      keys = await copyAll(dir, manifest, target, log);
+      keys = await copyAll(dir, manifest, target, opts.bytesPerGroup ?? BYTES_PER_GROUP, log);
     } catch (err) {
       // Some keys may be in already: say so, since a second run refuses a target that holds keys.
       throw new Error(`${(err as Error).message} (the target may now hold part of the backup: empty it, e.g. FLUSHALL on every master, before trying again)`);
@@ -72,14 +76,14 @@ export async function restoreSnapshots(opts: SnapshotRestoreOptions): Promise<Sn
 }
 
 /** Every snapshot's keys into the target, one snapshot after another; returns how many. */
-async function copyAll(dir: string, manifest: SnapshotManifest, target: RedisClient, log: (message: string) => void): Promise<number> {
+async function copyAll(dir: string, manifest: SnapshotManifest, target: RedisClient, bytesPerGroup: number, log: (message: string) => void): Promise<number> {
   let keys = 0;
   for (const m of manifest.masters) {
     const scratch = mkdtempSync(join(tmpdir(), 'kvql-restore-'));
     try {
       copyFileSync(join(dir, m.file), join(scratch, 'dump.rdb'));
       const auth = { password: randomBytes(24).toString('hex') };
-      const copied = await withRedis(scratch, ['appendonly no'], auth, (port) => askRedis(port, (source) => copyKeys(source, target), 24 * 3600_000, auth));
+      const copied = await withRedis(scratch, ['appendonly no'], auth, (port) => askRedis(port, (source) => copyKeys(source, target, bytesPerGroup), 24 * 3600_000, auth));
       log(`kvql restore-snapshots: ${m.file} (master ${m.host}:${m.port} at the backup): ${copied} keys restored`);
       keys += copied;
     } finally {
@@ -121,28 +125,50 @@ async function keysIn(target: RedisClient): Promise<number> {
   return counts.reduce((a, b) => a + b, 0);
 }
 
-/** Every key of `source` into the target, with its time to live; returns how many. */
-async function copyKeys(source: Redis, target: RedisClient): Promise<number> {
+/**
+ * Every key of `source` into the target, with its time to live; returns how many. Keys go in
+ * groups of at most `bytesPerGroup` by MEMORY USAGE's estimate (a key larger than that alone), so
+ * the payloads held at once stay bounded however large the keys: a partition's change-feed stream
+ * can hold tens of megabytes.
+ */
+async function copyKeys(source: Redis, target: RedisClient, bytesPerGroup: number): Promise<number> {
   let copied = 0;
   let cursor = '0';
   do {
     const [next, keys] = await source.scan(cursor, 'COUNT', KEYS_PER_ROUND);
     cursor = next;
     if (keys.length === 0) continue;
-    const read = source.pipeline();
-    for (const key of keys) read.dumpBuffer(key).pttl(key);
-    const replies = (await read.exec())!;
-    const writes: Promise<unknown>[] = [];
-    keys.forEach((key, i) => {
-      const [dumpErr, payload] = replies[2 * i]!;
-      const [ttlErr, ttl] = replies[2 * i + 1]!;
-      if (dumpErr || ttlErr) throw dumpErr ?? ttlErr;
-      // The scratch Redis takes no writes, so a key is gone only if it expired meanwhile.
-      if (payload === null || (ttl as number) === -2) return;
-      writes.push(target.restore(key, Math.max(0, ttl as number), payload as Buffer));
+    const sizing = source.pipeline();
+    for (const key of keys) sizing.call('MEMORY', 'USAGE', key);
+    const sizes = (await sizing.exec())!.map(([err, bytes]) => {
+      if (err) throw err;
+      return Number(bytes ?? 0);
     });
-    await Promise.all(writes);
-    copied += writes.length;
+    let from = 0;
+    while (from < keys.length) {
+      let to = from + 1;
+      let bytes = sizes[from]!;
+      while (to < keys.length && bytes + sizes[to]! <= bytesPerGroup) bytes += sizes[to++]!;
+      copied += await copyGroup(source, target, keys.slice(from, to));
+      from = to;
+    }
   } while (cursor !== '0');
   return copied;
+}
+
+async function copyGroup(source: Redis, target: RedisClient, keys: string[]): Promise<number> {
+  const read = source.pipeline();
+  for (const key of keys) read.dumpBuffer(key).pttl(key);
+  const replies = (await read.exec())!;
+  const writes: Promise<unknown>[] = [];
+  keys.forEach((key, i) => {
+    const [dumpErr, payload] = replies[2 * i]!;
+    const [ttlErr, ttl] = replies[2 * i + 1]!;
+    if (dumpErr || ttlErr) throw dumpErr ?? ttlErr;
+    // The scratch Redis takes no writes, so a key is gone only if it expired meanwhile.
+    if (payload === null || (ttl as number) === -2) return;
+    writes.push(target.restore(key, Math.max(0, ttl as number), payload as Buffer));
+  });
+  await Promise.all(writes);
+  return writes.length;
 }

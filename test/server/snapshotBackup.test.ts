@@ -316,6 +316,31 @@ describe.skipIf(!redisServerOnPath() || !opensslOnPath())('npm run backup and re
   }, 60_000);
 });
 
+describe.skipIf(!redisServerOnPath())('a restore of keys larger than its group of bytes', () => {
+  it('restores keys larger than its group of bytes, and many small ones, every byte as it was', async () => {
+    const source = await startTestRedis();
+    cleanups.push(() => source.stop());
+    const big = (i: number) => `${i}`.padEnd(200_000, 'b');
+    await once({ port: source.port }, async (r) => {
+      const fill = r.pipeline();
+      for (let i = 0; i < 100; i++) fill.hset(`{kv:0}:b:${i}`, 'f', `${i}`.padEnd(10_000, 's'));
+      for (let i = 0; i < 3; i++) fill.set(`{kv:0}:big:${i}`, big(i));
+      await fill.exec();
+    });
+    const dest = join(tempDir('groups'), 'b');
+    await backupSnapshots({ target: source.url, auth: {}, dest, log: () => {} });
+    const into = await startTestRedis();
+    cleanups.push(() => into.stop());
+    // 64 KiB a group: about five of the small keys, and each 200 KB key over it on its own.
+    const restored = await restoreSnapshots({ backupDir: dest, target: into.url, auth: {}, bytesPerGroup: 64 * 1024, log: () => {} });
+    expect(restored.keys).toBe(103);
+    await once({ port: into.port }, async (r) => {
+      for (let i = 0; i < 3; i++) expect(await r.get(`{kv:0}:big:${i}`)).toBe(big(i));
+      for (let i = 0; i < 100; i++) expect(await r.hget(`{kv:0}:b:${i}`, 'f')).toBe(`${i}`.padEnd(10_000, 's'));
+    });
+  }, 60_000);
+});
+
 describe.skipIf(!redisServerOnPath())('a restore that fails partway', () => {
   it('says the target may hold part of the backup, and how to start again', async () => {
     const source = await startTestRedis();
