@@ -181,7 +181,7 @@ export async function backupSnapshots(opts: SnapshotBackupOptions): Promise<Snap
     };
     for (const m of manifest.masters) checkRdb(join(dest, m.file));
     writeFileSync(join(dest, SNAPSHOT_MANIFEST), JSON.stringify(manifest, null, 2) + '\n', { flag: 'wx' });
-    log(`kvql backup: ${dest}: ${manifest.masters.length} snapshots, ${manifest.masters.reduce((n, m) => n + m.bytes, 0)} bytes`);
+    log(`kvql backup: ${dest}: ${manifest.masters.length === 1 ? 'a snapshot' : `${manifest.masters.length} snapshots`}, ${manifest.masters.reduce((n, m) => n + m.bytes, 0)} bytes`);
     return manifest;
   } catch (err) {
     if (paused) await unpause(masters).catch(() => {});

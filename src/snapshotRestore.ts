@@ -68,7 +68,7 @@ export async function restoreSnapshots(opts: SnapshotRestoreOptions): Promise<Sn
     }
     const after = await keysIn(target);
     if (after !== keys) throw new Error(`the target holds ${after} keys after the restore, not the backup's ${keys}`);
-    log(`kvql restore-snapshots: ${keys} keys from ${manifest.masters.length} snapshots (taken ${manifest.takenAt}); start kvql on them`);
+    log(`kvql restore-snapshots: ${keys} keys from ${manifest.masters.length === 1 ? 'a snapshot' : `${manifest.masters.length} snapshots`} (taken ${manifest.takenAt}); start kvql on them`);
     return { keys, snapshots: manifest.masters.length };
   } finally {
     target.disconnect();

@@ -215,6 +215,7 @@ describe.skipIf(!redisServerOnPath())('a Sentinel deployment\'s backup (npm run 
     const env = { REDIS_SENTINELS: d.sentinels, REDIS_MASTER_NAME: d.masterName };
     const backup = await runCommand('src/backupCli.ts', [dest], env);
     expect(backup.code, backup.out).toBe(0);
+    expect(backup.out).toMatch(/: a snapshot, \d+ bytes/);
     await store.put({ key: 'after-backup', value: 'x' });
     const manifest = JSON.parse(readFileSync(join(dest, SNAPSHOT_MANIFEST), 'utf8')) as SnapshotManifest;
     expect(manifest.masters).toHaveLength(1);
@@ -232,6 +233,7 @@ describe.skipIf(!redisServerOnPath())('a Sentinel deployment\'s backup (npm run 
     cleanups.push(() => single.stop());
     const byUrl = await runCommand('src/snapshotRestoreCli.ts', [dest], { REDIS_URL: single.url });
     expect(byUrl.code, byUrl.out).toBe(0);
+    expect(byUrl.out).toMatch(/\d+ keys from a snapshot \(taken /);
     const restored = await openStore(single.url, PREFIX, 2);
     cleanups.push(async () => restored.redis.disconnect());
     await expectHeld(restored.store);
