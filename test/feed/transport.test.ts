@@ -642,10 +642,11 @@ describe('many idle subscribers', () => {
     const probe = new Redis(inject('redisUrl'), { maxRetriesPerRequest: 1 });
     probe.on('error', () => {});
     // This process's connections only: other test files share this Redis and come and go.
-    const connections = async () => {
+    const connectionLines = async () => {
       const mine = ownTcpPorts();
-      return ((await probe.client('LIST')) as string).split('\n').filter((l) => mine.has(Number(/ addr=\S*:(\d+) /.exec(` ${l} `)?.[1]))).length;
+      return ((await probe.client('LIST')) as string).split('\n').filter((l) => mine.has(Number(/ addr=\S*:(\d+) /.exec(` ${l} `)?.[1])));
     };
+    const connections = async () => (await connectionLines()).length;
     const clients: WsClient[] = [];
     try {
       const base = 'many:';
@@ -678,7 +679,16 @@ describe('many idle subscribers', () => {
       expect(server.feed.subscriberCount).toBe(subscribersBefore + 499);
 
       expect(connectionsBefore).toBeGreaterThan(0);
-      expect(await connections()).toBeLessThanOrEqual(connectionsBefore);
+      // Once, under the full suite's load, CLIENT LIST showed one connection more than before
+      // (4 against 3), with nothing to say which: a connection being replaced is listed until
+      // Redis sees the old one close. So the count gets a few seconds to settle, and a failure
+      // lists this process's connections (name, age, idle time, last command).
+      let after: string[] = [];
+      await waitFor('this process to hold no more Redis connections than before the 499 subscriptions', async () => {
+        after = await connectionLines();
+        return after.length <= connectionsBefore;
+      }).catch(() => {});
+      expect(after.length, `this process's Redis connections after the 499 subscriptions:\n${after.join('\n')}`).toBeLessThanOrEqual(connectionsBefore);
 
       const x = await put(`${base}x`, 'to everyone');
       const got = await sync(streams, base);
