@@ -230,21 +230,25 @@ async function clusterMasters(seeds: { host: string; port: number }[], reach: Re
   let last: Error = new Error('no seed given');
   for (const seed of seeds) {
     const { client, emitted } = oneShotClient({ ...seed, ms: COMMAND_MS, ...reach });
+    let info: string, nodes: string;
     try {
       await client.connect();
-      const state = parseInfo(String(await client.call('CLUSTER', 'INFO'))).cluster_state;
-      if (state !== 'ok') throw new Error(`${seed.host}:${seed.port} says cluster_state:${state}: back up a healthy cluster`);
-      const masters = parseClusterNodes(String(await client.call('CLUSTER', 'NODES'))).filter(
-        (l) => l.flags.includes('master') && !l.flags.some((f) => f === 'fail' || f === 'fail?' || f === 'noaddr') && l.slots.length > 0,
-      );
-      if (masters.length === 0) throw new Error(`${seed.host}:${seed.port} knows no master that serves slots`);
-      return masters.map(({ id, host, port, slots }) => ({ id, host, port, slots }));
+      info = String(await client.call('CLUSTER', 'INFO'));
+      nodes = String(await client.call('CLUSTER', 'NODES'));
     } catch (err) {
       last = emitted() ?? (err as Error);
-      if (/cluster_state|knows no master/.test(last.message)) throw last;
+      continue;
     } finally {
       client.disconnect();
     }
+    // A seed that answers decides: a cluster it sees as unhealthy is not backed up.
+    const state = parseInfo(info).cluster_state;
+    if (state !== 'ok') throw new Error(`${seed.host}:${seed.port} says cluster_state:${state}: back up a healthy cluster`);
+    const masters = parseClusterNodes(nodes).filter(
+      (l) => l.flags.includes('master') && !l.flags.some((f) => f === 'fail' || f === 'fail?' || f === 'noaddr') && l.slots.length > 0,
+    );
+    if (masters.length === 0) throw new Error(`${seed.host}:${seed.port} knows no master that serves slots`);
+    return masters.map(({ id, host, port, slots }) => ({ id, host, port, slots }));
   }
   throw new Error(`no cluster node answered: ${last.message}`);
 }
@@ -255,22 +259,17 @@ async function setFor(m: Master, name: string, value: string): Promise<void> {
   await m.client.config('SET', name, value);
 }
 
-async function persistence(m: Master): Promise<Record<string, string>> {
-  return parseInfo(await m.client.info('persistence'));
-}
-
-async function hasChild(m: Master): Promise<boolean> {
-  const p = await persistence(m);
+/** Whether a child process is running or due: a snapshot being written, an AOF rewrite. */
+function childRunning(p: Record<string, string>): boolean {
   return p.rdb_bgsave_in_progress === '1' || p.aof_rewrite_in_progress === '1' || p.aof_rewrite_scheduled === '1';
 }
 
+async function hasChild(m: Master): Promise<boolean> {
+  return childRunning(parseInfo(await m.client.info('persistence')));
+}
+
 function noChild(m: Master): Promise<void> {
-  return untilPersistence(
-    () => m.client.info('persistence'),
-    (p) => p.rdb_bgsave_in_progress === '0' && p.aof_rewrite_in_progress === '0' && p.aof_rewrite_scheduled === '0',
-    CHILD_WAIT_MS,
-    `${where(m)} was still writing a snapshot or rewriting its AOF`,
-  );
+  return untilPersistence(() => m.client.info('persistence'), (p) => !childRunning(p), CHILD_WAIT_MS, `${where(m)} was still writing a snapshot or rewriting its AOF`);
 }
 
 async function totalForks(m: Master): Promise<number> {
