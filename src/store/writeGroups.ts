@@ -22,9 +22,9 @@
 //   and starts the next one, which follows it on the same connection;
 // - at most MAX_ITEMS writes and MAX_CHARS of keys and values (and never more writes than the
 //   feed retains, or a group would trim its own events).
-// A script error (the scripts raise before their first write, for a stored entry they cannot
-// read) sends each write of the group again on its own, so the error reaches only the write it
-// is about. Any other failure reaches every write of the group: Redis refused or lost the one
+// A script error (for a stored entry it cannot read; a script raises having written nothing, or
+// having put back what it wrote) sends each write of the group again on its own, so the error
+// reaches only the write it is about. Any other failure reaches every write of the group: Redis refused or lost the one
 // call they shared.
 import { ReplyError } from 'ioredis';
 
@@ -119,7 +119,7 @@ export class WriteGroups<Item extends { readonly key: string }, Result> {
       waiters.forEach((w, i) => w.resolve(entries[i]!));
     } catch (err) {
       if (items.length > 1 && err instanceof ReplyError) {
-        // Nothing was written (the scripts raise before their first write): each on its own.
+        // Nothing was written (a script that raises leaves the store as it was): each on its own.
         items.forEach((item, i) => void this.alone(item).then(waiters[i]!.resolve, waiters[i]!.reject));
       } else {
         for (const w of waiters) w.reject(err);

@@ -149,7 +149,7 @@ it('writes a compare-and-set alone: its conflict fails only itself', async () =>
 
 it('fails only the put whose stored entry the script cannot read, and writes the others', async () => {
   const [other, bad, good1, good2] = keysInOnePartition('corrupt:', 4) as [string, string, string, string];
-  // Shorter than an entry's header: put.lua raises before its first write.
+  // Shorter than an entry's header: put.lua puts back the group's writes before it and raises.
   await app.redis.hset(app.store.keys.bucket(bad), bad, 'short');
   const after = await lastEntryOf(bad);
   const [head, rest] = putTogether(other, [

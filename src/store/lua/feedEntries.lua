@@ -5,15 +5,19 @@ of their line `-- #include feedEntries.lua`, since a Lua script cannot load anot
 
 addEvent(stream, counter, event)  queues one packed event for `stream`, whose sequence counter
                                   is `counter` (both keys the script was given in KEYS)
-appendFeeds(retention)            appends the queued events: per stream in first-seen order, one
+appendFeeds(retention, undo)      appends the queued events: per stream in first-seen order, one
                                   entry per FEED_ENTRY_BYTES of events, ID 0-<its last event's
                                   number>, trimming to about `retention` events (XADD MINID ~);
-                                  then moves the counter on, one INCR per event
+                                  then moves the counter on, one INCR per event. With `undo` (a
+                                  function), a refused XADD calls it before raising XADD's error:
+                                  for a caller that wrote entries before its events, within one
+                                  stream (whose first XADD is the only one that can be refused)
 appendEvent(stream, counter, event, retention)
                                   appends one event as an entry of its own, at once, without the
                                   queue's tables (a single put or delete: about 5 µs less in Redis)
 XADD fails only when the stream holds an entry past its counter (not written by kvql): called
-before any other write, it then stops a write within one partition having written nothing.
+before any other write, it then stops a write within one partition having written nothing; a
+caller that wrote first passes `undo`.
 ]]
 -- Events go into entries of at most FEED_ENTRY_BYTES (an event larger than that gets an entry of
 -- its own), so a reader's memory per entry stays bounded however large the batch, and a batch of
@@ -38,17 +42,22 @@ local function addEvent(stream, counter, event)
 end
 -- One entry of events first..last, packed back to back in `events`. IDs are written with %d:
 -- Lua writes numbers of 10^14 and above with an exponent, which XADD refuses.
-local function xaddEntry(stream, first, last, events, retention)
-  redis.call('XADD', stream, 'MINID', '~', string.format('0-%d', math.max(1, last - retention + 1)), string.format('0-%d', last),
-    'q', first, 'e', events)
+local function xaddEntry(stream, first, last, events, retention, undo)
+  local minid, id = string.format('0-%d', math.max(1, last - retention + 1)), string.format('0-%d', last)
+  if not undo then return redis.call('XADD', stream, 'MINID', '~', minid, id, 'q', first, 'e', events) end
+  local reply = redis.pcall('XADD', stream, 'MINID', '~', minid, id, 'q', first, 'e', events)
+  if type(reply) == 'table' and reply.err then
+    undo()
+    error(reply)
+  end
 end
-local function appendFeeds(retention)
+local function appendFeeds(retention, undo)
   for _, stream in ipairs(streams) do
     local feed = feeds[stream]
     local last = tonumber(redis.call('GET', feed.counter) or '0')
     for _, entry in ipairs(feed.entries) do
       last = last + entry.n
-      xaddEntry(stream, last - entry.n + 1, last, table.concat(entry, '', 1, entry.n), retention)
+      xaddEntry(stream, last - entry.n + 1, last, table.concat(entry, '', 1, entry.n), retention, undo)
     end
     for _ = 1, feed.n do redis.call('INCR', feed.counter) end
   end
