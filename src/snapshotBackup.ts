@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Redis } from 'ioredis';
 import { parseClusterNodes, parseInfo, untilPersistence } from './redisInfo.js';
-import { oneShotClient, type RedisTarget, type RedisTls } from './store/redis.js';
+import { oneShotClient, sentinelPrimary, type RedisTarget, type RedisTls } from './store/redis.js';
 
 /** How long a running AOF rewrite or snapshot may take to finish before the backup gives up. */
 const CHILD_WAIT_MS = 30 * 60_000;
@@ -207,22 +207,8 @@ async function mastersOf(target: RedisTarget, reach: Reach): Promise<MasterAddre
     return [{ id: '', host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 6379), slots: [] }];
   }
   if ('clusterNodes' in target) return clusterMasters(target.clusterNodes, reach);
-  let last: Error = new Error('no sentinel given');
-  for (const sentinel of target.sentinels) {
-    const auth = { username: target.sentinelUsername, password: target.sentinelPassword };
-    const { client, emitted } = oneShotClient({ ...sentinel, ms: COMMAND_MS, ...(auth.password ? auth : {}), ...(reach.tls ? { tls: reach.tls } : {}) });
-    try {
-      await client.connect();
-      const addr = (await client.call('SENTINEL', 'get-master-addr-by-name', target.masterName)) as [string, string] | null;
-      if (addr) return [{ id: '', host: addr[0], port: Number(addr[1]), slots: [] }];
-      last = new Error(`sentinel ${sentinel.host}:${sentinel.port} does not monitor ${target.masterName}`);
-    } catch (err) {
-      last = emitted() ?? (err as Error);
-    } finally {
-      client.disconnect();
-    }
-  }
-  throw new Error(`no sentinel named the primary: ${last.message}`);
+  const primary = await sentinelPrimary(target, { ms: COMMAND_MS, ...(reach.tls ? { tls: reach.tls } : {}) });
+  return [{ id: '', ...primary, slots: [] }];
 }
 
 /** The masters that serve slots, from CLUSTER NODES of the first seed that answers. */

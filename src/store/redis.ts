@@ -249,6 +249,30 @@ export async function sentinelProblem(target: SentinelTarget, opts: RedisOptions
   return refusal(sentinel, target.sentinelUsername, target.sentinelPassword, opts);
 }
 
+/**
+ * The primary's address as the sentinels name it (SENTINEL get-master-addr-by-name), asking each
+ * sentinel in turn until one does, with kvql's sentinel credentials and TLS. For the operator
+ * commands (backup, verify), which talk to the primary itself; the server lets ioredis follow
+ * the sentinels instead.
+ */
+export async function sentinelPrimary(target: SentinelTarget, opts: { ms: number; tls?: RedisTls }): Promise<{ host: string; port: number }> {
+  let last: Error = new Error('no sentinel given');
+  for (const sentinel of target.sentinels) {
+    const { client, emitted } = oneShotClient({ ...sentinel, ms: opts.ms, ...credentials(target.sentinelUsername, target.sentinelPassword), ...(opts.tls ? { tls: opts.tls } : {}) });
+    try {
+      await client.connect();
+      const addr = (await client.call('SENTINEL', 'get-master-addr-by-name', target.masterName)) as [string, string] | null;
+      if (addr) return { host: addr[0], port: Number(addr[1]) };
+      last = new Error(`sentinel ${sentinel.host}:${sentinel.port} does not monitor ${target.masterName}`);
+    } catch (err) {
+      last = emitted() ?? (err as Error);
+    } finally {
+      client.disconnect();
+    }
+  }
+  throw new Error(`no sentinel named the primary: ${last.message}`);
+}
+
 /** ioredis's AUTH options: AUTH <user> <password> for an ACL user, AUTH <password> otherwise. */
 function credentials(username: string | undefined, password: string | undefined): { username?: string; password?: string } {
   if (!password) return {};

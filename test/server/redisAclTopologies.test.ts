@@ -177,4 +177,31 @@ describe('kvql as ACL user kvql on a Sentinel deployment, and as its own user on
     }
     expect(watchers).toBeGreaterThan(0);
   });
+
+  it('npm run verify asks the sentinels for the primary (as kvql-watch) and checks the keyspace there as kvql', async () => {
+    const env = {
+      REDIS_SENTINELS: dep.sentinels,
+      REDIS_MASTER_NAME: dep.masterName,
+      REDIS_USERNAME: 'kvql',
+      REDIS_PASSWORD: password,
+      REDIS_SENTINEL_USERNAME: 'kvql-watch',
+      REDIS_SENTINEL_PASSWORD: sentinelPassword,
+      KV_PREFIX: prefix,
+      KV_PARTITIONS: String(PARTITIONS),
+      KV_BUCKETS: '5',
+    };
+    const primary = await dep.currentPrimary();
+    const verified = await runCommand('src/verifyCli.ts', [], env, 30_000);
+    expect(verified.out).toContain(`the primary "${dep.masterName}" at 127.0.0.1:${primary.port}`);
+    expect(verified.out).toMatch(/total: [1-9]\d* keys/);
+    expect(verified.out).toContain('OK: no problems found');
+    expect(verified.code).toBe(0);
+    expect(await dep.direct(primary.port, aclLog)).toEqual([]);
+    for (const s of dep.sentinelNodes) expect(await dep.direct(s.port, aclLog), `ACL LOG of sentinel ${s.port}`).toEqual([]);
+
+    // A sentinel password that is refused: nothing to check, exit 2, and the reason.
+    const refused = await runCommand('src/verifyCli.ts', [], { ...env, REDIS_SENTINEL_PASSWORD: 'wrong' }, 30_000);
+    expect(refused.out).toMatch(/cannot learn the primary "kvql" from sentinels .*WRONGPASS/);
+    expect(refused.code).toBe(2);
+  });
 });
