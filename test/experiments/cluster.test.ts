@@ -4,7 +4,8 @@
 // the cluster; one Redis with the same maxmemory refuses the same load. failover: kill -9 of a
 // master under writers (KV_MIN_REPLICAS=1, cluster-node-timeout 2000 ms), no acknowledged write
 // lost. reshard: a master added and slots moved to it under writers and readers, no acknowledged
-// write lost, no stale or missing read.
+// write lost, no stale or missing read; backups taken meanwhile restore into another cluster
+// with every write acknowledged before them.
 import { describe, expect, it } from 'vitest';
 import { formatSummary, runClusterExperiment } from './cluster.js';
 
@@ -54,6 +55,15 @@ describe('kvql on a Redis Cluster', () => {
     expect(r.staleReads, printed).toBe(0);
     expect(r.missingReads, printed).toBe(0);
     expect(r.errors.INTERNAL_SERVER_ERROR ?? 0, printed).toBe(0);
+    // Backups taken while slots moved restore whole: what was acknowledged before each began.
+    const restored = r.backups.filter((b) => b.refused === null);
+    expect(restored.filter((b) => b.duringRebalance).length, printed).toBeGreaterThan(0);
+    for (const b of restored) {
+      expect(b.ackedChecked, printed).toBeGreaterThan(1000);
+      expect(b.ackedMissing, printed).toBe(0);
+      expect(b.missingParts, printed).toBe(0);
+      expect(b.verifyProblems, printed).toEqual([]);
+    }
 
     expect(s.failures, printed).toEqual([]);
     expect(s.ok, printed).toBe(true);

@@ -1,6 +1,6 @@
 // The cluster experiment (`npm run cluster-test [-- --phases compare,capacity,failover,reshard
 // --seed S --minutes M --ops N --partitions P --maxmemory-mb 64 --value-bytes B --batch-items N
-// --capacity-partitions P --small-keys N --pages N --node-timeout MS --preload N]`): kvql's API on
+// --capacity-partitions P --small-keys N --pages N --node-timeout MS --preload N --backups N]`): kvql's API on
 // a real Redis Cluster (test/harness/cluster.ts: every node its own redis-server from redis.conf
 // and cluster.conf, on loopback), the API as its own process (REDIS_CLUSTER_NODES), clients in
 // this process speaking GraphQL over HTTP. Four phases, each on a cluster of its own:
@@ -37,7 +37,11 @@
 //             missing. Few, full partitions (16 of 1024 buckets): redis-cli moves a slot's keys
 //             10 at a time, so a partition's slot is partly on each master for a while, and two
 //             sweepers read every partition in turn so that some reads land in that moment.
-//             Every acknowledged write must be there afterwards.
+//             Every acknowledged write must be there afterwards. While slots move, `npm run
+//             backup`'s snapshots of every master are taken (--backups, default 2; a refusal
+//             is counted, not a failure); afterwards each is restored into a fresh 3+3 cluster,
+//             where every write acknowledged before the backup began must be, multi-partition
+//             batches whole once rolled forward, and verifyKeyspace must find no problem.
 //
 // The run fails on any mismatch, lost write, or stale or missing read. Bounded: every request,
 // every wait, each phase and the whole run (--minutes, default 8). Everything it starts is
@@ -48,7 +52,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { askRedis } from '../../src/managedRedis.js';
+import { backupSnapshots } from '../../src/snapshotBackup.js';
+import { restoreSnapshots } from '../../src/snapshotRestore.js';
 import { Keyspace } from '../../src/store/keys.js';
+import { createRedis } from '../../src/store/redis.js';
+import { KvStore } from '../../src/store/store.js';
+import { verifyKeyspace } from '../../src/store/verify.js';
 import { startApiProcess, type ApiProcess } from '../harness/apiProcess.js';
 import { parseClusterNodes, parseInfo, startTestCluster, type ClusterNodeLine, type TestCluster } from '../harness/cluster.js';
 import { freePort, startTestRedis, type TestRedis } from '../harness/redisServer.js';
@@ -126,6 +135,25 @@ export interface ReshardOptions {
   /** Running before the new master is added, and after the rebalance (ms); defaults 1500 and 2000. */
   beforeMs?: number;
   afterMs?: number;
+  /** Backups (`npm run backup`'s snapshots) taken while slots move, each restored afterwards; default 2. */
+  backups?: number;
+}
+
+/** One backup taken during the rebalance, and what its restore held. */
+export interface ReshardBackup {
+  /** Whether slots were still moving when the snapshots had all arrived. */
+  duringRebalance: boolean;
+  pausedMs: number;
+  /** Why the backup refused (a fork still running, a master forking again), instead of the rest. */
+  refused: string | null;
+  redisKeysRestored: number;
+  /** Keys whose write was acknowledged before the backup began, and of them absent or older in the restore. */
+  ackedChecked: number;
+  ackedMissing: number;
+  /** Multi-partition batches the restore's roll-forward completed, and parts it found missing. */
+  rolledForward: number;
+  missingParts: number;
+  verifyProblems: string[];
 }
 
 export interface ClusterExperimentOptions {
@@ -261,6 +289,7 @@ export interface ReshardSummary {
   /** Read requests with a stale or missing key, and how many of them were sent during add + rebalance. */
   badReadRequests: number;
   badReadRequestsDuringRebalance: number;
+  backups: ReshardBackup[];
   durationMs: number;
 }
 
@@ -1439,9 +1468,12 @@ async function reshardPhase(ctx: PhaseContext, o: ReshardOptions): Promise<Resha
     missingReads: 0,
     badReadRequests: 0,
     badReadRequestsDuringRebalance: 0,
+    backups: [],
     durationMs: 0,
   };
   const work = mkdtempSync(join(tmpdir(), 'kvql-cluster-rs-'));
+  /** Each backup taken: its directory, and the highest version acknowledged per key before it began. */
+  const taken: { dir: string; before: Map<string, number>; summary: ReshardBackup }[] = [];
   let cluster: TestCluster | undefined;
   let api: ApiProcess | undefined;
   let running = true;
@@ -1602,7 +1634,26 @@ async function reshardPhase(ctx: PhaseContext, o: ReshardOptions): Promise<Resha
     s.newMaster = added.port;
     s.addMasterMs = performance.now() - tAdd;
     const tRebalance = performance.now();
-    await cluster.rebalance(Math.min(180_000, Math.max(10_000, timeLeft(ctx) - 15_000)));
+    let rebalancing = true;
+    const rebalance = cluster.rebalance(Math.min(180_000, Math.max(10_000, timeLeft(ctx) - 15_000))).finally(() => (rebalancing = false));
+    // Backups while slots move, each of one moment across the masters.
+    for (let i = 0; i < (o.backups ?? 2) && rebalancing; i++) {
+      await Promise.race([sleep(300), rebalance.catch(() => {})]);
+      if (!rebalancing) break;
+      const before = new Map([...known].map(([k, v]) => [k, v.version]));
+      const dir = join(work, `backup-${i}`);
+      const b: ReshardBackup = { duringRebalance: false, pausedMs: 0, refused: null, redisKeysRestored: 0, ackedChecked: 0, ackedMissing: 0, rolledForward: 0, missingParts: 0, verifyProblems: [] };
+      try {
+        b.pausedMs = (await backupSnapshots({ target: { clusterNodes: cluster.seeds }, auth: {}, dest: dir, log: () => {} })).pausedMs;
+        b.duringRebalance = rebalancing;
+        taken.push({ dir, before, summary: b });
+      } catch (err) {
+        b.refused = err instanceof Error ? err.message : String(err);
+      }
+      s.backups.push(b);
+      log(`[reshard] backup ${i + 1}: ${b.refused ? `refused: ${b.refused}` : `writes paused ${b.pausedMs} ms${b.duringRebalance ? ', slots still moving' : ', after the rebalance ended'}`}`);
+    }
+    await rebalance;
     s.rebalanceMs = performance.now() - tRebalance;
     window = [tAdd, performance.now()];
     const view = await clusterView(cluster);
@@ -1630,6 +1681,7 @@ async function reshardPhase(ctx: PhaseContext, o: ReshardOptions): Promise<Resha
       `[reshard] ${s.requests.writes} write and ${s.requests.reads} read requests, errors ${fmtCodes(s.errors)}; ${s.readsChecked} reads checked: ${s.staleReads} stale, ${s.missingReads} missing; ` +
         `${s.ackedChecked} acknowledged key writes checked, ${s.ackedLost} lost`,
     );
+    if (taken.length > 0) await restoreBackups(ctx, taken, { prefix, partitions, buckets });
   } finally {
     running = false;
     await Promise.all(loops);
@@ -1640,6 +1692,52 @@ async function reshardPhase(ctx: PhaseContext, o: ReshardOptions): Promise<Resha
     s.durationMs = performance.now() - t0;
   }
   return s;
+}
+
+/**
+ * Restores each backup taken during the reshard into one fresh 3+3 cluster (emptied between
+ * them), completes the batches it caught between their steps as the API does at start, and
+ * checks it: every key acknowledged before the backup began, at that version or later, and no
+ * problem for verifyKeyspace.
+ */
+async function restoreBackups(ctx: PhaseContext, taken: { dir: string; before: Map<string, number>; summary: ReshardBackup }[], ks: { prefix: string; partitions: number; buckets: number }): Promise<void> {
+  const into = await startCluster([], ctx);
+  try {
+    for (const [i, { dir, before, summary: b }] of taken.entries()) {
+      checkTime(ctx, 'while restoring the backups');
+      for (const port of await into.masters()) await into.direct(port, (r) => r.flushall());
+      b.redisKeysRestored = (await restoreSnapshots({ backupDir: dir, target: { clusterNodes: into.seeds }, auth: {}, log: () => {} })).keys;
+      const redis = createRedis({ clusterNodes: into.seeds }, { commandTimeoutMs: 10_000 });
+      await redis.connect();
+      try {
+        const store = await KvStore.open(redis, ks);
+        const rolled = await store.rollForward(0);
+        b.rolledForward = rolled.completed;
+        b.missingParts = rolled.missingParts.length;
+        if (b.missingParts > 0) ctx.fail(`reshard: backup ${i + 1}'s restore misses parts of batches: ${rolled.missingParts.slice(0, 5).join(', ')}`);
+        const keys = [...before.keys()];
+        for (let from = 0; from < keys.length; from += 500) {
+          const chunk = keys.slice(from, from + 500);
+          const got = await store.getMany(chunk);
+          chunk.forEach((key, j) => {
+            b.ackedChecked++;
+            const e = got[j];
+            if (e == null || e.version < before.get(key)!) {
+              b.ackedMissing++;
+              if (b.ackedMissing <= 5) ctx.fail(`reshard: backup ${i + 1} lacks ${key} v${before.get(key)}, acknowledged before it began: restored ${e ? `v${e.version}` : 'absent'}`);
+            }
+          });
+        }
+        b.verifyProblems = (await verifyKeyspace(redis, ks)).problems.map((p) => `${p.kind}: ${p.message}`);
+        for (const p of b.verifyProblems.slice(0, 5)) ctx.fail(`reshard: backup ${i + 1}'s restore: verify found ${p}`);
+      } finally {
+        redis.disconnect();
+      }
+      ctx.log(`[reshard] backup ${i + 1} restored: ${b.redisKeysRestored} Redis keys, ${b.rolledForward} batches rolled forward, ${b.ackedChecked} keys acknowledged before it checked, ${b.ackedMissing} missing; verify: ${b.verifyProblems.length} problems`);
+    }
+  } finally {
+    await into.stop().catch(() => {});
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1800,6 +1898,10 @@ export function formatSummary(s: ClusterExperimentSummary): string {
       `    acknowledged writes checked: ${r.ackedChecked}, lost: ${r.ackedLost}`,
       `    key reads checked: ${r.readsChecked}; stale: ${r.staleReads}, missing: ${r.missingReads}` +
         (r.badReadRequests ? ` (in ${r.badReadRequests} read requests, ${r.badReadRequestsDuringRebalance} of them sent during add + rebalance)` : ''),
+      ...r.backups.map(
+        (b, i) =>
+          `    backup ${i + 1}: ${b.refused ? `refused (${b.refused})` : `writes paused ${b.pausedMs} ms${b.duringRebalance ? ' while slots moved' : ''}; restored ${b.redisKeysRestored} Redis keys, ${b.rolledForward} batches rolled forward, ${b.missingParts} parts missing; ${b.ackedChecked} keys acknowledged before it: ${b.ackedMissing} missing; verify: ${b.verifyProblems.length} problems`}`,
+      ),
     );
   }
   lines.push(...summaryEnd(s));
@@ -1835,7 +1937,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
           smallKeys: num('small-keys'),
         }),
         failover: def({ nodeTimeoutMs: num('node-timeout') }),
-        reshard: def({ preloadKeys: num('preload') }),
+        reshard: def({ preloadKeys: num('preload'), backups: num('backups') }),
       }),
     formatSummary,
   );
