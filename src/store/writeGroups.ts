@@ -24,8 +24,8 @@
 //   feed retains, or a group would trim its own events).
 // A script error (for a stored entry it cannot read; a script raises having written nothing, or
 // having put back what it wrote) sends each write of the group again on its own, so the error
-// reaches only the write it is about. Any other failure reaches every write of the group: Redis refused or lost the one
-// call they shared.
+// reaches only the write it is about. Any other failure reaches every write of the group: Redis
+// refused or lost the one call they shared.
 import { ReplyError } from 'ioredis';
 
 /**
