@@ -131,6 +131,18 @@ describe('kvql as ACL user kvql on a Sentinel deployment, and as its own user on
   const sentinelPassword = newPassword();
   let dep: SentinelDeployment;
   let server: RunningServer | undefined;
+  /** kvql's settings for this deployment: as kvql on the data nodes, as kvql-watch on the sentinels. */
+  const asKvql = () => ({
+    REDIS_SENTINELS: dep.sentinels,
+    REDIS_MASTER_NAME: dep.masterName,
+    REDIS_USERNAME: 'kvql',
+    REDIS_PASSWORD: password,
+    REDIS_SENTINEL_USERNAME: 'kvql-watch',
+    REDIS_SENTINEL_PASSWORD: sentinelPassword,
+    KV_PREFIX: prefix,
+    KV_PARTITIONS: String(PARTITIONS),
+    KV_BUCKETS: '5',
+  });
 
   beforeAll(async () => {
     dep = await startSentinelDeployment();
@@ -148,19 +160,7 @@ describe('kvql as ACL user kvql on a Sentinel deployment, and as its own user on
   }, 30_000);
 
   it('signs in as kvql on the primary and as kvql-watch on the sentinels, and serves the whole workload', async () => {
-    const config = loadConfig({
-      PORT: '0',
-      REDIS_SENTINELS: dep.sentinels,
-      REDIS_MASTER_NAME: dep.masterName,
-      REDIS_USERNAME: 'kvql',
-      REDIS_PASSWORD: password,
-      REDIS_SENTINEL_USERNAME: 'kvql-watch',
-      REDIS_SENTINEL_PASSWORD: sentinelPassword,
-      KV_PREFIX: prefix,
-      KV_PARTITIONS: String(PARTITIONS),
-      KV_BUCKETS: '5',
-      KV_MIN_REPLICAS: '1',
-    });
+    const config = loadConfig({ PORT: '0', ...asKvql(), KV_MIN_REPLICAS: '1' });
     server = await startServer(config, createLogger({ level: 'silent' }));
     await workload(server.url, 'acl:');
 
@@ -179,17 +179,7 @@ describe('kvql as ACL user kvql on a Sentinel deployment, and as its own user on
   });
 
   it('npm run verify asks the sentinels for the primary (as kvql-watch) and checks the keyspace there as kvql', async () => {
-    const env = {
-      REDIS_SENTINELS: dep.sentinels,
-      REDIS_MASTER_NAME: dep.masterName,
-      REDIS_USERNAME: 'kvql',
-      REDIS_PASSWORD: password,
-      REDIS_SENTINEL_USERNAME: 'kvql-watch',
-      REDIS_SENTINEL_PASSWORD: sentinelPassword,
-      KV_PREFIX: prefix,
-      KV_PARTITIONS: String(PARTITIONS),
-      KV_BUCKETS: '5',
-    };
+    const env = asKvql();
     const primary = await dep.currentPrimary();
     const verified = await runCommand('src/verifyCli.ts', [], env, 30_000);
     expect(verified.out).toContain(`the primary "${dep.masterName}" at 127.0.0.1:${primary.port}`);
