@@ -1,9 +1,11 @@
 // A write that fails partway leaves the store exactly as it was. put.lua writes the entries of an
-// unconditional batch within one partition as it reads them (lua/put.lua, "written as read"), so
-// an item it cannot write after others were written (an unreadable stored entry, a bucket of
-// another type, a stream XADD refuses) makes it put those back: their old bytes, or no field.
+// unconditional batch within one partition as it reads them (lua/put.lua, "written as read"), and
+// delete.lua deletes a deleteRange's or a group's entries within one partition likewise, so an
+// item they cannot write after others were written (an unreadable stored entry, a bucket of
+// another type, a stream XADD refuses) makes them put those back: their old bytes, or no field.
 // These tests compare every Redis key of the keyspace, byte for byte, before and after.
 import { afterEach, beforeEach, expect, it } from 'vitest';
+import { prefixRange } from '../../src/store/order.js';
 import type { Entry } from '../../src/store/store.js';
 import { createTestApp, keysInOnePartition, keysOf, type TestApp } from '../harness/app.js';
 
@@ -106,4 +108,65 @@ it('the same batch without the bad item writes every entry, its events and its i
   expect(n1.createdAt).toBe(n1.updatedAt);
   expect(n1.updatedAt).toBe(e1.updatedAt);
   expect(await app.store.get(old1)).toEqual(e1);
+});
+
+/**
+ * For deleteRange: six keys of one partition under `base`, stored, `bad` in the middle by byte
+ * order (so that keys before it are deleted first) and in a bucket of its own.
+ */
+async function rangeScene(base: string) {
+  const keys = keysInOnePartition(base, 40).sort();
+  const bad = keys[20]!;
+  const apart = keys.filter((k) => app.store.keys.bucket(k) !== app.store.keys.bucket(bad));
+  const below = apart.filter((k) => k < bad).slice(-2);
+  const above = apart.filter((k) => k > bad).slice(0, 3);
+  expect([below.length, above.length]).toEqual([2, 3]);
+  const stored = [...below, bad, ...above];
+  await app.store.batchPut(stored.map((key) => ({ key, value: `v-${key}` })));
+  await app.store.put({ key: below[0]!, value: 'again' });
+  return { bad, stored };
+}
+
+it('deleteRange within one partition: an unreadable entry after others were deleted fails it, and nothing changed', async () => {
+  const { bad } = await rangeScene('undo-del-short:');
+  await app.redis.hset(app.store.keys.bucket(bad), bad, 'short');
+  const before = await stateOf();
+  await expect(app.store.deleteRange(prefixRange('undo-del-short:'), 100)).rejects.toThrow(/too short/);
+  expect(await stateOf()).toEqual(before);
+});
+
+it('deleteRange within one partition: a bucket of another type after others were deleted fails it, and nothing changed', async () => {
+  const { bad } = await rangeScene('undo-del-type:');
+  await app.redis.set(app.store.keys.bucket(bad), 'not a hash');
+  const before = await stateOf();
+  await expect(app.store.deleteRange(prefixRange('undo-del-type:'), 100)).rejects.toThrow(/WRONGTYPE/);
+  expect(await stateOf()).toEqual(before);
+});
+
+it('deleteRange within one partition: a stream that refuses XADD after the deletes fails it, and nothing changed', async () => {
+  const { stored } = await rangeScene('undo-del-xadd:');
+  const p = app.store.keys.partition(stored[0]!);
+  const counter = Number(await app.redis.get(app.store.keys.sequence(p)));
+  await app.redis.xadd(app.store.keys.stream(p), `0-${counter + 1000}`, 'x', 'written by someone else');
+  const before = await stateOf();
+  await expect(app.store.deleteRange(prefixRange('undo-del-xadd:'), 100)).rejects.toThrow(/XADD/);
+  expect(await stateOf()).toEqual(before);
+});
+
+it('deleteRange within one partition deletes every key, with its event and without its index entry', async () => {
+  const { stored } = await rangeScene('undo-del-none:');
+  const p = app.store.keys.partition(stored[0]!);
+  const counter = Number(await app.redis.get(app.store.keys.sequence(p)));
+  expect(await app.store.deleteRange(prefixRange('undo-del-none:'), 100)).toEqual({ deleted: 6, hasMore: false });
+  expect(Number(await app.redis.get(app.store.keys.sequence(p)))).toBe(counter + 6);
+  for (const key of stored) {
+    expect(await app.store.get(key)).toBeNull();
+    expect(await app.redis.zscore(app.store.keys.index(p), key)).toBeNull();
+  }
+  // A group of deletes of one partition takes the same path: each answers its previous entry.
+  const { stored: again } = await rangeScene('undo-del-group:');
+  const heads = Promise.all(again.slice(0, 2).map((key) => app.store.delete(key)));
+  const rest = await Promise.all(again.slice(2).map((key) => app.store.delete(key)));
+  await heads;
+  expect(rest.map((r) => [r.deleted, r.previous?.key, r.previous?.value])).toEqual(again.slice(2).map((key) => [true, key, `v-${key}`]));
 });

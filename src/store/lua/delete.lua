@@ -21,11 +21,16 @@ Returns
        where an absent item has four `false` (nil) values (and no event)
 Errors (returned as the first element, nothing is deleted)
        {"VERSION_CONFLICT", key_a, actual_version_a, ...}
-       A stored entry shorter than its header (corruption) raises a script error before
-       anything is deleted.
+       A stored entry shorter than its header (corruption), or a bucket of another type, raises
+       a script error with the store as it was.
 
 A DELETE event: "D", the deleted version, key length, key. As in put.lua, the feed's entries
-are appended before anything is deleted.
+are appended before anything is deleted, except where several keys of one partition are
+deleted without an expected version (a deleteRange within one partition, a group of deletes):
+as put.lua writes as read, each entry is deleted as soon as it is read, while its bucket is
+still in the CPU's cache, and the events follow; should an entry turn out unreadable, a bucket
+of another type, or XADD refuse, the entries deleted so far are put back (their old bytes)
+before the script raises the same error, so the store is as it was.
 allow-oom: deleting frees memory, so it must keep working when Redis is at maxmemory (the
 event it appends is small, and the stream is capped).
 ]]
@@ -36,6 +41,58 @@ event it appends is small, and the stream is capped).
 -- #include indexChanges.lua
 local n = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
+
+-- Several keys of one partition, none with an expected version: deleted as read (see above).
+local function deleteAsRead()
+  local result = { 'OK' }
+  -- Each deleted item's entry, and how many items were done, for the undo.
+  local removed, done = {}, 0
+  local function undo()
+    for i = done, 1, -1 do
+      if removed[i] then redis.call('HSET', KEYS[i], ARGV[2 * i + 1], removed[i]) end
+    end
+  end
+  for i = 1, n do
+    local key = ARGV[2 * i + 1]
+    local packed = redis.pcall('HGET', KEYS[i], key)
+    if type(packed) == 'table' then
+      undo()
+      error(packed)
+    end
+    if packed then
+      local ok, v, c, u = pcall(struct.unpack, '<I6I6I6', packed)
+      if not ok then
+        undo()
+        error(v)
+      end
+      redis.call('HDEL', KEYS[i], key)
+      removed[i] = packed
+      addEvent(KEYS[2 * n + i], KEYS[3 * n + i], 'D' .. struct.pack('<I6I4', v, #key) .. key)
+      indexRemove(KEYS[n + i], key)
+      local r = 4 * i - 2
+      result[r], result[r + 1], result[r + 2], result[r + 3] = string.sub(packed, 19), v, c, u
+    else
+      local r = 4 * i - 2
+      result[r], result[r + 1], result[r + 2], result[r + 3] = false, false, false, false
+    end
+    done = i
+  end
+  appendFeeds(retention, undo)
+  applyIndexes()
+  return result
+end
+
+if n > 1 then
+  local asRead = true
+  for i = 1, n do
+    if ARGV[2 * i + 2] ~= '' or KEYS[2 * n + i] ~= KEYS[2 * n + 1] then
+      asRead = false
+      break
+    end
+  end
+  if asRead then return deleteAsRead() end
+end
+
 local previous = {}
 local conflicts = { 'VERSION_CONFLICT' }
 
