@@ -39,6 +39,8 @@ event it appends is small, and the stream is capped).
 -- #include feedEntries.lua
 -- indexRemove() and applyIndexes(): indexChanges.lua, likewise.
 -- #include indexChanges.lua
+-- asRead() and readOrUndo(), for deleting as read: asRead.lua, likewise.
+-- #include asRead.lua
 local n = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
 
@@ -54,25 +56,16 @@ local function deleteAsRead()
   end
   for i = 1, n do
     local key = ARGV[2 * i + 1]
-    local packed = redis.pcall('HGET', KEYS[i], key)
-    if type(packed) == 'table' then
-      undo()
-      error(packed)
-    end
+    local packed, v, c, u = readOrUndo(KEYS[i], key, undo)
+    -- Item i's four reply elements start at 4i - 2 (after "OK").
+    local r = 4 * i - 2
     if packed then
-      local ok, v, c, u = pcall(struct.unpack, '<I6I6I6', packed)
-      if not ok then
-        undo()
-        error(v)
-      end
       redis.call('HDEL', KEYS[i], key)
       removed[i] = packed
       addEvent(KEYS[2 * n + i], KEYS[3 * n + i], 'D' .. struct.pack('<I6I4', v, #key) .. key)
       indexRemove(KEYS[n + i], key)
-      local r = 4 * i - 2
       result[r], result[r + 1], result[r + 2], result[r + 3] = string.sub(packed, 19), v, c, u
     else
-      local r = 4 * i - 2
       result[r], result[r + 1], result[r + 2], result[r + 3] = false, false, false, false
     end
     done = i
@@ -82,16 +75,7 @@ local function deleteAsRead()
   return result
 end
 
-if n > 1 then
-  local asRead = true
-  for i = 1, n do
-    if ARGV[2 * i + 2] ~= '' or KEYS[2 * n + i] ~= KEYS[2 * n + 1] then
-      asRead = false
-      break
-    end
-  end
-  if asRead then return deleteAsRead() end
-end
+if asRead(n, 2) then return deleteAsRead() end
 
 local previous = {}
 local conflicts = { 'VERSION_CONFLICT' }

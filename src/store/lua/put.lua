@@ -49,6 +49,8 @@ every batch after an upgrade.)
 -- #include feedEntries.lua
 -- indexAdd() and applyIndexes(): indexChanges.lua, put here by scripts.ts.
 -- #include indexChanges.lua
+-- asRead() and readOrUndo(), for writing as read: asRead.lua, likewise.
+-- #include asRead.lua
 local n = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
 
@@ -66,20 +68,9 @@ local function writeAsRead()
   end
   for i = 1, n do
     local key, value = ARGV[3 * i], ARGV[3 * i + 1]
-    local packed = redis.pcall('HGET', KEYS[i], key)
-    if type(packed) == 'table' then
-      undo()
-      error(packed)
-    end
+    local packed, v, c = readOrUndo(KEYS[i], key, undo)
     local version, created = 1, now
-    if packed then
-      local ok, v, c = pcall(struct.unpack, '<I6I6', packed)
-      if not ok then
-        undo()
-        error(v)
-      end
-      version, created = v + 1, c
-    end
+    if packed then version, created = v + 1, c end
     redis.call('HSET', KEYS[i], key, struct.pack('<I6I6I6', version, created, now) .. value)
     before[i] = packed
     addEvent(KEYS[2 * n + i], KEYS[3 * n + i], 'P' .. struct.pack('<I6I6I6I4I4', version, created, now, #key, #value) .. key .. value)
@@ -91,16 +82,7 @@ local function writeAsRead()
   return result
 end
 
-if n > 1 then
-  local asRead = true
-  for i = 1, n do
-    if ARGV[3 * i + 2] ~= '' or KEYS[2 * n + i] ~= KEYS[2 * n + 1] then
-      asRead = false
-      break
-    end
-  end
-  if asRead then return writeAsRead() end
-end
+if asRead(n, 3) then return writeAsRead() end
 
 local versions = {}
 local created = {}
