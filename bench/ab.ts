@@ -20,11 +20,12 @@
 // Usage: npm run bench:ab -- <rev> [--op get|put|delete|getMany|batchPut|range] [--concurrency 32]
 //                                  [--items 1] [--seconds 1] [--rounds 30] [--keys 100000]
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startApiProcess, type ApiProcess } from '../test/harness/apiProcess.js';
+import { cpuMs } from '../test/measure/cpu.js';
 import { key } from '../test/measure/dataset.js';
 import { deleteKey, loadThrough, startDriver, type Op, type System } from './driver.js';
 import { startLoadedRedis } from './loadedRedis.js';
@@ -52,15 +53,8 @@ const seconds = Number(value('seconds', '1'));
 const rounds = Number(value('rounds', '30'));
 const keys = Number(value('keys', '100000'));
 
-// CPU time is steadier than throughput on a shared machine: the other processes' load moves a
-// system's ops/s far more than it moves what each request costs the system's own process.
-const TICK_MS = 1000 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
-/** User plus system CPU time of process `pid` so far, in ms (proc(5): fields 14 and 15 of stat). */
-function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
-}
+// CPU time (cpuMs) is steadier than throughput on a shared machine: the other processes' load
+// moves a system's ops/s far more than it moves what each request costs the system's own process.
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The other revision's keyspace. */

@@ -27,6 +27,7 @@ import { Redis } from 'ioredis';
 import { defaultLoad } from '../src/config.js';
 import { freePort, startTestRedis } from '../test/harness/redisServer.js';
 import { startArgs } from '../test/harness/startCommand.js';
+import { cpuMs } from '../test/measure/cpu.js';
 import { httpClient } from './driver.js';
 
 const arg = (name: string, def: number) => {
@@ -76,12 +77,6 @@ function histogramPercentile(before: Map<number, number>, after: Map<number, num
     if ((after.get(le) ?? 0) - (before.get(le) ?? 0) >= (p / 100) * total) return le === Infinity ? '> 10 s' : `<= ${le * 1000} ms`;
   }
   return 'n/a';
-}
-
-/** CPU time (user + system) a process has used so far, in ms (clock ticks of 10 ms). */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 function rssMiB(pid: number): number {
