@@ -7,21 +7,20 @@ import { readTokens, type TokenSources } from './auth/tokenSource.js';
 import type { TokenEntry } from './auth/tokens.js';
 import { readTrustedDocuments, type TrustedDocuments } from './auth/trustedDocuments.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
-import { DEFAULT_BUCKETS, MAX_BUCKETS, PREFIX_PATTERN } from './store/keys.js';
+import { MAX_BUCKETS, PREFIX_PATTERN } from './store/keys.js';
 import type { ClusterTarget, RedisTls, SentinelTarget } from './store/redis.js';
 import type { ReplicationOptions } from './store/store.js';
 
 const MiB = 1024 * 1024;
 
-/** A whole number in [min, max] from an environment string. */
+/** A whole number in [min, max] from an environment string; undefined when unset. */
+function optionalInt(min: number, max: number) {
+  return z.string().regex(/^\d+$/, 'expected a whole number').transform(Number).pipe(z.number().int().min(min).max(max)).optional();
+}
+
+/** A whole number in [min, max] from an environment string, `def` when unset. */
 function int(def: number, min: number, max: number) {
-  return z
-    .string()
-    .regex(/^\d+$/, 'expected a whole number')
-    .transform(Number)
-    .pipe(z.number().int().min(min).max(max))
-    .default(String(def) as never)
-    .transform((v) => Number(v));
+  return optionalInt(min, max).transform((v) => v ?? def);
 }
 
 /** A yes/no switch from an environment string. */
@@ -84,9 +83,10 @@ const EnvSchema = z.object({
   KV_MANAGED_REDIS_PORT: int(6390, 1, 65535),
   KV_PREFIX: z.string().regex(PREFIX_PATTERN, 'expected 1-64 characters from A-Z a-z 0-9 _ . : -').default('kv'),
   // Default: 1 on one Redis, CLUSTER_PARTITIONS on a cluster (see loadConfig).
-  KV_PARTITIONS: z.string().regex(/^\d+$/, 'expected a whole number').transform(Number).pipe(z.number().int().min(1).max(1024)).optional(),
-  // Bucket hashes per partition, fixed at creation (README, "The Redis layout, and why").
-  KV_BUCKETS: int(DEFAULT_BUCKETS, 1, MAX_BUCKETS),
+  KV_PARTITIONS: optionalInt(1, 1024),
+  // Bucket hashes per partition, fixed at creation (README, "The Redis layout, and why"). Unset:
+  // an existing keyspace's own count, DEFAULT_BUCKETS for a new one (KvStore.open).
+  KV_BUCKETS: optionalInt(1, MAX_BUCKETS),
   KV_MAX_KEY_BYTES: int(1024, 1, 64 * 1024),
   KV_MAX_VALUE_BYTES: int(1 * MiB, 0, 512 * MiB),
   KV_MAX_BATCH_ITEMS: int(10_000, 1, 1_000_000),
@@ -205,8 +205,11 @@ export interface Config {
   managedRedisPort: number;
   prefix: string;
   partitions: number;
-  /** Bucket hashes per partition: fixed when the keyspace is created. */
-  buckets: number;
+  /**
+   * Bucket hashes per partition: fixed when the keyspace is created. Undefined (KV_BUCKETS
+   * unset): the keyspace's own count, or DEFAULT_BUCKETS when it is new.
+   */
+  buckets: number | undefined;
   redisTimeoutMs: number;
   limits: Limits;
   feed: FeedConfig;

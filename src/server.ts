@@ -150,6 +150,8 @@ export async function startServer(
       replicaReader: replica,
       log: (m) => logger.warn(m),
     });
+    // The bucket count actually in use: with KV_BUCKETS unset it is the keyspace's own.
+    logger.info(`keyspace "${config.prefix}": ${config.partitions} partition(s) of ${store.keys.buckets} buckets`);
     if (store.cluster) rollForward = startRollForward(store, config.load.requestTimeoutMs, logger);
     feed = new FeedHub(store.feedReader(FEED_BLOCK_MS), { bufferSize: config.feed.bufferSize, bufferBytes: config.feed.bufferBytes, largestEventBytes: config.limits.maxKeyBytes + config.limits.maxValueBytes, maxSubscriptions: config.feed.maxSubscriptions, blockMs: FEED_BLOCK_MS, batchSize: 500, log: (m) => logger.warn(m) });
     const metrics = new Metrics();

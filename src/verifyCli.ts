@@ -73,7 +73,8 @@ async function check(
       console.error(await refused(err instanceof Error ? err.message : String(err)));
       return 2;
     }
-    console.log(`kvql verify: ${where}, prefix "${config.prefix}", ${config.partitions} partition(s), ${config.buckets} buckets per partition`);
+    const buckets = config.buckets === undefined ? "the keyspace's own bucket count" : `${config.buckets} buckets per partition`;
+    console.log(`kvql verify: ${where}, prefix "${config.prefix}", ${config.partitions} partition(s), ${buckets}`);
     const report = await verifyKeyspace(redis, { prefix: config.prefix, partitions: config.partitions, buckets: config.buckets });
     console.log(formatReport(report));
     return report.ok ? 0 : 1;

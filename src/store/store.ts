@@ -4,7 +4,7 @@ import type { Cluster } from 'ioredis';
 import { ClusterBatches, scriptKeys, type RollForwardReport } from './clusterBatch.js';
 import { checkScriptReply, fromRedisError, redisRead, StoreError } from './errors.js';
 import { FeedReader } from './feed.js';
-import { DEFAULT_BUCKETS, Keyspace, LAYOUT_VERSION, rateLimitKey, unpackEntry } from './keys.js';
+import { DEFAULT_BUCKETS, Keyspace, LAYOUT_VERSION, metaKey, rateLimitKey, unpackEntry } from './keys.js';
 import { compareKeys, lexArg, maxLower, minUpper, type Bound, type KeyRange } from './order.js';
 import { commandTimeoutOf, duplicateClient, isCluster, type RedisClient } from './redis.js';
 import { registerScripts, type ScriptCommands } from './scripts.js';
@@ -54,7 +54,7 @@ export interface StoreOptions {
   partitions: number;
   /**
    * Bucket hashes per partition (KV_BUCKETS), fixed when the keyspace is created like the
-   * partition count; DEFAULT_BUCKETS when absent.
+   * partition count. When absent: an existing keyspace's own count, or DEFAULT_BUCKETS for a new one.
    */
   buckets?: number;
   /** At least about how many change events each partition's stream keeps (XADD MINID ~). */
@@ -155,13 +155,15 @@ export class KvStore {
    * up in the wrong partitions or buckets), or with another storage layout.
    */
   static async open(redis: RedisClient, opts: StoreOptions): Promise<KvStore> {
-    const buckets = opts.buckets ?? DEFAULT_BUCKETS;
-    const keys = new Keyspace(opts.prefix, opts.partitions, buckets);
     const client = registerScripts(redis);
     // An existing keyspace is only read: an API that restarts while the primary refuses writes
     // (fewer replicas than its min-replicas-to-write) still starts and serves reads. Another
     // layout is refused before anything is written to its meta.
-    let [partitions, storedBuckets, layout] = (await client.hmget(keys.meta, 'partitions', 'buckets', 'layout')) as (string | null)[];
+    let [partitions, storedBuckets, layout] = (await client.hmget(metaKey(opts.prefix), 'partitions', 'buckets', 'layout')) as (string | null)[];
+    // Without a count given, an existing keyspace keeps its own: one made with an older default
+    // still opens after an upgrade that changed DEFAULT_BUCKETS.
+    const buckets = opts.buckets ?? (storedBuckets != null ? Number(storedBuckets) : DEFAULT_BUCKETS);
+    const keys = new Keyspace(opts.prefix, opts.partitions, buckets);
     if (layout === '2' && Number(partitions) === opts.partitions && Number(storedBuckets) === buckets) layout = await moveToLayout3(client, keys, opts.log);
     if (layout != null && layout !== LAYOUT_VERSION) throw layoutError(opts.prefix, layout);
     if (partitions == null || storedBuckets == null || layout == null) {
@@ -183,8 +185,9 @@ export class KvStore {
     }
     if (Number(storedBuckets) !== buckets) {
       throw new Error(
-        `keyspace "${opts.prefix}" was created with ${storedBuckets} buckets per partition, but KV_BUCKETS is ${buckets}; ` +
-          `start with KV_BUCKETS=${storedBuckets} (the bucket count of a keyspace cannot change)`,
+        `keyspace "${opts.prefix}" was created with ${storedBuckets} buckets per partition, but ` +
+          `${opts.buckets !== undefined ? `KV_BUCKETS is ${buckets}` : `this server would have created it with ${buckets}`}; ` +
+          `start with KV_BUCKETS=${storedBuckets} or unset (the bucket count of a keyspace cannot change)`,
       );
     }
     const replication = opts.replication && opts.replication.minReplicas > 0 ? opts.replication : undefined;

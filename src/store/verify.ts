@@ -29,7 +29,7 @@
 import type { Redis } from 'ioredis';
 import { isCluster, type RedisClient } from './redis.js';
 import { decodeEntry, idOfSeq, MalformedEntryError, seqOfId, type DecodedEntry, type PackedEvent } from './feedFormat.js';
-import { bucketOf, DEFAULT_BUCKETS, ENTRY_HEADER_BYTES, Keyspace, LAYOUT_VERSION, partitionOf, unpackEntry } from './keys.js';
+import { bucketOf, DEFAULT_BUCKETS, ENTRY_HEADER_BYTES, Keyspace, LAYOUT_VERSION, MAX_BUCKETS, metaKey, partitionOf, unpackEntry } from './keys.js';
 
 export type ProblemKind =
   /** The meta key is missing or disagrees with the partition count, bucket count or layout. */
@@ -112,7 +112,7 @@ export interface VerifyReport {
 export interface VerifyOptions {
   prefix: string;
   partitions: number;
-  /** Buckets per partition (KV_BUCKETS); DEFAULT_BUCKETS when absent. */
+  /** Buckets per partition (KV_BUCKETS); when absent, the meta key's (DEFAULT_BUCKETS without one). */
   buckets?: number;
   /** COUNT of each SCAN, HSCAN and ZSCAN step. */
   scanCount?: number;
@@ -197,9 +197,14 @@ function ok(reply: Reply | undefined): unknown {
 
 export async function verifyKeyspace(redis: RedisClient, opts: VerifyOptions): Promise<VerifyReport> {
   const t0 = performance.now();
-  const B = opts.buckets ?? DEFAULT_BUCKETS;
-  const keys = new Keyspace(opts.prefix, opts.partitions, B);
   const P = opts.partitions;
+  // The meta key is read first: with no bucket count given, the keyspace is checked against its
+  // own, as KvStore.open serves it.
+  const meta = metaKey(opts.prefix);
+  const [type, len, fields] = await exec(redis.multi().type(meta).hlen(meta).hmget(meta, 'partitions', 'buckets', 'layout'));
+  const storedBuckets = ok(type) === 'hash' ? (ok(fields) as (string | null)[])[1] : null;
+  const B = opts.buckets ?? (storedBuckets != null && /^[1-9]\d{0,6}$/.test(storedBuckets) && Number(storedBuckets) <= MAX_BUCKETS ? Number(storedBuckets) : DEFAULT_BUCKETS);
+  const keys = new Keyspace(opts.prefix, P, B);
   const scanCount = opts.scanCount ?? 1000;
   const batchSize = opts.batchSize ?? 500;
   const streamPage = opts.streamPage ?? 500;
@@ -227,9 +232,8 @@ export async function verifyKeyspace(redis: RedisClient, opts: VerifyOptions): P
     firstSeq: null,
   }));
 
-  // 1. The meta key.
+  // 1. The meta key (read above).
   {
-    const [type, len, fields] = await exec(redis.multi().type(keys.meta).hlen(keys.meta).hmget(keys.meta, 'partitions', 'buckets', 'layout'));
     const t = ok(type) as string;
     if (t === 'none') {
       add({ kind: 'meta', redisKey: keys.meta, message: `${keys.meta} is missing: no keyspace "${opts.prefix}" here (or its meta key was lost)` });

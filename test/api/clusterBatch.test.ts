@@ -135,7 +135,7 @@ describe.skipIf(!onCluster)('multi-partition batches on a cluster', () => {
     const all = [...groups.values()].flat();
     await crashAfterCommit(app, 'eeeeeeeeeeeeeee5', groups, []);
     expect(await versions(app, all)).toEqual([null, null, null]);
-    const api = await startApiProcess({ redisUrl: '', prefix: app.prefix, partitions: PARTITIONS, env: { REDIS_CLUSTER_NODES: inject('clusterNodes'), KV_BUCKETS: process.env.KV_TEST_BUCKETS ?? '16384' } });
+    const api = await startApiProcess({ redisUrl: '', prefix: app.prefix, partitions: PARTITIONS, env: { REDIS_CLUSTER_NODES: inject('clusterNodes'), KV_BUCKETS: String(BUCKETS) } });
     try {
       let got: (number | null)[] = [null];
       for (let i = 0; i < 100 && !got.every((v) => v === 1); i++) {

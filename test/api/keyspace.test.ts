@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { createRedis } from '../../src/store/redis.js';
-import { bucketOf, ENTRY_HEADER_BYTES, Keyspace, packEntry, partitionOf, unpackEntry } from '../../src/store/keys.js';
+import { bucketOf, DEFAULT_BUCKETS, ENTRY_HEADER_BYTES, Keyspace, packEntry, partitionOf, unpackEntry } from '../../src/store/keys.js';
 import { KvStore } from '../../src/store/store.js';
 import { verifyKeyspace } from '../../src/store/verify.js';
 import { BUCKETS, clusterSeedsFromEnv, createTestApp, keysOf, PARTITIONS, uniquePrefix, type TestApp } from '../harness/app.js';
@@ -31,12 +31,38 @@ it('records the bucket count at creation and refuses to open the keyspace with a
   await expect(KvStore.open(app.redis, { prefix: app.prefix, partitions: PARTITIONS, buckets: other })).rejects.toThrow(
     `keyspace "${app.prefix}" was created with ${BUCKETS} buckets per partition, but KV_BUCKETS is ${other}; start with KV_BUCKETS=${BUCKETS}`,
   );
-  // Without a count, the default (16384) is meant.
+  // Without a count, a new keyspace gets the default (32768).
   const fresh = uniquePrefix('default-buckets');
   const store = await KvStore.open(app.redis, { prefix: fresh, partitions: 1 });
-  expect(store.keys.buckets).toBe(16_384);
-  expect(await app.redis.hget(`${fresh}:meta`, 'buckets')).toBe('16384');
+  expect(store.keys.buckets).toBe(DEFAULT_BUCKETS);
+  expect(DEFAULT_BUCKETS).toBe(32_768);
+  expect(await app.redis.hget(`${fresh}:meta`, 'buckets')).toBe('32768');
   await app.redis.del(`${fresh}:meta`);
+});
+
+it('opens an existing keyspace with its own bucket count when none is given: one made with an older default survives the upgrade', async () => {
+  const old = uniquePrefix('old-default');
+  const before = await KvStore.open(app.redis, { prefix: old, partitions: PARTITIONS, buckets: 16_384 });
+  const items = Array.from({ length: 20 }, (_, i) => ({ key: `k${i}`, value: `v${i}` }));
+  await before.batchPut(items);
+
+  const store = await KvStore.open(app.redis, { prefix: old, partitions: PARTITIONS });
+  expect(store.keys.buckets).toBe(16_384);
+  expect(await app.redis.hget(`${old}:meta`, 'buckets')).toBe('16384');
+  // Its keys are found where the old count put them, and new writes go to the same buckets.
+  expect((await store.getMany(items.map((i) => i.key))).map((e) => e?.value)).toEqual(items.map((i) => i.value));
+  await store.put({ key: 'k0', value: 'again' });
+  expect(await app.redis.hexists(before.keys.bucket('k0', partitionOf('k0', PARTITIONS)), 'k0')).toBe(1);
+  // verify, given no count either, checks it against its own.
+  const report = await verifyKeyspace(app.redis, { prefix: old, partitions: PARTITIONS });
+  expect(report.problems).toEqual([]);
+  expect(report.buckets).toBe(16_384);
+  // A count given that is not its own is still refused.
+  await expect(KvStore.open(app.redis, { prefix: old, partitions: PARTITIONS, buckets: DEFAULT_BUCKETS })).rejects.toThrow(
+    `was created with 16384 buckets per partition, but KV_BUCKETS is ${DEFAULT_BUCKETS}; start with KV_BUCKETS=16384 or unset`,
+  );
+  for (const k of await keysOf(app.redis, old)) await app.redis.del(k);
+  await app.redis.del(`${old}:meta`);
 });
 
 it('refuses a keyspace of layout 1 (one hash per key), and leaves its meta key as it was', async () => {

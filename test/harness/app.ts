@@ -35,7 +35,7 @@ export async function openStore(url: string, prefix: string, partitions: number)
 }
 
 export const PARTITIONS = Number(process.env.KV_TEST_PARTITIONS ?? '1');
-/** Buckets per partition: the default (16384) in one project, a handful in the other, so that
+/** Buckets per partition: the default (DEFAULT_BUCKETS) in one project, a handful in the other, so that
  * there most keys share their bucket with others. */
 export const BUCKETS = Number(process.env.KV_TEST_BUCKETS ?? String(DEFAULT_BUCKETS));
 /**

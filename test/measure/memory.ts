@@ -1,9 +1,9 @@
 // `npm run measure:memory`: Redis memory per key for kvql's layout (bucketed hashes plus the
 // sorted-set index), for 16-byte keys and 100-byte values, as quoted in the README: with the
-// bucket count the sizing rule gives (keys / 100), with the default KV_BUCKETS (16384), with
+// bucket count the sizing rule gives (keys / 30), with the default KV_BUCKETS (32768), with
 // too few buckets (over 1024 keys each: hashtables), with Redis's default listpack limits
 // instead of redis.conf's; and per change-feed event.
-// Usage: npm run measure:memory [-- <keys> [<buckets>]]   (default 200000 keys, keys/100 buckets)
+// Usage: npm run measure:memory [-- <keys> [<buckets>]]   (default 200000 keys, keys/30 buckets)
 import type { Redis } from 'ioredis';
 import { createRedis } from '../../src/store/redis.js';
 import { DEFAULT_BUCKETS } from '../../src/store/keys.js';
@@ -12,7 +12,7 @@ import { startTestRedis } from '../harness/redisServer.js';
 import { BATCH, key, loadKeys, usedMemory, VALUE } from './dataset.js';
 
 const N = Number(process.argv[2] ?? 200_000);
-const SIZED = Number(process.argv[3] ?? Math.max(1, Math.round(N / 100)));
+const SIZED = Number(process.argv[3] ?? Math.max(1, Math.round(N / 30)));
 
 async function withStore(
   extra: string[],
@@ -63,7 +63,7 @@ async function perEvent(label: string, events: number, perWrite: number): Promis
   });
 }
 
-await perKey('data, redis.conf, buckets = keys / 100', SIZED, []);
+await perKey('data, redis.conf, buckets = keys / 30', SIZED, []);
 if (SIZED !== DEFAULT_BUCKETS) await perKey(`data, redis.conf, default KV_BUCKETS`, DEFAULT_BUCKETS, []);
 await perKey('data, redis.conf, buckets = keys / 2000 (hashtables)', Math.max(1, Math.round(N / 2000)), []);
 await perKey('data, Redis default listpack limits (128 entries, 64 B)', SIZED, [

@@ -35,7 +35,8 @@ describe('loadConfig', () => {
       managedRedisPort: 6390,
       prefix: 'kv',
       partitions: 1,
-      buckets: 16_384,
+      // Unset: the keyspace's own count, DEFAULT_BUCKETS for a new one (KvStore.open).
+      buckets: undefined,
       redisTimeoutMs: 2000,
       feed: { retention: 100_000, bufferSize: 1000, bufferBytes: 16 * 1024 * 1024, maxSubscriptions: 10_000 },
       limits: {
