@@ -14,7 +14,7 @@ import { createLogger } from '../../src/log.js';
 import { ACL_FILE, ADMIN_PASSWORD_FILE, KVQL_PASSWORD_FILE, REDIS_CONF, startManagedRedis, type ManagedRedis } from '../../src/managedRedis.js';
 import { kvqlAclRules, newPassword } from '../../src/redisAcl.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { LAYOUT_VERSION } from '../../src/store/keys.js';
+import { Keyspace, LAYOUT_VERSION } from '../../src/store/keys.js';
 import { createRedis } from '../../src/store/redis.js';
 import { KvStore } from '../../src/store/store.js';
 import { verifyKeyspace } from '../../src/store/verify.js';
@@ -175,6 +175,46 @@ describe('kvql as ACL user kvql, on a Redis whose default user is off', () => {
     // Nothing kvql did was refused, not even a command whose failure is ignored.
     const log = (await once(redis.admin, (r) => r.call('ACL', 'LOG'))) as unknown[][];
     expect(log.map((entry) => JSON.stringify(entry))).toEqual([]);
+  });
+
+  it('a batch moves its feed counter with one INCRBY; an ACL user from a users.acl without INCRBY still writes, one INCR per event', async () => {
+    const keyspace = new Keyspace(prefix, 4, 8);
+    // Keys of one partition: one stream and one counter, so the batch's four events move it together.
+    const keys = Array.from({ length: 200 }, (_, i) => `c:${i}`).filter((k) => keyspace.partition(k) === 1).slice(0, 4);
+    const calls = async (command: string) => Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(await once(redis.admin, (r) => r.info('commandstats')))?.[1] ?? 0);
+    const counter = async () => Number(await once(redis.admin, (r) => r.get(keyspace.sequence(1))));
+    const batch = async (store: KvStore) => (await store.batchPut(keys.map((key) => ({ key, value: 'v' })))).map((e) => e.version);
+
+    const store = await KvStore.open(kvql, { prefix, partitions: 4, buckets: 8 });
+    let [incrby, incr, seq] = [await calls('incrby'), await calls('incr'), await counter()];
+    expect(await batch(store)).toEqual([1, 1, 1, 1]);
+    expect([await calls('incrby') - incrby, await calls('incr') - incr, await counter() - seq]).toEqual([1, 0, 4]);
+
+    // The same rules as users.acl's but INCRBY, as an ACL made by hand before it was granted.
+    const oldPassword = newPassword();
+    const rules = kvqlAclRules({ prefix, password: oldPassword }).split(' ').filter((r) => r !== '+incrby');
+    expect(rules).toContain('+incr');
+    await once(redis.admin, (r) => r.call('ACL', 'SETUSER', 'kvql-old', ...rules));
+    const old = new Redis(`redis://kvql-old:${oldPassword}@127.0.0.1:${redis.port}`, { lazyConnect: true, maxRetriesPerRequest: 0 });
+    old.on('error', () => {});
+    await old.connect();
+    try {
+      const oldStore = await KvStore.open(old, { prefix, partitions: 4, buckets: 8 });
+      [incrby, incr, seq] = [await calls('incrby'), await calls('incr'), await counter()];
+      expect(await batch(oldStore)).toEqual([2, 2, 2, 2]);
+      // Refused INCRBY calls are counted as failed, not as calls: the counter moved by INCRs.
+      expect([await calls('incrby') - incrby, await calls('incr') - incr, await counter() - seq]).toEqual([0, 4, 4]);
+      const log = (await once(redis.admin, (r) => r.call('ACL', 'LOG'))) as unknown[][];
+      expect(log.map((entry) => JSON.stringify(entry))).toEqual([expect.stringMatching(/"object","incrby","username","kvql-old"/)]);
+      // Every event is in the feed, in order, and the keyspace checks out.
+      expect((await oldStore.get(keys[0]!))?.version).toBe(2);
+      const report = await verifyKeyspace(kvql, { prefix, partitions: 4, buckets: 8 });
+      expect(report.ok, JSON.stringify(report.problems)).toBe(true);
+    } finally {
+      old.disconnect();
+      await once(redis.admin, (r) => r.call('ACL', 'DELUSER', 'kvql-old'));
+      await once(redis.admin, (r) => r.call('ACL', 'LOG', 'RESET'));
+    }
   });
 
   it('kvql is refused FLUSHALL, CONFIG, KEYS, DEBUG, SHUTDOWN and every other command it is not given', async () => {

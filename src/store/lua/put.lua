@@ -39,10 +39,9 @@ bucket of another type, or XADD refuse, the entries written so far are put back 
 the new field removed) before the script raises the same error: the store is as it was, and the
 AOF holds the writes and their undoing in the script's one MULTI/EXEC.
 
-The new keys go into each index after the items, one ZADD per 500 (indexChanges.lua). (The
-sequence counters still move with one INCR per event: INCRBY would be one call per counter, but
-kvql's ACL user (users.acl) has no INCRBY, and hand-made ACL lines copied from it would refuse
-every batch after an upgrade.)
+The new keys go into each index after the items, one ZADD per 500 (indexChanges.lua), and each
+sequence counter moves with one INCRBY (feedEntries.lua's moveCounter, which falls back to one
+INCR per event for an ACL user without INCRBY).
 ]]
 -- The change feed's entries, addEvent(), appendFeeds() and appendEvent(): feedEntries.lua, put
 -- here by scripts.ts.
