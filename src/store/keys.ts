@@ -35,6 +35,9 @@ export const LAYOUT_VERSION = '3';
 export const DEFAULT_BUCKETS = 32_768;
 export const MAX_BUCKETS = 1_048_576;
 
+/** Whether `n` can be a keyspace's bucket count: a whole number in 1..MAX_BUCKETS. */
+export const isBucketCount = (n: number): boolean => Number.isInteger(n) && n >= 1 && n <= MAX_BUCKETS;
+
 /** The packed entry's header: version, createdAt, updatedAt, 6 bytes each. */
 export const ENTRY_HEADER_BYTES = 18;
 
@@ -106,7 +109,7 @@ export class Keyspace {
     readonly buckets: number = DEFAULT_BUCKETS,
   ) {
     if (!PREFIX_PATTERN.test(prefix)) throw new Error(`invalid key prefix ${JSON.stringify(prefix)}`);
-    if (!Number.isInteger(buckets) || buckets < 1 || buckets > MAX_BUCKETS) throw new Error(`invalid bucket count ${buckets}`);
+    if (!isBucketCount(buckets)) throw new Error(`invalid bucket count ${buckets}`);
     this.meta = metaKey(prefix);
     this.tags = Array.from({ length: partitions }, (_, p) => `{${prefix}:${p}}`);
   }

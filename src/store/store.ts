@@ -4,7 +4,7 @@ import type { Cluster } from 'ioredis';
 import { ClusterBatches, scriptKeys, type RollForwardReport } from './clusterBatch.js';
 import { checkScriptReply, fromRedisError, redisRead, StoreError } from './errors.js';
 import { FeedReader } from './feed.js';
-import { DEFAULT_BUCKETS, Keyspace, LAYOUT_VERSION, metaKey, rateLimitKey, unpackEntry } from './keys.js';
+import { DEFAULT_BUCKETS, isBucketCount, Keyspace, LAYOUT_VERSION, MAX_BUCKETS, metaKey, rateLimitKey, unpackEntry } from './keys.js';
 import { compareKeys, lexArg, maxLower, minUpper, type Bound, type KeyRange } from './order.js';
 import { commandTimeoutOf, duplicateClient, isCluster, type RedisClient } from './redis.js';
 import { registerScripts, type ScriptCommands } from './scripts.js';
@@ -163,6 +163,7 @@ export class KvStore {
     // Without a count given, an existing keyspace keeps its own: one made with an older default
     // still opens after an upgrade that changed DEFAULT_BUCKETS.
     const buckets = opts.buckets ?? (storedBuckets != null ? Number(storedBuckets) : DEFAULT_BUCKETS);
+    if (!isBucketCount(buckets)) throw new Error(`keyspace "${opts.prefix}": its meta key says ${JSON.stringify(storedBuckets)} buckets, not a bucket count (1-${MAX_BUCKETS})`);
     const keys = new Keyspace(opts.prefix, opts.partitions, buckets);
     if (layout === '2' && Number(partitions) === opts.partitions && Number(storedBuckets) === buckets) layout = await moveToLayout3(client, keys, opts.log);
     if (layout != null && layout !== LAYOUT_VERSION) throw layoutError(opts.prefix, layout);

@@ -29,7 +29,7 @@
 import type { Redis } from 'ioredis';
 import { isCluster, type RedisClient } from './redis.js';
 import { decodeEntry, idOfSeq, MalformedEntryError, seqOfId, type DecodedEntry, type PackedEvent } from './feedFormat.js';
-import { bucketOf, DEFAULT_BUCKETS, ENTRY_HEADER_BYTES, Keyspace, LAYOUT_VERSION, MAX_BUCKETS, metaKey, partitionOf, unpackEntry } from './keys.js';
+import { bucketOf, DEFAULT_BUCKETS, ENTRY_HEADER_BYTES, isBucketCount, Keyspace, LAYOUT_VERSION, metaKey, partitionOf, unpackEntry } from './keys.js';
 
 export type ProblemKind =
   /** The meta key is missing or disagrees with the partition count, bucket count or layout. */
@@ -202,8 +202,8 @@ export async function verifyKeyspace(redis: RedisClient, opts: VerifyOptions): P
   // own, as KvStore.open serves it.
   const meta = metaKey(opts.prefix);
   const [type, len, fields] = await exec(redis.multi().type(meta).hlen(meta).hmget(meta, 'partitions', 'buckets', 'layout'));
-  const storedBuckets = ok(type) === 'hash' ? (ok(fields) as (string | null)[])[1] : null;
-  const B = opts.buckets ?? (storedBuckets != null && /^[1-9]\d{0,6}$/.test(storedBuckets) && Number(storedBuckets) <= MAX_BUCKETS ? Number(storedBuckets) : DEFAULT_BUCKETS);
+  const stored = ok(type) === 'hash' ? Number((ok(fields) as (string | null)[])[1] ?? NaN) : NaN;
+  const B = opts.buckets ?? (isBucketCount(stored) ? stored : DEFAULT_BUCKETS);
   const keys = new Keyspace(opts.prefix, P, B);
   const scanCount = opts.scanCount ?? 1000;
   const batchSize = opts.batchSize ?? 500;

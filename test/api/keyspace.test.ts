@@ -65,6 +65,18 @@ it('opens an existing keyspace with its own bucket count when none is given: one
   await app.redis.del(`${old}:meta`);
 });
 
+it('refuses, with its meta key named, a keyspace whose stored bucket count is not one', async () => {
+  const broken = uniquePrefix('bad-buckets');
+  await app.redis.hset(`${broken}:meta`, 'partitions', String(PARTITIONS), 'buckets', 'many', 'layout', '3');
+  await expect(KvStore.open(app.redis, { prefix: broken, partitions: PARTITIONS })).rejects.toThrow(
+    `keyspace "${broken}": its meta key says "many" buckets, not a bucket count (1-1048576)`,
+  );
+  // verify, given no count, checks against the default and reports the meta key.
+  const report = await verifyKeyspace(app.redis, { prefix: broken, partitions: PARTITIONS });
+  expect(report.problems.map((p) => p.message)).toContain(`${broken}:meta says many buckets per partition; verifying with ${DEFAULT_BUCKETS}`);
+  await app.redis.del(`${broken}:meta`);
+});
+
 it('refuses a keyspace of layout 1 (one hash per key), and leaves its meta key as it was', async () => {
   const old = uniquePrefix('layout-1');
   await app.redis.hset(`${old}:meta`, 'partitions', '1', 'layout', '1');
