@@ -18,6 +18,7 @@ let reader: FeedReader;
 let hub: FeedHub;
 /** How many times the loop has asked Redis for new events. */
 let reads = 0;
+let heads: HeadsCounter;
 
 beforeAll(async () => {
   app = await createTestApp('feed-hub');
@@ -27,6 +28,7 @@ beforeAll(async () => {
     reads++;
     return wait(...args);
   };
+  heads = countHeads(reader);
   hub = new FeedHub(reader, { bufferSize: 100, bufferBytes: 1_000_000, blockMs: BLOCK_MS, batchSize: 100 });
 });
 
@@ -51,6 +53,44 @@ async function readsSettle(): Promise<number> {
   }
 }
 
+interface HeadsCounter {
+  /** Reads of the feed's heads asked for so far (a loop's start, each fresh subscription's). */
+  readonly asked: number;
+  /**
+   * Waits until `subscriptions` fresh subscriptions, made after `before` reads were asked for,
+   * have read the heads they start from: a write after that reaches them. (A fixed 50 ms sleep
+   * was not enough on a loaded machine, where a cluster's heads took longer.)
+   */
+  subscribed(before: number, subscriptions: number): Promise<void>;
+}
+
+/** Counts `reader`'s reads of the feed's heads, asked for and answered. */
+function countHeads(reader: FeedReader): HeadsCounter {
+  let asked = 0;
+  let answered = 0;
+  const read = reader.heads.bind(reader);
+  reader.heads = async () => {
+    asked++;
+    try {
+      return await read();
+    } finally {
+      answered++;
+    }
+  };
+  return {
+    get asked() {
+      return asked;
+    },
+    async subscribed(before, subscriptions) {
+      const deadline = Date.now() + 10_000;
+      while (asked - before < subscriptions || answered < asked) {
+        if (Date.now() > deadline) throw new Error('the subscriptions did not read the feed heads within 10 s');
+        await sleep(5);
+      }
+    },
+  };
+}
+
 /** The next `n` deliveries of a subscription, in order. */
 async function take(sub: AsyncGenerator<Delivery>, n: number): Promise<Delivery[]> {
   const out: Delivery[] = [];
@@ -64,9 +104,10 @@ async function take(sub: AsyncGenerator<Delivery>, n: number): Promise<Delivery[
 
 describe('the feed hub', () => {
   it('stops reading once its last subscription ends, and a later one (fresh or resuming) gets exactly its events', async () => {
+    const asked = heads.asked;
     const first = hub.subscribe({ range: prefixRange('') });
     const pending = first.next();
-    await sleep(50); // subscribed (from the heads) before the write
+    await heads.subscribed(asked, 1); // subscribed (from the heads) before the write
     await put('a');
     const a = await pending;
     expect(a.done).toBe(false);
@@ -97,9 +138,10 @@ describe('the feed hub', () => {
     expect(reads).toBeGreaterThan(stoppedAt);
 
     // A fresh subscription starts at the head: none of the earlier events.
+    const askedFresh = heads.asked;
     const fresh = hub.subscribe({ range: prefixRange('') });
     const next = fresh.next();
-    await sleep(50);
+    await heads.subscribed(askedFresh, 1);
     await put('d');
     expect(((await next).value as Delivery).event.key).toBe('d');
     expect(((await resumed.next()).value as Delivery).event.key).toBe('d');
@@ -119,14 +161,16 @@ describe('the byte bound on what a subscription leaves unread (bufferBytes)', ()
     const BOUND = 10_000;
     const VALUE = 'x'.repeat(2000);
     // bufferSize alone (1000 events) would let the slow one hold every event of this test.
-    const bytesHub = new FeedHub(app.store.feedReader(BLOCK_MS), { bufferSize: 1000, bufferBytes: BOUND, blockMs: BLOCK_MS, batchSize: 100 });
+    const bytesReader = app.store.feedReader(BLOCK_MS);
+    const bytesHeads = countHeads(bytesReader);
+    const bytesHub = new FeedHub(bytesReader, { bufferSize: 1000, bufferBytes: BOUND, blockMs: BLOCK_MS, batchSize: 100 });
     try {
       const range = prefixRange('big:');
       const fast = bytesHub.subscribe({ range });
       const slow = bytesHub.subscribe({ range });
       const fastFirst = fast.next();
       const slowFirst = slow.next(); // its only read until the end
-      await sleep(50); // both subscribed (from the heads) before the writes
+      await bytesHeads.subscribed(0, 2); // both subscribed (from the heads) before the writes
       const got: string[] = [];
 
       // One write of 40 KB (20 events, all in one partition: one script, one stream): one read
