@@ -92,6 +92,24 @@ it('a stream that refuses XADD (an entry past its counter) after the entries wer
   expect(await stateOf()).toEqual(before);
 });
 
+it('a feed counter that is not a count, read after the entries were written: the batch fails and nothing changed', async () => {
+  // "1e3" and " 7" are numbers to Lua's tonumber, not to INCRBY; a hash is of another type.
+  for (const [i, bad] of ['abc', '1e3', ' 7', { h: 'x' }].entries()) {
+    const { items } = await scene(`undo-counter-${i}:`);
+    const counter = app.store.keys.sequence(app.store.keys.partition(items[0]!.key));
+    const count = (await app.redis.get(counter))!;
+    if (typeof bad === 'string') await app.redis.set(counter, bad);
+    else await app.redis.multi().del(counter).hset(counter, bad).exec();
+    const before = await stateOf();
+    await expect(app.store.batchPut(items)).rejects.toThrow(typeof bad === 'string' ? /feed counter .* not a count/ : /WRONGTYPE/);
+    // Compare-and-set (checked first, then events, then entries) and a single put stop too.
+    await expect(app.store.batchPut([{ key: items[0]!.key, value: 'x' }, { key: items[1]!.key, value: 'y', expectedVersion: 0 }])).rejects.toThrow();
+    await expect(app.store.put({ key: items[1]!.key, value: 'alone' })).rejects.toThrow();
+    expect(await stateOf()).toEqual(before);
+    await app.redis.multi().del(counter).set(counter, count).exec();
+  }
+});
+
 it('the same batch without the bad item writes every entry, its events and its index entries', async () => {
   const { items, bad, old1, old2 } = await scene('undo-none:');
   const good = items.filter((i) => i.key !== bad);
@@ -150,6 +168,16 @@ it('deleteRange within one partition: a stream that refuses XADD after the delet
   await app.redis.xadd(app.store.keys.stream(p), `0-${counter + 1000}`, 'x', 'written by someone else');
   const before = await stateOf();
   await expect(app.store.deleteRange(prefixRange('undo-del-xadd:'), 100)).rejects.toThrow(/XADD/);
+  expect(await stateOf()).toEqual(before);
+});
+
+it('deleteRange within one partition: a feed counter that is not a count fails it after the deletes, and nothing changed', async () => {
+  const { stored } = await rangeScene('undo-del-counter:');
+  const counter = app.store.keys.sequence(app.store.keys.partition(stored[0]!));
+  await app.redis.set(counter, '12abc');
+  const before = await stateOf();
+  await expect(app.store.deleteRange(prefixRange('undo-del-counter:'), 100)).rejects.toThrow(/feed counter .* not a count/);
+  await expect(app.store.delete(stored[1]!)).rejects.toThrow(/feed counter .* not a count/);
   expect(await stateOf()).toEqual(before);
 });
 

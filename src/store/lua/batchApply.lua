@@ -21,7 +21,8 @@ Returns
        {"OK", now_ms, version_1, created_ms_1, ..., version_n, created_ms_n}, the same reply
        every time once applied
        {"GONE"}  the part hash does not exist: never prepared, forgotten, or expired
-Errors  a stored entry shorter than its header raises a script error before anything is written
+Errors  a stored entry shorter than its header, or a feed counter that is not a count, raises a
+        script error before anything is written
 
 Events as put.lua: one stream entry per stream, appended before the entries are written.
 ]]

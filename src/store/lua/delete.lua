@@ -21,16 +21,17 @@ Returns
        where an absent item has four `false` (nil) values (and no event)
 Errors (returned as the first element, nothing is deleted)
        {"VERSION_CONFLICT", key_a, actual_version_a, ...}
-       A stored entry shorter than its header (corruption), or a bucket of another type, raises
-       a script error with the store as it was.
+       A stored entry shorter than its header (corruption), a bucket of another type, or a feed
+       counter that is not a count (feedEntries.lua), raises a script error with the store as it
+       was.
 
 A DELETE event: "D", the deleted version, key length, key. As in put.lua, the feed's entries
 are appended before anything is deleted, except where several keys of one partition are
 deleted without an expected version (a deleteRange within one partition, a group of deletes):
 as put.lua writes as read, each entry is deleted as soon as it is read, while its bucket is
 still in the CPU's cache, and the events follow; should an entry turn out unreadable, a bucket
-of another type, or XADD refuse, the entries deleted so far are put back (their old bytes)
-before the script raises the same error, so the store is as it was.
+of another type, a feed counter not a count, or XADD refuse, the entries deleted so far are put
+back (their old bytes) before the script raises the same error, so the store is as it was.
 allow-oom: deleting frees memory, so it must keep working when Redis is at maxmemory (the
 event it appends is small, and the stream is capped).
 ]]

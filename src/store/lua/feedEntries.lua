@@ -18,7 +18,9 @@ appendEvent(stream, counter, event, retention)
                                   queue's tables (a single put or delete: about 5 µs less in Redis)
 XADD fails only when the stream holds an entry past its counter (not written by kvql): called
 before any other write, it then stops a write within one partition having written nothing; a
-caller that wrote first passes `undo`.
+caller that wrote first passes `undo`. Both read every counter first and raise, having written
+nothing (or after `undo`), for a counter that is not a whole number or not a string (a foreign
+write): "kvql: the feed counter <key> holds "<value>", not a count", or Redis's WRONGTYPE.
 ]]
 -- Events go into entries of at most FEED_ENTRY_BYTES (an event larger than that gets an entry of
 -- its own), so a reader's memory per entry stays bounded however large the batch, and a batch of
@@ -62,10 +64,26 @@ local function moveCounter(counter, n)
   if n > 1 and type(redis.pcall('INCRBY', counter, n)) ~= 'table' then return end
   for _ = 1, n do redis.call('INCR', counter) end
 end
+-- A sequence counter's value. Only kvql writes it, always a whole number; one that is not (a
+-- foreign write) would make the event numbers nonsense, or INCRBY refuse after the events are in
+-- the stream. So it is read strictly (Lua's tonumber takes " 1", "1e3", "0x10"), and anything
+-- else raises, after `undo` (if given) has put back what the caller wrote.
+local function counterValue(counter, undo)
+  local raw = redis.pcall('GET', counter)
+  if raw == false then return 0 end
+  if type(raw) == 'string' and string.match(raw, '^%d+$') then return tonumber(raw) end
+  if undo then undo() end
+  if type(raw) == 'table' then error(raw) end
+  error('kvql: the feed counter ' .. counter .. ' holds "' .. raw .. '", not a count')
+end
 local function appendFeeds(retention, undo)
-  for _, stream in ipairs(streams) do
+  -- Every counter is read before the first XADD, so a bad one stops the write with no event in
+  -- any stream.
+  local lasts = {}
+  for i, stream in ipairs(streams) do lasts[i] = counterValue(feeds[stream].counter, undo) end
+  for i, stream in ipairs(streams) do
     local feed = feeds[stream]
-    local last = tonumber(redis.call('GET', feed.counter) or '0')
+    local last = lasts[i]
     for _, entry in ipairs(feed.entries) do
       last = last + entry.n
       xaddEntry(stream, last - entry.n + 1, last, table.concat(entry, '', 1, entry.n), retention, undo)
@@ -74,7 +92,7 @@ local function appendFeeds(retention, undo)
   end
 end
 local function appendEvent(stream, counter, event, retention)
-  local seq = tonumber(redis.call('GET', counter) or '0') + 1
+  local seq = counterValue(counter) + 1
   xaddEntry(stream, seq, seq, event, retention)
   redis.call('INCR', counter)
 end

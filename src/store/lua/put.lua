@@ -20,8 +20,9 @@ Returns
        {"OK", now_ms, version_1, created_ms_1, ..., version_n, created_ms_n}
 Errors (returned as the first element, nothing is written)
        {"VERSION_CONFLICT", key_a, actual_version_a, key_b, actual_version_b, ...}
-       A stored entry shorter than its header (corruption), or a bucket of another type, raises
-       a script error with the store as it was (see "written as read" below).
+       A stored entry shorter than its header (corruption), a bucket of another type, or a feed
+       counter that is not a count (feedEntries.lua), raises a script error with the store as it
+       was (see "written as read" below).
 
 A PUT event: "P", version, createdAt ms, updatedAt ms, key length, value length, key, value.
 Every compare-and-set is checked before anything is written, so a conflict leaves the store
@@ -35,9 +36,10 @@ one partition, a group of puts from writeGroups.ts), each entry is written as so
 read, while its bucket is still in the CPU's cache, and the events follow. Reading every bucket
 first and writing them all after cost Redis about 10% more per batch of 1,000 new keys on a
 million (docs/layout.md, "Entries written as read"). Should an entry turn out unreadable, a
-bucket of another type, or XADD refuse, the entries written so far are put back (old bytes, or
-the new field removed) before the script raises the same error: the store is as it was, and the
-AOF holds the writes and their undoing in the script's one MULTI/EXEC.
+bucket of another type, a feed counter not a count, or XADD refuse, the entries written so far
+are put back (old bytes, or the new field removed) before the script raises the same error:
+the store is as it was, and the AOF holds the writes and their undoing in the script's one
+MULTI/EXEC.
 
 The new keys go into each index after the items, one ZADD per 500 (indexChanges.lua), and each
 sequence counter moves with one INCRBY (feedEntries.lua's moveCounter, which falls back to one
