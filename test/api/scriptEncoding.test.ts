@@ -1,9 +1,8 @@
 // How script calls are written to Redis (src/store/scripts.ts flatWritable): a call of 64
 // arguments or more as one flat RESP string when every argument is ASCII, as ioredis writes it
-// otherwise. A bulk string's header
-// counts bytes, so a wrong count for a non-ASCII argument would corrupt the call: these writes
-// of keys and values in several UTF-8 lengths must come back byte for byte, from the store, from
-// the bucket hashes and from the change feed.
+// otherwise. A bulk string's header counts bytes, so a wrong count for a non-ASCII argument
+// would corrupt the call: these writes of keys and values in several UTF-8 lengths must come
+// back byte for byte, from the store, from the bucket hashes and from the change feed.
 import { Command } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { flatWritable } from '../../src/store/scripts.js';
