@@ -128,6 +128,40 @@ describe.skipIf(!onCluster)('multi-partition batches on a cluster', () => {
     await app.store.rollForward(0);
   });
 
+  it('a part that fails after writing some entries (an unreadable one) puts them back, stays unapplied, and applies once mended', async () => {
+    const app = await createTestApp('xbatch-undo');
+    apps.push(app);
+    const groups = keysByPartition(app, 'u', 2, 4);
+    const ks = app.store.keys;
+    const id = 'fffffffffffffff6';
+    const [p] = [...groups.keys()] as [number];
+    const keys = groups.get(p)!;
+    // Part p writes keys[0] (stored before) and keys[1] as it reads them, then finds keys[2] unreadable.
+    await app.store.put({ key: keys[0]!, value: 'before' });
+    await app.redis.hset(ks.bucket(keys[2]!), keys[2]!, 'short');
+    await crashAfterCommit(app, id, groups, []);
+    const stateOf = async () => ({
+      entries: await Promise.all(keys.map((k) => app.redis.hgetBuffer(ks.bucket(k), k))),
+      indexed: await Promise.all(keys.map((k) => app.redis.zscore(ks.index(p), k))),
+      events: (await streamEvents(app.redis, ks.stream(p))).length,
+      counter: await app.redis.get(ks.sequence(p)),
+      part: await app.redis.hget(ks.batchPart(p, id), 's'),
+    });
+    const before = await stateOf();
+    const redis = app.redis as unknown as ScriptCommands;
+    const apply = () => redis.kvBatchApply(1 + 4 * keys.length, ks.batchPart(p, id), ...scriptKeys(ks, keys), String(keys.length), '1000', ...keys.flatMap((k) => [k, `v:${k}`]));
+    await expect(apply()).rejects.toThrow(/too short/);
+    expect(await stateOf()).toEqual(before);
+    expect(before.part).not.toBe('applied');
+    await app.redis.hdel(ks.bucket(keys[2]!), keys[2]!);
+    const reply = await apply();
+    expect(reply.filter((_, i) => i >= 2 && i % 2 === 0)).toEqual([2, 1, 1, 1]);
+    expect(await app.redis.hget(ks.batchPart(p, id), 's')).toBe('applied');
+    expect((await streamEvents(app.redis, ks.stream(p))).map((e) => [e.key, e.version])).toEqual([[keys[0], 1], ...keys.map((k, i) => [k, i === 0 ? 2 : 1])]);
+    await app.store.rollForward(0);
+    expect(await versions(app, keys)).toEqual([2, 1, 1, 1]);
+  });
+
   it('an API process rolls forward the batches left pending when it starts', async () => {
     const app = await createTestApp('xbatch-process');
     apps.push(app);

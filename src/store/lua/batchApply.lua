@@ -21,15 +21,20 @@ Returns
        {"OK", now_ms, version_1, created_ms_1, ..., version_n, created_ms_n}, the same reply
        every time once applied
        {"GONE"}  the part hash does not exist: never prepared, forgotten, or expired
-Errors  a stored entry shorter than its header, or a feed counter that is not a count, raises a
-        script error before anything is written
+Errors  a stored entry shorter than its header, a bucket of another type, a feed counter that is
+        not a count, or a stream that refuses XADD raises a script error with the store as it
+        was, the part not applied
 
-Events as put.lua: one stream entry per stream, appended before the entries are written.
+The writes are put.lua's "written as read" (asRead.lua's writeAsRead): each entry written as
+soon as it is read, then the events, one stream entry per 64 KiB, then the new index keys; a
+failure after some writes puts them back before the error is raised.
 ]]
 -- The change feed's entries, addEvent() and appendFeeds(): feedEntries.lua, put here by scripts.ts.
 -- #include feedEntries.lua
 -- indexAdd() and applyIndexes(): indexChanges.lua, likewise.
 -- #include indexChanges.lua
+-- writeAsRead(): asRead.lua, likewise.
+-- #include asRead.lua
 local state = redis.call('HGET', KEYS[1], 's')
 if not state then return { 'GONE' } end
 if state == 'applied' then
@@ -40,29 +45,9 @@ end
 
 local n = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local result = { 'OK', now }
-local versions, created = {}, {}
-for i = 1, n do
-  local key, value = ARGV[2 * i + 1], ARGV[2 * i + 2]
-  local packed = redis.call('HGET', KEYS[1 + i], key)
-  versions[i], created[i] = 1, now
-  if packed then
-    local v, c = struct.unpack('<I6I6', packed)
-    versions[i], created[i] = v + 1, c
-  end
-  addEvent(KEYS[1 + 2 * n + i], KEYS[1 + 3 * n + i], 'P' .. struct.pack('<I6I6I6I4I4', versions[i], created[i], now, #key, #value) .. key .. value)
-end
-appendFeeds(retention)
-for i = 1, n do
-  local key, value = ARGV[2 * i + 1], ARGV[2 * i + 2]
-  if versions[i] == 1 then indexAdd(KEYS[1 + n + i], key) end
-  redis.call('HSET', KEYS[1 + i], key, struct.pack('<I6I6I6', versions[i], created[i], now) .. value)
-  result[#result + 1] = versions[i]
-  result[#result + 1] = created[i]
-end
-applyIndexes()
+-- A part's items are of one partition, none with an expected version: written as read, as
+-- put.lua writes a batch within one partition.
+local result = writeAsRead(n, 1, 1, 2, retention)
 local stored = {}
 for i = 2, #result do stored[#stored + 1] = result[i] end
 redis.call('HSET', KEYS[1], 's', 'applied', 'r', table.concat(stored, ','))

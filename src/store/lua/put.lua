@@ -50,40 +50,13 @@ INCR per event for an ACL user without INCRBY).
 -- #include feedEntries.lua
 -- indexAdd() and applyIndexes(): indexChanges.lua, put here by scripts.ts.
 -- #include indexChanges.lua
--- asRead() and readOrUndo(), for writing as read: asRead.lua, likewise.
+-- asRead(), readOrUndo() and writeAsRead(), for writing as read: asRead.lua, likewise.
 -- #include asRead.lua
 local n = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
 
 -- Several items of one partition, none with an expected version: written as read (see above).
-local function writeAsRead()
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local result = { 'OK', now }
-  -- Each written item's entry before it (false: it had none).
-  local before = {}
-  local function undo()
-    for i = #before, 1, -1 do
-      if before[i] then redis.call('HSET', KEYS[i], ARGV[3 * i], before[i]) else redis.call('HDEL', KEYS[i], ARGV[3 * i]) end
-    end
-  end
-  for i = 1, n do
-    local key, value = ARGV[3 * i], ARGV[3 * i + 1]
-    local packed, v, c = readOrUndo(KEYS[i], key, undo)
-    local version, created = 1, now
-    if packed then version, created = v + 1, c end
-    redis.call('HSET', KEYS[i], key, struct.pack('<I6I6I6', version, created, now) .. value)
-    before[i] = packed
-    addEvent(KEYS[2 * n + i], KEYS[3 * n + i], 'P' .. struct.pack('<I6I6I6I4I4', version, created, now, #key, #value) .. key .. value)
-    if version == 1 then indexAdd(KEYS[n + i], key) end
-    result[2 * i + 1], result[2 * i + 2] = version, created
-  end
-  appendFeeds(retention, undo)
-  applyIndexes()
-  return result
-end
-
-if asRead(n, 3) then return writeAsRead() end
+if asRead(n, 3) then return writeAsRead(n, 0, 0, 3, retention) end
 
 local versions = {}
 local created = {}
