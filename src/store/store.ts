@@ -163,7 +163,8 @@ export class KvStore {
     // Without a count given, an existing keyspace keeps its own: one made with an older default
     // still opens after an upgrade that changed DEFAULT_BUCKETS.
     const buckets = opts.buckets ?? (storedBuckets != null ? Number(storedBuckets) : DEFAULT_BUCKETS);
-    if (!isBucketCount(buckets)) throw new Error(`keyspace "${opts.prefix}": its meta key says ${JSON.stringify(storedBuckets)} buckets, not a bucket count (1-${MAX_BUCKETS})`);
+    // (A count that was given is checked by the Keyspace, below.)
+    if (opts.buckets === undefined && !isBucketCount(buckets)) throw new Error(`keyspace "${opts.prefix}": its meta key says ${JSON.stringify(storedBuckets)} buckets, not a bucket count (1-${MAX_BUCKETS})`);
     const keys = new Keyspace(opts.prefix, opts.partitions, buckets);
     if (layout === '2' && Number(partitions) === opts.partitions && Number(storedBuckets) === buckets) layout = await moveToLayout3(client, keys, opts.log);
     if (layout != null && layout !== LAYOUT_VERSION) throw layoutError(opts.prefix, layout);

@@ -71,6 +71,8 @@ it('refuses, with its meta key named, a keyspace whose stored bucket count is no
   await expect(KvStore.open(app.redis, { prefix: broken, partitions: PARTITIONS })).rejects.toThrow(
     `keyspace "${broken}": its meta key says "many" buckets, not a bucket count (1-1048576)`,
   );
+  // A count that is given and is not one is the caller's, not the meta key's.
+  await expect(KvStore.open(app.redis, { prefix: broken, partitions: PARTITIONS, buckets: 0 })).rejects.toThrow('invalid bucket count 0');
   // verify, given no count, checks against the default and reports the meta key.
   const report = await verifyKeyspace(app.redis, { prefix: broken, partitions: PARTITIONS });
   expect(report.problems.map((p) => p.message)).toContain(`${broken}:meta says many buckets per partition; verifying with ${DEFAULT_BUCKETS}`);
