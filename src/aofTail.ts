@@ -111,7 +111,7 @@ function line(r: Reader, pos: number): { text: string; next: number } | { torn: 
 function command(r: Reader, pos: number): Step {
   const head = line(r, pos);
   if (!('text' in head)) return head;
-  if (head.text.startsWith('#')) return { end: head.next, name: '#' }; // an annotation (aof-timestamp-enabled)
+  if (head.text.startsWith('#')) return { end: head.next, name: head.text }; // an annotation ("#TS:<seconds>", aof-timestamp-enabled)
   const argc = /^\*([1-9][0-9]{0,8})$/.exec(head.text);
   if (!argc) return { corrupt: `expected a command ("*<count>") at byte ${pos}, found ${JSON.stringify(head.text.slice(0, 16))}` };
   let at = head.next;
@@ -164,6 +164,28 @@ export function checkAofTail(dataDir: string): AofTailCheck {
       return { file, size, state: 'torn', validUpTo, detail: `torn: the transaction (MULTI) that starts at byte ${multiAt} has no EXEC` };
     }
     return { file, size, state: 'ok', validUpTo: size, detail: 'complete' };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * The time of the first `#TS:<unix seconds>` annotation in an AOF file (aof-timestamp-enabled),
+ * or null when it has none before its end or before a part that does not parse.
+ */
+export function firstTimestamp(file: string): number | null {
+  const fd = openSync(file, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const r = new Reader(fd, size);
+    for (let pos = 0; pos < size; ) {
+      const step = command(r, pos);
+      if (!('end' in step)) return null;
+      const ts = /^#TS:(\d+)$/.exec(step.name);
+      if (ts) return Number(ts[1]);
+      pos = step.end;
+    }
+    return null;
   } finally {
     closeSync(fd);
   }

@@ -1,0 +1,134 @@
+// Restoring a keyspace as it was at a moment in the past, from a copy of appendonlydir/ (what
+// `npm run backup` writes for the managed Redis, or a stopped Redis's data directory).
+//
+// Why: a backup restores the moment it was taken, and a crash restores every acknowledged
+// write; neither undoes a mistake (a deleteRange over the wrong prefix, a client writing
+// garbage) made minutes before. redis.conf runs `aof-timestamp-enabled yes`, so Redis writes a
+// `#TS:<unix seconds>` line into the AOF before the first write of each second, and Redis's own
+// `redis-check-aof --truncate-to-timestamp` cuts the file after a given second. What a copy
+// covers: from its base (the snapshot of the last AOF rewrite before it was taken) to its last
+// write; a time before the base needs an older copy.
+//
+// The steps, each undone on failure: copy the AOF into a data directory that has none (it is
+// what Redis would start from); cut a torn tail (a copy taken while writes went on may end
+// inside one, never acknowledged: aofTail.ts); cut after the second asked for; check that the
+// file now ends after a whole write (a script's MULTI/EXEC is never split: Redis writes an
+// annotation only between them); then start Redis on it as kvql would and count the keys.
+import { execFile } from 'node:child_process';
+import { closeSync, cpSync, existsSync, mkdirSync, openSync, readSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { AOF_DIR, checkAofTail, firstTimestamp, readAofManifest, repairTornAofTail } from './aofTail.js';
+import { askRedis } from './managedRedis.js';
+import { withRedis } from './rdbRestore.js';
+
+export interface PointInTimeRestore {
+  /** Keys in the restored data directory. */
+  keys: number;
+  /** The second restored to: every write of that second and before it is kept, none after. */
+  at: Date;
+  /** When the copy's base was written (the last AOF rewrite before the copy), as Redis recorded it. */
+  baseAt: Date;
+  /** The directory written, holding appendonlydir/. */
+  dir: string;
+}
+
+/**
+ * A moment as the tool takes it: an ISO 8601 date and time with its zone (`Z` or `+01:00`), or
+ * Unix seconds. A time without a zone is refused: the server's clock is UTC, the operator's
+ * may not be.
+ */
+export function parseMoment(text: string): Date {
+  if (/^\d{9,11}$/.test(text)) return new Date(Number(text) * 1000);
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(text)) {
+    throw new Error(`${JSON.stringify(text)} is not a moment: give an ISO 8601 time with its zone (2026-11-28T13:05:00Z) or Unix seconds`);
+  }
+  const at = new Date(text);
+  if (Number.isNaN(at.getTime())) throw new Error(`${JSON.stringify(text)} is not a valid date`);
+  return at;
+}
+
+/**
+ * Writes `<dataDir>/appendonlydir/` from the copy in `<from>/appendonlydir/`, cut after the
+ * second of `at`. Refuses, changing nothing, when the data directory already holds an
+ * appendonlydir/ or a dump.rdb, or when `at` is before the copy's base or in the future; on
+ * any later failure it removes what it wrote. Redis must not run on `dataDir`.
+ */
+export async function restoreToTime(from: string, dataDir: string, at: Date, log: (message: string) => void = console.log): Promise<PointInTimeRestore> {
+  const source = resolve(from);
+  const dir = resolve(dataDir);
+  const manifest = readAofManifest(source);
+  if (!manifest) throw new Error(`${join(source, AOF_DIR)} holds no AOF manifest: give a backup directory (the one holding appendonlydir/)`);
+  if (at.getTime() > Date.now()) throw new Error(`${at.toISOString()} is in the future (nothing was changed)`);
+  const aofDir = join(dir, AOF_DIR);
+  if (existsSync(aofDir)) throw new Error(`${aofDir} exists: Redis would start from it. Move it away first (nothing was changed)`);
+  if (existsSync(join(dir, 'dump.rdb'))) throw new Error(`${join(dir, 'dump.rdb')} exists: move it away first (nothing was changed)`);
+  const seconds = Math.floor(at.getTime() / 1000);
+  mkdirSync(dir, { recursive: true });
+  cpSync(manifest.dir, aofDir, { recursive: true, errorOnExist: true, force: false });
+  try {
+    const torn = repairTornAofTail(dir);
+    if (torn.truncated > 0) log(`kvql restore-to-time: cut the copy's torn tail (${torn.truncated} bytes, a write never acknowledged)`);
+    // Writes appended before aof-timestamp-enabled was on carry no time, and redis-check-aof
+    // keeps them as if they were older than any: right only for a moment at or after the first
+    // time that follows them.
+    const incr = readAofManifest(dir)!.files.filter((f) => f.type === 'i').map((f) => join(aofDir, f.name));
+    for (const file of incr) {
+      if (statSync(file).size === 0 || opensWithTime(file)) continue;
+      const first = firstTimestamp(file);
+      if (first === null || seconds < first) {
+        const after = first === null ? '' : `; choose ${new Date(first * 1000).toISOString()} or later`;
+        throw new Error(`${file} holds writes without a time (written before aof-timestamp-enabled was on): ${at.toISOString()} cannot be placed among them${after}`);
+      }
+    }
+    const { ok, output } = await checkAof(['--truncate-to-timestamp', String(seconds), join(aofDir, 'appendonly.aof.manifest')]);
+    // The base is the keyspace when it was written (redis-check-aof prints the time RDB records):
+    // nothing before that moment can be restored from this copy, whatever the cut says.
+    const ctime = /AUX FIELD ctime = '(\d+)'/.exec(output);
+    if (!ctime) throw new Error(`the copy's base has no time of writing (aof-use-rdb-preamble yes gives it one):\n${lastLines(output)}`);
+    const baseAt = new Date(Number(ctime[1]) * 1000);
+    if (baseAt.getTime() > seconds * 1000) {
+      throw new Error(`${at.toISOString()} is before what the copy holds: this copy begins at ${baseAt.toISOString()}, its base; an earlier moment needs an older copy`);
+    }
+    if (!ok) {
+      if (!/has nothing before timestamp/.test(output)) throw new Error(`redis-check-aof could not cut the AOF at ${at.toISOString()}:\n${lastLines(output)}`);
+      // Nothing of the incremental files is at or before the second: the keyspace then was the base.
+      for (const file of incr) truncateSync(file, 0);
+    }
+    const check = checkAofTail(dir);
+    if (check.state !== 'ok' && check.state !== 'none') throw new Error(`the cut AOF does not end after a whole write: ${check.detail}`);
+    const auth = { password: randomBytes(24).toString('hex') };
+    const keys = await withRedis(dir, [], auth, (port) => askRedis(port, (c) => c.dbsize(), 10_000, auth));
+    const restoredAt = new Date(seconds * 1000);
+    log(`kvql restore-to-time: ${dir} holds appendonlydir/ as of ${restoredAt.toISOString()} (every write of that second and before), ${keys} keys; start kvql (or Redis) on it`);
+    return { keys, at: restoredAt, baseAt, dir };
+  } catch (err) {
+    rmSync(aofDir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function checkAof(args: string[]): Promise<{ ok: boolean; output: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)('redis-check-aof', args, { maxBuffer: 16 << 20 });
+    return { ok: true, output: stdout + stderr };
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string; code?: unknown; message: string };
+    if (e.code === 'ENOENT') throw new Error('redis-check-aof is not on the PATH (apt-get install redis-server has it)');
+    return { ok: false, output: `${e.stdout ?? ''}${e.stderr ?? ''}` || e.message };
+  }
+}
+
+/** Whether an AOF file begins with a `#TS:` annotation (as every one written with aof-timestamp-enabled does). */
+function opensWithTime(file: string): boolean {
+  const fd = openSync(file, 'r');
+  try {
+    const head = Buffer.alloc(4);
+    return readSync(fd, head, 0, 4, 0) === 4 && head.toString('latin1') === '#TS:';
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const lastLines = (text: string) => text.trimEnd().split('\n').slice(-3).join('\n');
