@@ -313,7 +313,9 @@ function fetchSnapshot(m: Master, file: string, auth: AdminAuth, tlsArgs: string
       clearTimeout(timer);
       reject(new Error(`could not run redis-cli: ${err.message}`));
     });
-    child.once('exit', (code, signal) => {
+    // 'close', not 'exit': 'exit' can come before the last of redis-cli's output has been read,
+    // and the success line is the last (seen under load: exit 0, output ending a line early).
+    child.once('close', (code, signal) => {
       clearTimeout(timer);
       if (code === 0 && /Transfer finished with success/.test(output)) resolve();
       else reject(new Error(`redis-cli --rdb from ${where(m)} failed (${signal ?? `exit ${code}`}): ${output.trim().split('\n').slice(-3).join(' | ')}`));

@@ -19,7 +19,8 @@ export function runCommand(script: string, args: string[], env: Record<string, s
       child.kill('SIGKILL');
       reject(new Error(`${script} did not exit within ${ms / 1000} s:\n${out}`));
     }, ms);
-    child.on('exit', (code) => {
+    // 'close': after its output has all been read ('exit' can come first).
+    child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, out });
     });
