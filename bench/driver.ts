@@ -386,6 +386,55 @@ export function poolFigures(figures: readonly Figure[], seconds: number, items: 
   return figureOf(all, total, items, errors, figures.find((f) => f.firstError !== undefined)?.firstError);
 }
 
+/**
+ * `job` as `n` jobs that run at once, one per driver process (`npm run bench -- --drivers N`):
+ * its clients dealt out as evenly as they go (never a job of none, so at most `concurrency`
+ * jobs), and a delete job's keys cut into one run of them per job. Each keeps its latencies, for
+ * mergeConcurrent.
+ */
+export function splitJob(job: Job, n: number): Job[] {
+  const parts = Math.max(1, Math.min(n, job.concurrency));
+  const jobs: Job[] = [];
+  let from = job.deletes?.from ?? 0;
+  const keys = job.deletes ? job.deletes.to - job.deletes.from : 0;
+  for (let i = 0; i < parts; i++) {
+    const concurrency = Math.floor(job.concurrency / parts) + (i < job.concurrency % parts ? 1 : 0);
+    const part: Job = { ...job, concurrency, keepSamples: true };
+    if (job.deletes) {
+      const count = Math.floor(keys / parts) + (i < keys % parts ? 1 : 0);
+      part.deletes = { from, to: from + count };
+      from += count;
+    }
+    jobs.push(part);
+  }
+  return jobs;
+}
+
+/**
+ * One figure from windows that ran at the same time (splitJob's, each with its latencies): their
+ * throughputs added, percentiles and mean over all their latencies together. A window that ended
+ * early (out of its delete keys) counts at its own rate, and the figure's `seconds` is the
+ * shortest such window.
+ */
+export function mergeConcurrent(figures: readonly Figure[], items: number, keepSamples = false): Figure {
+  const all = figures.flatMap((f) => {
+    if (!f.latencies) throw new Error('mergeConcurrent needs the latencies of every window (keepSamples)');
+    return f.latencies;
+  });
+  all.sort((x, y) => x - y);
+  const opsPerSec = figures.reduce((sum, f) => sum + f.opsPerSec, 0);
+  const ended = figures.filter((f) => f.seconds !== undefined).map((f) => f.seconds!);
+  const merged = figureOf(all, all.length / opsPerSec, items, figures.reduce((n, f) => n + f.errors, 0), figures.find((f) => f.firstError !== undefined)?.firstError);
+  return { ...merged, ...(ended.length > 0 ? { seconds: Math.min(...ended) } : {}), ...(keepSamples ? { latencies: all } : {}) };
+}
+
+/** Runs `job` split over `drivers` (splitJob), all at once, as one figure (mergeConcurrent). */
+export async function runSplit(drivers: readonly Driver[], job: Job): Promise<Figure> {
+  if (drivers.length === 1) return drivers[0]!.run(job);
+  const jobs = splitJob(job, drivers.length);
+  return mergeConcurrent(await Promise.all(jobs.map((j, i) => drivers[i]!.run(j))), job.items, job.keepSamples);
+}
+
 // --- The parent's side: the driver as a child process, one measurement at a time over IPC.
 
 type Reply = { id: number; figure?: Figure; error?: string };

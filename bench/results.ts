@@ -31,6 +31,11 @@ export interface Options {
   deleteConcurrency?: number[];
   /** Concurrencies of batchPut of 1,000 (absent in runs before 2026-11-27 17:51 UTC: otherConcurrency alone). */
   batchConcurrency?: number[];
+  /**
+   * Driver processes each measurement's clients are dealt out over (driver.ts splitJob), every
+   * row and system alike. Absent in runs before 2026-11-28 14:30 UTC: 1.
+   */
+  drivers?: number;
   out: string;
   etcd: boolean;
 }
@@ -132,7 +137,7 @@ export function formatReport(r: Results): string {
   lines.push(
     `machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB.toFixed(0)} GiB, ${m.os}; Node ${m.node}, Redis ${m.redis}, etcd ${m.etcd ?? 'not installed'}`,
     `run: ${r.date}, ${r.durationSeconds.toFixed(0)} s; ${o.rounds && o.rounds > 1 ? `${o.rounds} rounds of ${o.seconds} s` : `${o.seconds} s`} per measurement after ${o.warmupSeconds} s warm-up each${o.quick ? ' (--quick)' : ''}; ` +
-      `kvql holds ${num(o.keys)} keys (16-byte keys, 100-byte values)${m.etcd !== null ? `, etcd ${num(o.etcdKeys)}` : ''}; closed loop, latency per request in ms`,
+      `kvql holds ${num(o.keys)} keys (16-byte keys, 100-byte values)${m.etcd !== null ? `, etcd ${num(o.etcdKeys)}` : ''}; closed loop${(o.drivers ?? 1) > 1 ? ` from ${o.drivers} driver processes` : ''}, latency per request in ms`,
     '',
   );
   const systems = SYSTEMS.filter((s) => r.rows.some((row) => row.figures[s.id]));

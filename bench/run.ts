@@ -25,10 +25,14 @@
 //
 // Usage: npm run bench [-- --quick] [--seconds S] [--warmup S] [--keys N] [--etcd-keys N]
 //                      [--concurrency 1,16,32,64] [--delete-concurrency 1,32] [--batch-concurrency 1,4]
-//                      [--rounds R] [--out DIR] [--no-etcd]
+//                      [--rounds R] [--drivers N] [--out DIR] [--no-etcd]
 // Each row measures every system in R rounds (2 by default, 1 with --quick), in turn and then
 // back, and pools each system's windows: the machine's drift during a row then falls on every
-// system alike instead of on whichever ran last.
+// system alike instead of on whichever ran last. --drivers N deals each measurement's clients
+// out over N driver processes (at most one per client), for every row and system alike: one
+// driver is the default, and at 32 clients it held kvql's and bare Node's puts back by about a
+// fifth and etcd's not at all, while a second one cost every system's gets (docs/benchmarks.md).
+// The report says how many ran.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -40,7 +44,7 @@ import { startTestRedis } from '../test/harness/redisServer.js';
 import { loadKeys, usedMemory } from '../test/measure/dataset.js';
 import { aofBytes, aofInfo, crashAndTime, rewriteAof, rewriteDone, rewriteIfGrown } from '../test/measure/recovery.js';
 import { renderChart } from './chart.js';
-import { deleteKey, loadThrough, poolFigures, startDriver, type Figure, type Job, type Op, type System } from './driver.js';
+import { deleteKey, loadThrough, poolFigures, runSplit, startDriver, type Driver, type Figure, type Job, type Op, type System } from './driver.js';
 import { etcdLoad, etcdVersion, startEtcd } from './etcd.js';
 import { KV_PREFIX } from './rawRedis.js';
 import { formatReport, opLabel, rate, SYSTEMS, type Machine, type Options, type Ratio, type Results, type Row } from './results.js';
@@ -87,6 +91,7 @@ function parseOptions(argv: string[]): Options {
     otherConcurrency: 1,
     deleteConcurrency,
     batchConcurrency,
+    drivers: Math.floor(number('drivers', 1, 1)),
     out: resolve(value('out') ?? BENCH_DIR),
     etcd: !has('no-etcd'),
   };
@@ -197,8 +202,12 @@ async function main(): Promise<void> {
       log(`  etcd ${etcdVer} up with ${opts.etcdKeys.toLocaleString('en-US')} keys (${elapsed(t0)} s)`);
     }
   }
-  const driver = await startDriver();
-  started.push({ name: 'the driver', stop: () => driver.stop() });
+  const drivers: Driver[] = [];
+  for (let i = 0; i < (opts.drivers ?? 1); i++) {
+    const driver = await startDriver();
+    drivers.push(driver);
+    started.push({ name: `driver ${i + 1}`, stop: () => driver.stop() });
+  }
 
   const targets: Partial<Record<System, string>> = { kvql: api.url, raw: server.url, bare: bare.base, etcd: etcdBase };
   const rows: Row[] = [];
@@ -254,7 +263,7 @@ async function main(): Promise<void> {
         await rewriteIfGrown(stats, 1.5);
         const rewritesBefore = (await aofInfo(stats)).rewrites;
         const before = redisTime && cmd ? (await commandStats(stats)).get(cmd) : undefined;
-        const f = await driver.run({
+        const f = await runSplit(drivers, {
           system: s.id,
           op,
           concurrency,

@@ -29,7 +29,8 @@ function runBench(args: string[], ms: number, script = 'bench/run.ts'): Promise<
     child.stderr.on('data', (c: Buffer) => (output += c.toString()));
     const term = setTimeout(() => child.kill('SIGTERM'), ms);
     const kill = setTimeout(() => child.kill('SIGKILL'), ms + 20_000);
-    child.once('exit', (code) => {
+    // 'close': after its output has all been read ('exit' can come first).
+    child.once('close', (code) => {
       clearTimeout(term);
       clearTimeout(kill);
       resolve({ code, output });

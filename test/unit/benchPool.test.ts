@@ -2,7 +2,7 @@
 // window had been one, so its percentiles are those of all the latencies together, not an
 // average of each window's.
 import { describe, expect, it } from 'vitest';
-import { deleteKey, poolFigures, type Figure } from '../../bench/driver.js';
+import { deleteKey, mergeConcurrent, poolFigures, splitJob, type Figure, type Job } from '../../bench/driver.js';
 import { key } from '../measure/dataset.js';
 
 const window = (latencies: number[], seconds: number, errors = 0, firstError?: string): Figure => ({
@@ -64,5 +64,43 @@ describe('poolFigures', () => {
   it('refuses windows measured without their latencies', () => {
     const { latencies: _, ...bare } = window([1, 2], 1);
     expect(() => poolFigures([bare], 1, 1)).toThrow(/keepSamples/);
+  });
+});
+
+describe('splitJob and mergeConcurrent (npm run bench -- --drivers N)', () => {
+  const job: Job = { system: 'kvql', op: 'delete', concurrency: 32, items: 1, seconds: 2, warmupSeconds: 0.5, loadedKeys: 100, target: 'http://x/graphql', deletes: { from: 1000, to: 1101 } };
+
+  it('deals the clients and a delete job\'s keys out evenly, each key to one job, never a job of no client', () => {
+    const three = splitJob(job, 3);
+    expect(three.map((j) => j.concurrency)).toEqual([11, 11, 10]);
+    expect(three.map((j) => j.deletes)).toEqual([{ from: 1000, to: 1034 }, { from: 1034, to: 1068 }, { from: 1068, to: 1101 }]);
+    expect(three.every((j) => j.keepSamples === true && j.target === job.target && j.seconds === 2)).toBe(true);
+    const { deletes: _, ...put } = job;
+    expect(splitJob({ ...put, op: 'put', concurrency: 1 }, 4).map((j) => [j.concurrency, j.deletes])).toEqual([[1, undefined]]);
+    expect(splitJob(job, 1)).toEqual([{ ...job, keepSamples: true }]);
+  });
+
+  it('adds the throughputs of windows that ran at once and takes percentiles over all their latencies', () => {
+    // Two drivers over the same 2 s: 100 requests at 1 ms and 300 at 3 ms.
+    const a = window(Array(100).fill(1), 2);
+    const b = window(Array(300).fill(3), 2, 1, 'boom');
+    const f = mergeConcurrent([a, b], 10);
+    expect(f.opsPerSec).toBe(200);
+    expect(f.itemsPerSec).toBe(2000);
+    expect(f.samples).toBe(400);
+    expect(f.meanMs).toBe(2.5);
+    expect(f.p50Ms).toBe(3);
+    expect(f.p99Ms).toBe(3);
+    expect(f.errors).toBe(1);
+    expect(f.firstError).toBe('boom');
+    expect(f.latencies).toBeUndefined();
+    expect(f.seconds).toBeUndefined();
+    expect(mergeConcurrent([a, b], 10, true).latencies).toHaveLength(400);
+    // One ran out of its delete keys after 0.5 s: at its own rate, and the figure says when.
+    const short = { ...window(Array(50).fill(1), 0.5), seconds: 0.5 };
+    const g = mergeConcurrent([a, short], 1);
+    expect(g.opsPerSec).toBe(150);
+    expect(g.seconds).toBe(0.5);
+    expect(() => mergeConcurrent([{ ...a, latencies: undefined }], 1)).toThrow(/latencies/);
   });
 });
