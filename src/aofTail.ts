@@ -170,22 +170,28 @@ export function checkAofTail(dataDir: string): AofTailCheck {
 }
 
 /**
- * The time of the first `#TS:<unix seconds>` annotation in an AOF file (aof-timestamp-enabled),
- * or null when it has none before its end or before a part that does not parse.
+ * The times of the first and the last `#TS:<unix seconds>` annotation in an AOF file
+ * (aof-timestamp-enabled), read up to its end or to a part that does not parse; null when it
+ * has none. With `firstOnly`, stops at the first.
  */
-export function firstTimestamp(file: string): number | null {
+export function aofTimestamps(file: string, firstOnly = false): { first: number; last: number } | null {
   const fd = openSync(file, 'r');
   try {
     const size = fstatSync(fd).size;
     const r = new Reader(fd, size);
+    let found: { first: number; last: number } | null = null;
     for (let pos = 0; pos < size; ) {
       const step = command(r, pos);
-      if (!('end' in step)) return null;
+      if (!('end' in step)) break;
       const ts = /^#TS:(\d+)$/.exec(step.name);
-      if (ts) return Number(ts[1]);
+      if (ts) {
+        const t = Number(ts[1]);
+        found = found ? { first: found.first, last: t } : { first: t, last: t };
+        if (firstOnly) break;
+      }
       pos = step.end;
     }
-    return null;
+    return found;
   } finally {
     closeSync(fd);
   }

@@ -19,7 +19,7 @@ import { closeSync, cpSync, existsSync, mkdirSync, openSync, readSync, rmSync, s
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { AOF_DIR, checkAofTail, firstTimestamp, readAofManifest, repairTornAofTail } from './aofTail.js';
+import { AOF_DIR, aofTimestamps, checkAofTail, readAofManifest, repairTornAofTail } from './aofTail.js';
 import { askRedis } from './managedRedis.js';
 import { withRedis } from './rdbRestore.js';
 
@@ -76,18 +76,16 @@ export async function restoreToTime(from: string, dataDir: string, at: Date, log
     const incr = readAofManifest(dir)!.files.filter((f) => f.type === 'i').map((f) => join(aofDir, f.name));
     for (const file of incr) {
       if (statSync(file).size === 0 || opensWithTime(file)) continue;
-      const first = firstTimestamp(file);
+      const first = aofTimestamps(file, true)?.first ?? null;
       if (first === null || seconds < first) {
         const after = first === null ? '' : `; choose ${new Date(first * 1000).toISOString()} or later`;
         throw new Error(`${file} holds writes without a time (written before aof-timestamp-enabled was on): ${at.toISOString()} cannot be placed among them${after}`);
       }
     }
     const { ok, output } = await checkAof(['--truncate-to-timestamp', String(seconds), join(aofDir, 'appendonly.aof.manifest')]);
-    // The base is the keyspace when it was written (redis-check-aof prints the time RDB records):
-    // nothing before that moment can be restored from this copy, whatever the cut says.
-    const ctime = /AUX FIELD ctime = '(\d+)'/.exec(output);
-    if (!ctime) throw new Error(`the copy's base has no time of writing (aof-use-rdb-preamble yes gives it one):\n${lastLines(output)}`);
-    const baseAt = new Date(Number(ctime[1]) * 1000);
+    // The base is the keyspace when it was written: nothing before that moment can be restored
+    // from this copy, whatever the cut says.
+    const baseAt = baseTime(output);
     if (baseAt.getTime() > seconds * 1000) {
       throw new Error(`${at.toISOString()} is before what the copy holds: this copy begins at ${baseAt.toISOString()}, its base; an earlier moment needs an older copy`);
     }
@@ -107,6 +105,43 @@ export async function restoreToTime(from: string, dataDir: string, at: Date, log
     rmSync(aofDir, { recursive: true, force: true });
     throw err;
   }
+}
+
+export interface CopyCoverage {
+  /** When the copy's base was written: the earliest moment it can be restored to. */
+  baseAt: Date;
+  /** The second of its last write (its last `#TS:` line), if any was made after the base. */
+  lastWriteAt?: Date;
+  /** Whether writes without a time (from before aof-timestamp-enabled) follow the base. */
+  untimedWrites: boolean;
+}
+
+/**
+ * What a copy of appendonlydir/ can be restored to (`npm run restore-to-time -- <dir> --show`),
+ * read without changing it: from its base's moment to its last write's second.
+ */
+export async function describeCopy(from: string): Promise<CopyCoverage> {
+  const manifest = readAofManifest(resolve(from));
+  if (!manifest) throw new Error(`${join(resolve(from), AOF_DIR)} holds no AOF manifest: give a backup directory (the one holding appendonlydir/)`);
+  const { output } = await checkAof([manifest.manifest]);
+  const baseAt = baseTime(output);
+  let last: number | undefined;
+  let untimedWrites = false;
+  for (const f of manifest.files.filter((f) => f.type === 'i')) {
+    const file = join(manifest.dir, f.name);
+    if (statSync(file).size === 0) continue;
+    if (!opensWithTime(file)) untimedWrites = true;
+    const ts = aofTimestamps(file);
+    if (ts) last = ts.last;
+  }
+  return { baseAt, ...(last !== undefined ? { lastWriteAt: new Date(last * 1000) } : {}), untimedWrites };
+}
+
+/** The base's time of writing, as redis-check-aof prints it from the RDB preamble's `ctime`. */
+function baseTime(output: string): Date {
+  const ctime = /AUX FIELD ctime = '(\d+)'/.exec(output);
+  if (!ctime) throw new Error(`the copy's base has no time of writing (aof-use-rdb-preamble yes gives it one):\n${lastLines(output)}`);
+  return new Date(Number(ctime[1]) * 1000);
 }
 
 async function checkAof(args: string[]): Promise<{ ok: boolean; output: string }> {

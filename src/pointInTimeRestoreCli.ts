@@ -1,13 +1,27 @@
 // `npm run restore-to-time -- <backup dir> <data dir> <moment>`: writes <data dir>/appendonlydir/
 // as the keyspace was at <moment> (src/pointInTimeRestore.ts), from a copy of appendonlydir/
 // (what `npm run backup` writes). <moment>: ISO 8601 with its zone, or Unix seconds. Start kvql
-// on the data directory afterwards. Exit status: 0 restored, 1 failed (what it wrote is removed
-// again), 2 usage.
-import { parseMoment, restoreToTime } from './pointInTimeRestore.js';
+// on the data directory afterwards. `-- <backup dir> --show` prints what a copy covers instead.
+// Exit status: 0 restored (or shown), 1 failed (what it wrote is removed again), 2 usage.
+import { describeCopy, parseMoment, restoreToTime } from './pointInTimeRestore.js';
 
-const [from, dir, moment, ...rest] = process.argv.slice(2);
+const args = process.argv.slice(2);
+if (args.length === 2 && args[1] === '--show') {
+  // What a copy covers, read only: pick the copy before restoring from it.
+  try {
+    const c = await describeCopy(args[0]!);
+    console.log(`kvql restore-to-time: ${args[0]} can be restored to any second from ${c.baseAt.toISOString()} (its base) to ${(c.lastWriteAt ?? c.baseAt).toISOString()} (${c.lastWriteAt ? 'its last write' : 'no write after the base'})`);
+    if (c.untimedWrites) console.log('kvql restore-to-time: it also holds writes without a time (from before aof-timestamp-enabled): a moment among them is refused');
+    process.exit(0);
+  } catch (err) {
+    console.error(`kvql restore-to-time: ${(err as Error).message}`);
+    process.exit(1);
+  }
+}
+const [from, dir, moment, ...rest] = args;
 if (!from || !dir || !moment || rest.length > 0) {
   console.error('usage: npm run restore-to-time -- <backup dir holding appendonlydir/> <data dir without appendonlydir/> <2026-11-28T13:05:00Z | unix seconds>');
+  console.error('       npm run restore-to-time -- <backup dir holding appendonlydir/> --show   (what it can be restored to)');
   process.exit(2);
 }
 let at: Date;

@@ -10,11 +10,12 @@ import type { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AOF_DIR, lastIncrAof } from '../../src/aofTail.js';
 import { redisServerOnPath } from '../../src/managedRedis.js';
-import { parseMoment, restoreToTime } from '../../src/pointInTimeRestore.js';
+import { describeCopy, parseMoment, restoreToTime } from '../../src/pointInTimeRestore.js';
 import { parseInfo } from '../../src/redisInfo.js';
 import type { Entry } from '../../src/store/store.js';
 import { verifyKeyspace } from '../../src/store/verify.js';
 import { openStore, type OpenedStore } from '../harness/app.js';
+import { runCommand } from '../harness/command.js';
 import { startTestRedis, type TestRedis } from '../harness/redisServer.js';
 import { until } from '../harness/until.js';
 
@@ -82,19 +83,33 @@ describe.skipIf(!redisServerOnPath())('restore-to-time: a copy of the AOF cut ba
   it('holds every write of that second and before, and none after, as whole scripts', async () => {
     const server = await redisOn();
     const o = await open(server.url);
-    // The first second's writes: single puts and a batch over both partitions.
-    await pastSecond(second());
-    const first = second();
+    // The first writes: single puts and a batch over both partitions.
     const early = new Map<string, Entry>();
     for (let i = 0; i < 5; i++) early.set(`early:${i}`, await o.store.put({ key: `early:${i}`, value: `early ${i}` }));
     for (const e of await o.store.batchPut(Array.from({ length: 20 }, (_, i) => ({ key: `early:b${i}`, value: `batch ${i}` })))) early.set(e.key, e);
-    expect(second(), 'the first writes took less than a second').toBe(first);
+    // The second of the last of them (or later): the moment to go back to.
+    const first = second();
     // Later seconds: a new key, a delete and an overwrite of the first second's keys.
     await pastSecond(first);
     const late = await o.store.put({ key: 'late:0', value: 'late' });
     await o.store.delete('early:0');
+    const beforeLast = second();
     const overwritten = await o.store.put({ key: 'early:1', value: 'changed' });
+    const afterLast = second();
     const backup = copyOf(server);
+
+    // What the copy covers (--show): from its base to the second of its last write.
+    const covers = await describeCopy(backup);
+    expect(covers.baseAt.getTime()).toBeLessThanOrEqual(first * 1000);
+    expect(covers.lastWriteAt!.getTime()).toBeGreaterThanOrEqual(beforeLast * 1000);
+    expect(covers.lastWriteAt!.getTime()).toBeLessThanOrEqual(afterLast * 1000);
+    expect(covers.untimedWrites).toBe(false);
+    const shown = await runCommand('src/pointInTimeRestoreCli.ts', [backup, '--show'], {});
+    expect(shown.code, shown.out).toBe(0);
+    expect(shown.out).toContain(`can be restored to any second from ${covers.baseAt.toISOString()} (its base) to ${covers.lastWriteAt!.toISOString()} (its last write)`);
+    const usage = await runCommand('src/pointInTimeRestoreCli.ts', [backup, tempDir('pitr-target'), '2026-11-28T13:05:00'], {});
+    expect(usage.code, usage.out).toBe(2);
+    expect(usage.out).toMatch(/with its zone/);
 
     // Cut back to the first second.
     const target = tempDir('pitr-target');
@@ -168,6 +183,7 @@ describe.skipIf(!redisServerOnPath())('restore-to-time: a copy of the AOF cut ba
     await o.redis.config('SET', 'aof-timestamp-enabled', 'yes');
     const timed = await o.store.put({ key: 'timed', value: 't' });
     const backup = copyOf(server);
+    expect((await describeCopy(backup)).untimedWrites).toBe(true);
 
     const target = tempDir('pitr-target');
     await expect(restoreToTime(backup, target, new Date(between * 1000), quiet)).rejects.toThrow(/holds writes without a time/);
