@@ -17,6 +17,7 @@ import { backupAof } from '../../src/aofBackup.js';
 import { repairTornAofTail } from '../../src/aofTail.js';
 import { ADMIN_PASSWORD_FILE, redisServerOnPath, startManagedRedis } from '../../src/managedRedis.js';
 import { restoreRdb } from '../../src/rdbRestore.js';
+import { restoreToTime } from '../../src/pointInTimeRestore.js';
 import { parseInfo } from '../../src/redisInfo.js';
 import { createRedis } from '../../src/store/redis.js';
 import { KvStore, type Entry } from '../../src/store/store.js';
@@ -167,6 +168,9 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
     const admin = await openStore(managed.url, PREFIX, PARTITIONS);
     cleanups.push(async () => admin.redis.disconnect());
     const before = await writeSome(o.store, 'managed');
+    const beforeAt = new Date();
+    // The busy writes begin in a later second than the first writes ended in.
+    while (Math.floor(Date.now() / 1000) === Math.floor(beforeAt.getTime() / 1000)) await new Promise((r) => setTimeout(r, 20));
     const writes = await keepWriting(o.store, 'busy');
     const beforeBackup = new Map(writes.acknowledged);
 
@@ -187,6 +191,11 @@ describe.skipIf(!redisServerOnPath())('backups, taken and restored as the README
     const r = await open((await redisOn(restoredDir)).url);
     await expectHolds(r, before);
     await expectAtLeast(r, beforeBackup);
+    // The same copy cut back to the moment the first writes were done (Point-in-time restore):
+    // those writes, and none of the busy writer's.
+    const pitrDir = tempDir('managed-pitr');
+    await restoreToTime(dest, pitrDir, beforeAt, () => {});
+    await expectHolds(await open((await redisOn(pitrDir)).url), before, Array.from({ length: 50 }, (_, i) => `busy:${i}`));
 
     // The command itself: the same copy from the environment npm start reads; refusals.
     const cli = (args: string[], env: Record<string, string>) => runCommand('src/backupCli.ts', args, env);
