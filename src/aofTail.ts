@@ -169,29 +169,39 @@ export function checkAofTail(dataDir: string): AofTailCheck {
   }
 }
 
+/** What an AOF file says of when its writes were made (aof-timestamp-enabled's `#TS:` lines). */
+export interface AofTimes {
+  /** The first and the last `#TS:<unix seconds>` annotation; null when it has none. */
+  first: number | null;
+  last: number | null;
+  /** Whether commands come before its first annotation (or it has commands and no annotation). */
+  untimed: boolean;
+}
+
 /**
- * The times of the first and the last `#TS:<unix seconds>` annotation in an AOF file
- * (aof-timestamp-enabled), read up to its end or to a part that does not parse; null when it
- * has none. With `firstOnly`, stops at the first.
+ * The annotations of an AOF file, read up to its end or to a part that does not parse. With
+ * `firstOnly`, stops at the first (`last` is then the first too).
  */
-export function aofTimestamps(file: string, firstOnly = false): { first: number; last: number } | null {
+export function aofTimes(file: string, firstOnly = false): AofTimes {
   const fd = openSync(file, 'r');
   try {
     const size = fstatSync(fd).size;
     const r = new Reader(fd, size);
-    let found: { first: number; last: number } | null = null;
+    const times: AofTimes = { first: null, last: null, untimed: false };
     for (let pos = 0; pos < size; ) {
       const step = command(r, pos);
       if (!('end' in step)) break;
       const ts = /^#TS:(\d+)$/.exec(step.name);
       if (ts) {
-        const t = Number(ts[1]);
-        found = found ? { first: found.first, last: t } : { first: t, last: t };
+        times.last = Number(ts[1]);
+        times.first ??= times.last;
         if (firstOnly) break;
+      } else if (times.first === null) {
+        times.untimed = true;
       }
       pos = step.end;
     }
-    return found;
+    return times;
   } finally {
     closeSync(fd);
   }

@@ -15,11 +15,11 @@
 // file now ends after a whole write (a script's MULTI/EXEC is never split: Redis writes an
 // annotation only between them); then start Redis on it as kvql would and count the keys.
 import { execFile } from 'node:child_process';
-import { closeSync, cpSync, existsSync, mkdirSync, openSync, readSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, rmSync, truncateSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { AOF_DIR, aofTimestamps, checkAofTail, readAofManifest, repairTornAofTail } from './aofTail.js';
+import { AOF_DIR, aofTimes, checkAofTail, readAofManifest, repairTornAofTail } from './aofTail.js';
 import { askRedis } from './managedRedis.js';
 import { withRedis } from './rdbRestore.js';
 
@@ -75,9 +75,8 @@ export async function restoreToTime(from: string, dataDir: string, at: Date, log
     // time that follows them.
     const incr = readAofManifest(dir)!.files.filter((f) => f.type === 'i').map((f) => join(aofDir, f.name));
     for (const file of incr) {
-      if (statSync(file).size === 0 || opensWithTime(file)) continue;
-      const first = aofTimestamps(file, true)?.first ?? null;
-      if (first === null || seconds < first) {
+      const { first, untimed } = aofTimes(file, true);
+      if (untimed && (first === null || seconds < first)) {
         const after = first === null ? '' : `; choose ${new Date(first * 1000).toISOString()} or later`;
         throw new Error(`${file} holds writes without a time (written before aof-timestamp-enabled was on): ${at.toISOString()} cannot be placed among them${after}`);
       }
@@ -128,11 +127,9 @@ export async function describeCopy(from: string): Promise<CopyCoverage> {
   let last: number | undefined;
   let untimedWrites = false;
   for (const f of manifest.files.filter((f) => f.type === 'i')) {
-    const file = join(manifest.dir, f.name);
-    if (statSync(file).size === 0) continue;
-    if (!opensWithTime(file)) untimedWrites = true;
-    const ts = aofTimestamps(file);
-    if (ts) last = ts.last;
+    const times = aofTimes(join(manifest.dir, f.name));
+    if (times.untimed) untimedWrites = true;
+    if (times.last !== null) last = times.last;
   }
   return { baseAt, ...(last !== undefined ? { lastWriteAt: new Date(last * 1000) } : {}), untimedWrites };
 }
@@ -152,17 +149,6 @@ async function checkAof(args: string[]): Promise<{ ok: boolean; output: string }
     const e = err as { stdout?: string; stderr?: string; code?: unknown; message: string };
     if (e.code === 'ENOENT') throw new Error('redis-check-aof is not on the PATH (apt-get install redis-server has it)');
     return { ok: false, output: `${e.stdout ?? ''}${e.stderr ?? ''}` || e.message };
-  }
-}
-
-/** Whether an AOF file begins with a `#TS:` annotation (as every one written with aof-timestamp-enabled does). */
-function opensWithTime(file: string): boolean {
-  const fd = openSync(file, 'r');
-  try {
-    const head = Buffer.alloc(4);
-    return readSync(fd, head, 0, 4, 0) === 4 && head.toString('latin1') === '#TS:';
-  } finally {
-    closeSync(fd);
   }
 }
 
