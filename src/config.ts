@@ -81,6 +81,8 @@ const EnvSchema = z.object({
   KV_REPLICATION_TIMEOUT_MS: int(1000, 1, 600_000),
   KV_DATA_DIR: z.string().default('./data'),
   KV_MANAGED_REDIS_PORT: int(6390, 1, 65535),
+  // Hours the managed Redis's AOF files are kept after each rewrite (aofArchive.ts); 0: not kept.
+  KV_AOF_ARCHIVE_HOURS: int(0, 0, 24 * 366),
   KV_PREFIX: z.string().regex(PREFIX_PATTERN, 'expected 1-64 characters from A-Z a-z 0-9 _ . : -').default('kv'),
   // Default: 1 on one Redis, CLUSTER_PARTITIONS on a cluster (see loadConfig).
   KV_PARTITIONS: optionalInt(1, 1024),
@@ -203,6 +205,8 @@ export interface Config {
   replication: ReplicationOptions;
   dataDir: string;
   managedRedisPort: number;
+  /** KV_AOF_ARCHIVE_HOURS: how long the managed Redis's AOF files are kept after a rewrite; 0: not. */
+  aofArchiveHours: number;
   prefix: string;
   partitions: number;
   /**
@@ -398,6 +402,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('  REDIS_SENTINEL_USERNAME: applies to REDIS_SENTINELS only');
   else if (e.REDIS_SENTINEL_USERNAME !== undefined && e.REDIS_SENTINEL_PASSWORD === undefined)
     problems.push('  REDIS_SENTINEL_USERNAME: needs REDIS_SENTINEL_PASSWORD (an ACL user signs in with both)');
+  if (e.KV_AOF_ARCHIVE_HOURS > 0 && targets.length > 0)
+    problems.push(`  KV_AOF_ARCHIVE_HOURS: applies to the managed Redis only (not with ${targets[0]}): for a Redis of your own, keep copies of its appendonlydir/ from before each rewrite (README, "Point-in-time restore")`);
   if (targets.length === 0 && e.PORT !== 0 && e.PORT === e.KV_MANAGED_REDIS_PORT)
     problems.push('  KV_MANAGED_REDIS_PORT: the managed Redis cannot listen on the API port (PORT)');
   if (e.KV_MAX_BODY_BYTES_IN_FLIGHT < e.KV_MAX_BODY_BYTES)
@@ -463,6 +469,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     replication: { minReplicas: e.KV_MIN_REPLICAS, timeoutMs: e.KV_REPLICATION_TIMEOUT_MS },
     dataDir: e.KV_DATA_DIR,
     managedRedisPort: e.KV_MANAGED_REDIS_PORT,
+    aofArchiveHours: e.KV_AOF_ARCHIVE_HOURS,
     prefix: e.KV_PREFIX,
     partitions,
     buckets: e.KV_BUCKETS,

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
+import { configuredPercentage, startAofArchiver, type AofArchiver } from './aofArchive.js';
 import { AOF_DIR, repairTornAofTail } from './aofTail.js';
 import { oneShotClient, type RedisTls } from './store/redis.js';
 import { KVQL_USER, loadOrCreateSecret, usersAclFile, writePrivateFile } from './redisAcl.js';
@@ -21,6 +22,11 @@ export interface ManagedRedisOptions {
   prefix?: string;
   /** Where its messages go; `level` is 'warn' for trouble (Redis died, slow to stop). */
   log?: (message: string, level?: 'info' | 'warn') => void;
+  /**
+   * KV_AOF_ARCHIVE_HOURS: keep the AOF's files from before each rewrite for this long
+   * (aofArchive.ts); kvql then makes the rewrites, Redis's own are off. Absent: Redis's own.
+   */
+  aofArchive?: { keepMs: number; everyMs?: number };
 }
 
 export interface ManagedRedis {
@@ -32,6 +38,8 @@ export interface ManagedRedis {
   /** As user kvql, with least privilege (users.acl): what the API connects with. */
   kvqlUrl: string;
   pid(): number | undefined;
+  /** The AOF archive, when asked for (aofArchive.ts). */
+  archiver?: AofArchiver;
   stop(): Promise<void>;
 }
 
@@ -254,7 +262,13 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
     repairAof();
     const c = spawn(
       'redis-server',
-      [REDIS_CONF, '--port', String(opts.port), '--dir', dir, '--pidfile', pidFile, '--logfile', logFile, '--aclfile', aclFile],
+      [
+        REDIS_CONF,
+        ...['--port', String(opts.port), '--dir', dir, '--pidfile', pidFile, '--logfile', logFile, '--aclfile', aclFile],
+        // With the archive, kvql makes the rewrites (aofArchive.ts): Redis's own would delete
+        // the old files unarchived, from its first second on.
+        ...(opts.aofArchive ? ['--auto-aof-rewrite-percentage', '0'] : []),
+      ],
       // Its own process group: a Ctrl+C meant for the API does not reach Redis first; the API
       // stops Redis itself, after its last request.
       { detached: true, stdio: 'ignore' },
@@ -321,13 +335,27 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
     watchAdopted(adopted);
   }
   ready = true;
+  const archiver: AofArchiver | undefined = opts.aofArchive
+    ? startAofArchiver({
+        ask: (f) => askRedis(opts.port, f, 10_000, auths.admin),
+        dataDir: dir,
+        keepMs: opts.aofArchive.keepMs,
+        percentage: configuredPercentage(REDIS_CONF),
+        ...(opts.aofArchive.everyMs !== undefined ? { everyMs: opts.aofArchive.everyMs } : {}),
+        log: (m, level) => log(`managed Redis: ${m}`, level),
+      })
+    : undefined;
+  // A Redis adopted from a start without the archive still has its own rewrites on: off now.
+  await archiver?.pass();
 
   return {
     url,
     kvqlUrl,
     pid: () => adopted ?? child?.pid,
+    ...(archiver ? { archiver } : {}),
     async stop() {
       stopping = true;
+      await archiver?.stop();
       clearInterval(watcher);
       const pid = adopted ?? child?.pid;
       if (pid === undefined || !alive(pid)) return;

@@ -15,7 +15,7 @@
 // file now ends after a whole write (a script's MULTI/EXEC is never split: Redis writes an
 // annotation only between them); then start Redis on it as kvql would and count the keys.
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, rmSync, truncateSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, truncateSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -56,29 +56,33 @@ export function parseMoment(text: string): Date {
  * any later failure it removes what it wrote. Redis must not run on `dataDir`.
  */
 export async function restoreToTime(from: string, dataDir: string, at: Date, log: (message: string) => void = console.log): Promise<PointInTimeRestore> {
-  const source = resolve(from);
   const dir = resolve(dataDir);
-  const manifest = readAofManifest(source);
-  if (!manifest) throw new Error(`${join(source, AOF_DIR)} holds no AOF manifest: give a backup directory (the one holding appendonlydir/)`);
+  const copies = copiesIn(from);
   if (at.getTime() > Date.now()) throw new Error(`${at.toISOString()} is in the future (nothing was changed)`);
   const aofDir = join(dir, AOF_DIR);
   if (existsSync(aofDir)) throw new Error(`${aofDir} exists: Redis would start from it. Move it away first (nothing was changed)`);
   if (existsSync(join(dir, 'dump.rdb'))) throw new Error(`${join(dir, 'dump.rdb')} exists: move it away first (nothing was changed)`);
+  const source = copies.length === 1 && copies[0] === resolve(from) ? copies[0] : await copyFor(copies, at, log);
+  const manifest = readAofManifest(source)!;
   const seconds = Math.floor(at.getTime() / 1000);
   mkdirSync(dir, { recursive: true });
   cpSync(manifest.dir, aofDir, { recursive: true, errorOnExist: true, force: false });
   try {
     const torn = repairTornAofTail(dir);
     if (torn.truncated > 0) log(`kvql restore-to-time: cut the copy's torn tail (${torn.truncated} bytes, a write never acknowledged)`);
-    // Writes appended before aof-timestamp-enabled was on carry no time, and redis-check-aof
-    // keeps them as if they were older than any: right only for a moment at or after the first
-    // time that follows them.
+    // Writes at the start of an incremental file may carry no time: Redis writes a second's
+    // `#TS:` only before the first write of that second, so a file opened by a rewrite gets none
+    // for the rest of the rewrite's second, and writes appended before aof-timestamp-enabled was
+    // on have none either. redis-check-aof keeps them as if they were older than any: right
+    // only for a moment at or after the first time that follows them, since which of the two
+    // they are the file does not tell.
     const incr = readAofManifest(dir)!.files.filter((f) => f.type === 'i').map((f) => join(aofDir, f.name));
+    let untimedProblem: string | undefined;
     for (const file of incr) {
       const { first, untimed } = aofTimes(file, true);
       if (untimed && (first === null || seconds < first)) {
         const after = first === null ? '' : `; choose ${new Date(first * 1000).toISOString()} or later`;
-        throw new Error(`${file} holds writes without a time (written before aof-timestamp-enabled was on): ${at.toISOString()} cannot be placed among them${after}`);
+        untimedProblem ??= `${file} holds writes without a time (made in the second of the AOF rewrite before them, or before aof-timestamp-enabled was on): ${at.toISOString()} cannot be placed among them${after}`;
       }
     }
     const { ok, output } = await checkAof(['--truncate-to-timestamp', String(seconds), join(aofDir, 'appendonly.aof.manifest')]);
@@ -88,6 +92,7 @@ export async function restoreToTime(from: string, dataDir: string, at: Date, log
     if (baseAt.getTime() > seconds * 1000) {
       throw new Error(`${at.toISOString()} is before what the copy holds: this copy begins at ${baseAt.toISOString()}, its base; an earlier moment needs an older copy`);
     }
+    if (untimedProblem) throw new Error(untimedProblem);
     if (!ok) {
       if (!/has nothing before timestamp/.test(output)) throw new Error(`redis-check-aof could not cut the AOF at ${at.toISOString()}:\n${lastLines(output)}`);
       // Nothing of the incremental files is at or before the second: the keyspace then was the base.
@@ -111,7 +116,7 @@ export interface CopyCoverage {
   baseAt: Date;
   /** The second of its last write (its last `#TS:` line), if any was made after the base. */
   lastWriteAt?: Date;
-  /** Whether writes without a time (from before aof-timestamp-enabled) follow the base. */
+  /** Whether writes without a time (made in a rewrite's second, or before aof-timestamp-enabled) follow the base. */
   untimedWrites: boolean;
 }
 
@@ -132,6 +137,49 @@ export async function describeCopy(from: string): Promise<CopyCoverage> {
     if (times.last !== null) last = times.last;
   }
   return { baseAt, ...(last !== undefined ? { lastWriteAt: new Date(last * 1000) } : {}), untimedWrites };
+}
+
+/**
+ * The copies `from` holds: itself when it holds appendonlydir/ (a backup), otherwise each of its
+ * directories that does (an archive: the managed Redis's aof-archive/, aofArchive.ts, with the
+ * live appendonlydir/ moved into a directory of it), in name order.
+ */
+export function copiesIn(from: string): string[] {
+  const source = resolve(from);
+  if (readAofManifest(source)) return [source];
+  const copies = existsSync(source)
+    ? readdirSync(source, { withFileTypes: true })
+        .filter((d) => d.isDirectory() && readAofManifest(join(source, d.name)))
+        .map((d) => join(source, d.name))
+        .sort()
+    : [];
+  if (copies.length === 0) {
+    throw new Error(`${source} holds no AOF manifest, nor directories that do: give a backup directory (the one holding appendonlydir/) or an archive of them`);
+  }
+  return copies;
+}
+
+/** Each copy of an archive with what it covers, the earliest base first (a copy with more writes after another of the same base). */
+export async function describeArchive(copies: string[]): Promise<{ dir: string; coverage: CopyCoverage }[]> {
+  const described = [];
+  for (const dir of copies) described.push({ dir, coverage: await describeCopy(dir) });
+  const key = (c: CopyCoverage) => [c.baseAt.getTime(), (c.lastWriteAt ?? c.baseAt).getTime()] as const;
+  return described.sort((a, b) => key(a.coverage)[0] - key(b.coverage)[0] || key(a.coverage)[1] - key(b.coverage)[1]);
+}
+
+/**
+ * The copy of an archive to restore `at` from: of those whose base is at or before it, the
+ * latest (it holds every write from its base to when it was taken, and the next copy's base is
+ * after `at`).
+ */
+async function copyFor(copies: string[], at: Date, log: (message: string) => void): Promise<string> {
+  const described = await describeArchive(copies);
+  const chosen = described.filter((c) => c.coverage.baseAt.getTime() <= Math.floor(at.getTime() / 1000) * 1000).at(-1);
+  if (!chosen) {
+    throw new Error(`${at.toISOString()} is before what the archive holds: its earliest copy begins at ${described[0]!.coverage.baseAt.toISOString()} (nothing was changed)`);
+  }
+  log(`kvql restore-to-time: of ${copies.length} copies, ${chosen.dir} (from ${chosen.coverage.baseAt.toISOString()}) holds ${at.toISOString()}`);
+  return chosen.dir;
 }
 
 /** The base's time of writing, as redis-check-aof prints it from the RDB preamble's `ctime`. */

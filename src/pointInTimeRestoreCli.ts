@@ -1,17 +1,23 @@
 // `npm run restore-to-time -- <backup dir> <data dir> <moment>`: writes <data dir>/appendonlydir/
 // as the keyspace was at <moment> (src/pointInTimeRestore.ts), from a copy of appendonlydir/
-// (what `npm run backup` writes). <moment>: ISO 8601 with its zone, or Unix seconds. Start kvql
-// on the data directory afterwards. `-- <backup dir> --show` prints what a copy covers instead.
+// (what `npm run backup` writes), or from the copy of an archive of them that holds <moment>
+// (the managed Redis's aof-archive/). <moment>: ISO 8601 with its zone, or Unix seconds. Start
+// kvql on the data directory afterwards. `-- <backup dir> --show` prints what a copy (or each
+// copy of an archive) covers instead.
 // Exit status: 0 restored (or shown), 1 failed (what it wrote is removed again), 2 usage.
-import { describeCopy, parseMoment, restoreToTime } from './pointInTimeRestore.js';
+import { resolve } from 'node:path';
+import { copiesIn, describeArchive, describeCopy, parseMoment, restoreToTime } from './pointInTimeRestore.js';
 
 const args = process.argv.slice(2);
 if (args.length === 2 && args[1] === '--show') {
-  // What a copy covers, read only: pick the copy before restoring from it.
+  // What a copy (or each copy of an archive) covers, read only: pick the copy before restoring from it.
   try {
-    const c = await describeCopy(args[0]!);
-    console.log(`kvql restore-to-time: ${args[0]} can be restored to any second from ${c.baseAt.toISOString()} (its base) to ${(c.lastWriteAt ?? c.baseAt).toISOString()} (${c.lastWriteAt ? 'its last write' : 'no write after the base'})`);
-    if (c.untimedWrites) console.log('kvql restore-to-time: it also holds writes without a time (from before aof-timestamp-enabled): a moment among them is refused');
+    const copies = copiesIn(args[0]!);
+    const described = copies.length === 1 && copies[0] === resolve(args[0]!) ? [{ dir: args[0]!, coverage: await describeCopy(args[0]!) }] : await describeArchive(copies);
+    for (const { dir, coverage: c } of described) {
+      console.log(`kvql restore-to-time: ${dir} can be restored to any second from ${c.baseAt.toISOString()} (its base) to ${(c.lastWriteAt ?? c.baseAt).toISOString()} (${c.lastWriteAt ? 'its last write' : 'no write after the base'})`);
+      if (c.untimedWrites) console.log('kvql restore-to-time: it also holds writes without a time (made in the second of a rewrite, or before aof-timestamp-enabled): a moment before the first time after them is refused');
+    }
     process.exit(0);
   } catch (err) {
     console.error(`kvql restore-to-time: ${(err as Error).message}`);
@@ -20,8 +26,8 @@ if (args.length === 2 && args[1] === '--show') {
 }
 const [from, dir, moment, ...rest] = args;
 if (!from || !dir || !moment || rest.length > 0) {
-  console.error('usage: npm run restore-to-time -- <backup dir holding appendonlydir/> <data dir without appendonlydir/> <2026-11-28T13:05:00Z | unix seconds>');
-  console.error('       npm run restore-to-time -- <backup dir holding appendonlydir/> --show   (what it can be restored to)');
+  console.error('usage: npm run restore-to-time -- <backup dir holding appendonlydir/, or an archive of them> <data dir without appendonlydir/> <2026-11-28T13:05:00Z | unix seconds>');
+  console.error('       npm run restore-to-time -- <backup dir or archive> --show   (what it can be restored to)');
   process.exit(2);
 }
 let at: Date;

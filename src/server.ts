@@ -109,7 +109,13 @@ export async function startServer(
   const managed =
     config.redisUrl || config.sentinel || config.cluster
       ? undefined
-      : await startManagedRedis({ dataDir: config.dataDir, port: config.managedRedisPort, prefix: config.prefix, log: (m, level = 'info') => logger[level](m) });
+      : await startManagedRedis({
+          dataDir: config.dataDir,
+          port: config.managedRedisPort,
+          prefix: config.prefix,
+          log: (m, level = 'info') => logger[level](m),
+          ...(config.aofArchiveHours > 0 ? { aofArchive: { keepMs: config.aofArchiveHours * 3_600_000 } } : {}),
+        });
   // The managed Redis: as its least-privileged ACL user kvql (users.acl).
   const target: RedisTarget = config.sentinel ?? config.cluster ?? config.redisUrl ?? managed!.kvqlUrl;
   let redis: RedisClient | undefined;

@@ -33,6 +33,7 @@ describe('loadConfig', () => {
       replication: { minReplicas: 0, timeoutMs: 1000 },
       dataDir: './data',
       managedRedisPort: 6390,
+      aofArchiveHours: 0,
       prefix: 'kv',
       partitions: 1,
       // Unset: the keyspace's own count, DEFAULT_BUCKETS for a new one (KvStore.open).
@@ -120,6 +121,7 @@ describe('loadConfig', () => {
       replication: { minReplicas: 2, timeoutMs: 250 },
       dataDir: '/var/lib/kvql',
       managedRedisPort: 7000,
+      aofArchiveHours: 0,
       prefix: 'app_1.v2:x-y',
       partitions: 16,
       buckets: 300,
@@ -240,9 +242,17 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ REDIS_CLUSTER_NODES: nodes, REDIS_ADMIN_USERNAME: 'ad min', REDIS_ADMIN_PASSWORD: 'apw' })).toThrow(/REDIS_ADMIN_USERNAME="ad min": expected an ACL user name/);
   });
 
+  it('keeps the managed Redis\'s AOF files for KV_AOF_ARCHIVE_HOURS, and refuses it for a Redis it does not manage', () => {
+    expect(loadConfig({ KV_AOF_ARCHIVE_HOURS: '24' }).aofArchiveHours).toBe(24);
+    for (const [name, value] of [['REDIS_URL', 'redis://127.0.0.1:6379'], ['REDIS_SENTINELS', '127.0.0.1:26379'], ['REDIS_CLUSTER_NODES', '127.0.0.1:7000']] as const) {
+      expect(() => loadConfig({ KV_AOF_ARCHIVE_HOURS: '24', [name]: value })).toThrow(new RegExp(`KV_AOF_ARCHIVE_HOURS: applies to the managed Redis only \\(not with ${name}\\)`));
+      expect(loadConfig({ KV_AOF_ARCHIVE_HOURS: '0', [name]: value }).aofArchiveHours).toBe(0);
+    }
+  });
+
   it('counts an empty variable as unset', () => {
     const empty = Object.fromEntries(
-      ['HOST', 'PORT', 'LOG_LEVEL', 'REDIS_URL', 'KV_DATA_DIR', 'KV_MANAGED_REDIS_PORT', 'KV_PREFIX', 'KV_PARTITIONS', 'KV_BUCKETS', 'KV_MAX_KEY_BYTES',
+      ['HOST', 'PORT', 'LOG_LEVEL', 'REDIS_URL', 'KV_DATA_DIR', 'KV_MANAGED_REDIS_PORT', 'KV_AOF_ARCHIVE_HOURS', 'KV_PREFIX', 'KV_PARTITIONS', 'KV_BUCKETS', 'KV_MAX_KEY_BYTES',
         'KV_MAX_VALUE_BYTES', 'KV_MAX_BATCH_ITEMS', 'KV_MAX_BATCH_BYTES', 'KV_MAX_BODY_BYTES', 'KV_PAGE_DEFAULT', 'KV_PAGE_MAX',
         'KV_DELETE_RANGE_DEFAULT', 'KV_DELETE_RANGE_MAX', 'KV_REDIS_TIMEOUT_MS', 'KV_MAX_IN_FLIGHT', 'KV_REQUEST_TIMEOUT_MS',
         'KV_MAX_DEPTH', 'KV_MAX_ALIASES', 'KV_MAX_TOKENS', 'KV_MAX_COST', 'KV_MAX_DIRECTIVES', 'KV_MAX_REQUEST_ITEMS'].map((k) => [k, '']),
@@ -277,6 +287,8 @@ describe('loadConfig', () => {
     ['PORT', '0x50'],
     ['KV_MANAGED_REDIS_PORT', '0'],
     ['KV_MANAGED_REDIS_PORT', '70000'],
+    ['KV_AOF_ARCHIVE_HOURS', '1.5'],
+    ['KV_AOF_ARCHIVE_HOURS', '8785'],
     ['KV_PARTITIONS', 'abc'],
     ['KV_PARTITIONS', '0'],
     ['KV_PARTITIONS', '1025'],

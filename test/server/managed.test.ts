@@ -1,7 +1,7 @@
 // The real process (`node <flags> src/main.ts`, as `npm start` runs it) with its managed Redis,
 // over real HTTP: clean stops, crashes of the API and of Redis, and the errors of a start that
 // cannot work.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -221,6 +221,25 @@ describe('the managed Redis across stops and crashes', () => {
       killGroup(small);
       await small.exited;
     }
+  });
+
+  it('KV_AOF_ARCHIVE_HOURS: a start with it turns the adopted Redis\'s own AOF rewrites off (kvql makes them, archiving each)', async () => {
+    const password = readFileSync(join(dataDir, 'redis-admin.password'), 'utf8').trim();
+    const rewriteSetting = (...args: string[]) =>
+      spawnSync('redis-cli', ['-p', String(redisPort), '--no-auth-warning', '-a', password, 'CONFIG', ...args], { encoding: 'utf8' }).stdout.trim().split('\n');
+    expect(rewriteSetting('GET', 'auto-aof-rewrite-percentage')).toEqual(['auto-aof-rewrite-percentage', '100']);
+    const archiving = startApi({ ...env(), PORT: String(await freePort()), KV_AOF_ARCHIVE_HOURS: '1' });
+    try {
+      await waitReady(archiving);
+      expect(archiving.output()).toMatch(/found running redis-server/);
+      expect(archiving.output()).toMatch(/AOF archive: auto-aof-rewrite-percentage was 100; kvql makes the rewrites/);
+      expect(rewriteSetting('GET', 'auto-aof-rewrite-percentage')).toEqual(['auto-aof-rewrite-percentage', '0']);
+    } finally {
+      killGroup(archiving);
+      await archiving.exited;
+    }
+    // As it was, for the tests below (this API does not archive).
+    expect(rewriteSetting('SET', 'auto-aof-rewrite-percentage', '100')).toEqual(['OK']);
   });
 
   it('restarts a redis-server that was killed with -9, with every acknowledged write', async () => {
