@@ -173,6 +173,22 @@ export async function waitReady(port: number, ms: number, failed: () => string |
   throw new Error(why ?? `the managed Redis on port ${port} did not become ready within ${ms} ms`);
 }
 
+/**
+ * Turns the Redis's own AOF rewrites back on (redis.conf's percentage) if they are off, as a
+ * start with KV_AOF_ARCHIVE_HOURS leaves them (aofArchive.ts). A failure is said, not fatal.
+ */
+async function restoreOwnRewrites(port: number, admin: RedisAuth, log: (message: string, level?: 'info' | 'warn') => void): Promise<void> {
+  const percentage = String(configuredPercentage(REDIS_CONF));
+  try {
+    const [, now] = (await askRedis(port, (c) => c.config('GET', 'auto-aof-rewrite-percentage'), 5000, admin)) as [string, string];
+    if (now !== '0' || percentage === '0') return;
+    await askRedis(port, (c) => c.config('SET', 'auto-aof-rewrite-percentage', percentage), 5000, admin);
+    log(`managed Redis: its own AOF rewrites were off (a start with KV_AOF_ARCHIVE_HOURS); back on at ${percentage}%`);
+  } catch (err) {
+    log(`managed Redis: could not check its AOF rewrite setting: ${(err as Error).message}`, 'warn');
+  }
+}
+
 export async function startManagedRedis(opts: ManagedRedisOptions): Promise<ManagedRedis> {
   const log = opts.log ?? ((m: string) => console.log(m));
   const dir = resolve(opts.dataDir);
@@ -347,6 +363,9 @@ export async function startManagedRedis(opts: ManagedRedisOptions): Promise<Mana
     : undefined;
   // A Redis adopted from a start without the archive still has its own rewrites on: off now.
   await archiver?.pass();
+  // And one adopted from a start with it has them off, which without the archive would let the
+  // AOF grow without end: back to redis.conf's.
+  if (!archiver && adopted !== undefined) await restoreOwnRewrites(opts.port, auths.admin, log);
 
   return {
     url,

@@ -238,8 +238,17 @@ describe('the managed Redis across stops and crashes', () => {
       killGroup(archiving);
       await archiving.exited;
     }
-    // As it was, for the tests below (this API does not archive).
-    expect(rewriteSetting('SET', 'auto-aof-rewrite-percentage', '100')).toEqual(['OK']);
+    // A start without it puts Redis's own rewrites back (redis.conf's 100%): off, with nothing
+    // making them, the AOF would grow without end.
+    const plain = startApi({ ...env(), PORT: String(await freePort()) });
+    try {
+      await waitReady(plain);
+      expect(plain.output()).toMatch(/its own AOF rewrites were off \(a start with KV_AOF_ARCHIVE_HOURS\); back on at 100%/);
+      expect(rewriteSetting('GET', 'auto-aof-rewrite-percentage')).toEqual(['auto-aof-rewrite-percentage', '100']);
+    } finally {
+      killGroup(plain);
+      await plain.exited;
+    }
   });
 
   it('restarts a redis-server that was killed with -9, with every acknowledged write', async () => {
