@@ -11,7 +11,7 @@
 // the files Redis then deletes), then it asks for BGREWRITEAOF. Writes made between the two go
 // to the same incremental file, so they are in the archived copy too; the rewrite's new base
 // starts where that copy ends. Entries older than the retention are removed.
-import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { AOF_DIR } from './aofTail.js';
@@ -36,14 +36,16 @@ export function entryTime(name: string): Date | undefined {
 /**
  * Hard-links every file of `<dataDir>/appendonlydir/` into a new entry of `archive`, named for
  * `at`; returns the entry's directory (the one holding appendonlydir/, as restore-to-time takes it).
- * No rewrite may run meanwhile (the caller makes them).
+ * No rewrite may run meanwhile (the caller makes them). The manifest is linked last: an entry
+ * left half made by a crash has none, and restore-to-time passes over it.
  */
 export function linkIntoArchive(dataDir: string, archive: string, at: Date): string {
   const entry = join(archive, entryName(at));
   const target = join(entry, AOF_DIR);
   mkdirSync(target, { recursive: true });
+  const files = readdirSync(join(dataDir, AOF_DIR)).sort((a, b) => Number(a.endsWith('.manifest')) - Number(b.endsWith('.manifest')));
   try {
-    for (const f of readdirSync(join(dataDir, AOF_DIR))) linkSync(join(dataDir, AOF_DIR, f), join(target, f));
+    for (const f of files) linkSync(join(dataDir, AOF_DIR, f), join(target, f));
   } catch (err) {
     rmSync(entry, { recursive: true, force: true });
     throw err;
@@ -66,6 +68,36 @@ export function pruneArchive(archive: string, keepMs: number, now = new Date()):
     removed.push(name);
   }
   return removed;
+}
+
+/** What the archive holds now (its metrics). */
+export interface ArchiveContents {
+  /** Entries the archive made (named by their moment). */
+  entries: number;
+  /** Bytes of their files, each file once however many links it has. */
+  bytes: number;
+}
+
+export function archiveContents(archive: string): ArchiveContents {
+  let entries = 0;
+  let bytes = 0;
+  const seen = new Set<number>();
+  for (const name of existsSync(archive) ? readdirSync(archive) : []) {
+    if (entryTime(name) === undefined) continue;
+    entries++;
+    const dir = join(archive, name, AOF_DIR);
+    try {
+      for (const f of readdirSync(dir)) {
+        const st = statSync(join(dir, f));
+        if (seen.has(st.ino)) continue;
+        seen.add(st.ino);
+        bytes += st.size;
+      }
+    } catch {
+      // Removed by a prune meanwhile.
+    }
+  }
+  return { entries, bytes };
 }
 
 /** The rewrite rule: redis.conf's percentage, and the running Redis's minimum size. */
@@ -112,6 +144,10 @@ export interface AofArchiverOptions {
 export interface AofArchiver {
   /** One look: puts Redis's own rewrites back off if someone turned them on, archives and rewrites if due, prunes. */
   pass(): Promise<void>;
+  /** What the archive holds, read now. */
+  contents(): ArchiveContents;
+  /** When a look last went through (undefined: none yet): a look that keeps failing leaves the AOF unrewritten. */
+  lastLookAt(): Date | undefined;
   stop(): Promise<void>;
 }
 
@@ -120,6 +156,7 @@ export function startAofArchiver(opts: AofArchiverOptions): AofArchiver {
   let percentage = opts.percentage;
   let running: Promise<void> | undefined;
   let lastProblem = '';
+  let lastLookAt: Date | undefined;
 
   const once = async () => {
     const [config, infoText] = await opts.ask(async (c) => [(await c.config('GET', 'auto-aof-rewrite-*')) as string[], await c.info('persistence')] as const);
@@ -155,6 +192,7 @@ export function startAofArchiver(opts: AofArchiverOptions): AofArchiver {
     running ??= once()
       .then(() => {
         lastProblem = '';
+        lastLookAt = new Date();
       })
       .catch((err: unknown) => {
         // Redis restarting, say: the next look tries again. Said once per new problem.
@@ -171,6 +209,8 @@ export function startAofArchiver(opts: AofArchiverOptions): AofArchiver {
   timer.unref();
   return {
     pass,
+    contents: () => archiveContents(archive),
+    lastLookAt: () => lastLookAt,
     async stop() {
       clearInterval(timer);
       await running;

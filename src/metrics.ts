@@ -5,6 +5,7 @@
 import type { Server } from 'node:http';
 import type { Plugin } from 'graphql-yoga';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import type { AofArchiver } from './aofArchive.js';
 import type { FeedHub } from './feed/hub.js';
 import { LeanCounter, LeanHistogram } from './leanMetrics.js';
 import type { KvStore } from './store/store.js';
@@ -125,6 +126,27 @@ export class Metrics {
     collect: async (): Promise<void> => this.connectionsOpen.set(this.server ? await openConnections(this.server) : 0),
   });
 
+  // The managed Redis's AOF archive (KV_AOF_ARCHIVE_HOURS); 0 without one.
+  private archiver: AofArchiver | undefined;
+  readonly archiveEntries: Gauge = new Gauge({
+    name: 'kvql_aof_archive_entries',
+    help: "Entries in the managed Redis's AOF archive (one per rewrite within KV_AOF_ARCHIVE_HOURS)",
+    registers: [this.registry],
+    collect: (): void => this.archiveEntries.set(this.archiver?.contents().entries ?? 0),
+  });
+  readonly archiveBytes: Gauge = new Gauge({
+    name: 'kvql_aof_archive_bytes',
+    help: "Bytes of disk the managed Redis's AOF archive holds",
+    registers: [this.registry],
+    collect: (): void => this.archiveBytes.set(this.archiver?.contents().bytes ?? 0),
+  });
+  readonly archiveLastLook: Gauge = new Gauge({
+    name: 'kvql_aof_archive_last_look_timestamp_seconds',
+    help: "When the AOF archive last looked at the managed Redis without an error (Unix seconds; 0: never): it makes the AOF rewrites",
+    registers: [this.registry],
+    collect: (): void => this.archiveLastLook.set((this.archiver?.lastLookAt()?.getTime() ?? 0) / 1000),
+  });
+
   readonly contentType = this.registry.contentType;
   /** Whether render() includes the process metrics (prom-client's defaults). */
   private readonly includeProcess: boolean;
@@ -143,6 +165,11 @@ export class Metrics {
   observeConnections(server: Server): void {
     this.server = server;
     server.on('drop', () => this.connectionsDropped.inc());
+  }
+
+  /** The archive gauges read this archiver at each scrape. */
+  observeArchive(archiver: AofArchiver): void {
+    this.archiver = archiver;
   }
 
   /** The subscriber gauge reads this hub's count at each scrape. */

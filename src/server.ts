@@ -162,6 +162,7 @@ export async function startServer(
     feed = new FeedHub(store.feedReader(FEED_BLOCK_MS), { bufferSize: config.feed.bufferSize, bufferBytes: config.feed.bufferBytes, largestEventBytes: config.limits.maxKeyBytes + config.limits.maxValueBytes, maxSubscriptions: config.feed.maxSubscriptions, blockMs: FEED_BLOCK_MS, batchSize: 500, log: (m) => logger.warn(m) });
     const metrics = new Metrics();
     metrics.observeConnections(server);
+    if (managed?.archiver) metrics.observeArchive(managed.archiver);
     const yoga = createKvYoga({
       store,
       limits: config.limits,

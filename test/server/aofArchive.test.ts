@@ -2,13 +2,14 @@
 // rewrites, each after hard-linking the files it replaces into aof-archive/, so restore-to-time
 // reaches a moment from before the live AOF's base. Real redis-servers from the repo's
 // redis.conf, started by startManagedRedis as `npm start` starts them.
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ARCHIVE_DIR, configuredPercentage, entryName, entryTime, pruneArchive, rewriteDue } from '../../src/aofArchive.js';
 import { AOF_DIR, readAofManifest } from '../../src/aofTail.js';
 import { REDIS_CONF, redisServerOnPath, startManagedRedis } from '../../src/managedRedis.js';
+import { Metrics } from '../../src/metrics.js';
 import { describeCopy, restoreToTime } from '../../src/pointInTimeRestore.js';
 import { parseInfo } from '../../src/redisInfo.js';
 import type { Entry } from '../../src/store/store.js';
@@ -128,6 +129,16 @@ describe.skipIf(!redisServerOnPath())('the managed Redis with KV_AOF_ARCHIVE_HOU
     expect(readAofManifest(join(archive, entry!))!.files.find((f) => f.type === 'b')!.name).toBe(baseBefore);
     await until(5000, 'Redis deleting the replaced files', () => (existsSync(join(dataDir, AOF_DIR, baseBefore)) ? undefined : true));
     expect(existsSync(join(archive, entry!, AOF_DIR, baseBefore))).toBe(true);
+    // Its metrics: the entry, the bytes it keeps on disk, and a recent look.
+    const metrics = new Metrics({ processMetrics: false });
+    metrics.observeArchive(managed.archiver!);
+    const text = await metrics.render();
+    const bytes = readdirSync(join(archive, entry!, AOF_DIR)).reduce((n, f) => n + statSync(join(archive, entry!, AOF_DIR, f)).size, 0);
+    expect(bytes).toBeGreaterThan(0);
+    expect(text).toMatch(/^kvql_aof_archive_entries 1$/m);
+    expect(text).toMatch(new RegExp(`^kvql_aof_archive_bytes ${bytes}$`, 'm'));
+    const lastLook = Number(/^kvql_aof_archive_last_look_timestamp_seconds (\S+)$/m.exec(text)?.[1]);
+    expect(Date.now() / 1000 - lastLook).toBeLessThan(10);
 
     // The live files alone begin at the rewrite, after the first writes: the moment is lost to them...
     // (In a later second than the rewrite: writes in its second carry no time in the new file.)

@@ -164,6 +164,9 @@ describe('/metrics', () => {
       ['kvql_request_body_bytes_in_flight', 'gauge'],
       ['kvql_feed_events_delivered_total', 'counter'],
       ['kvql_feed_subscription_errors_total', 'counter'],
+      ['kvql_aof_archive_entries', 'gauge'],
+      ['kvql_aof_archive_bytes', 'gauge'],
+      ['kvql_aof_archive_last_look_timestamp_seconds', 'gauge'],
       ['process_cpu_user_seconds_total', 'counter'],
       ['process_resident_memory_bytes', 'gauge'],
       ['nodejs_eventloop_lag_seconds', 'gauge'],
@@ -178,6 +181,8 @@ describe('/metrics', () => {
     expect(value(samples, `${DURATION}_bucket`, { operation: 'get', le: '+Inf' })).toBe(1);
     expect(value(samples, `${REDIS}_count`, { operation: 'getMany', outcome: 'ok' })).toBe(1);
     expect(value(samples, IN_FLIGHT)).toBe(0);
+    // Without the managed Redis's AOF archive (KV_AOF_ARCHIVE_HOURS), its gauges read 0.
+    for (const name of ['kvql_aof_archive_entries', 'kvql_aof_archive_bytes', 'kvql_aof_archive_last_look_timestamp_seconds']) expect(value(samples, name)).toBe(0);
     expect(value(samples, 'process_resident_memory_bytes')).toBeGreaterThan(0);
     // A scrape is no GraphQL request.
     expect(value(await app.scrape(), REQUESTS, { operation: 'other', outcome: 'ok' })).toBe(0);
