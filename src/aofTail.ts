@@ -132,7 +132,11 @@ function command(r: Reader, pos: number): Step {
 
 /** Checks the last incremental AOF file of `dataDir` (read-only). */
 export function checkAofTail(dataDir: string): AofTailCheck {
-  const file = lastIncrAof(dataDir);
+  return checkAofFile(lastIncrAof(dataDir));
+}
+
+/** Checks that an incremental AOF file ends after a whole write (read-only). */
+export function checkAofFile(file: string | null): AofTailCheck {
   if (file === null || !existsSync(file)) return { file, size: 0, state: 'none', validUpTo: 0, detail: 'no incremental AOF file' };
   const fd = openSync(file, 'r');
   try {
@@ -183,25 +187,45 @@ export interface AofTimes {
  * `firstOnly`, stops at the first (`last` is then the first too).
  */
 export function aofTimes(file: string, firstOnly = false): AofTimes {
+  const times: AofTimes = { first: null, last: null, untimed: false };
+  for (const { time } of steps(file)) {
+    if (time !== null) {
+      times.last = time;
+      times.first ??= time;
+      if (firstOnly) break;
+    } else if (times.first === null) {
+      times.untimed = true;
+    }
+  }
+  return times;
+}
+
+/**
+ * Where to cut an AOF file to keep every write of second `seconds` and before it, and none
+ * after: at its first `#TS:` annotation later than that second; null when it has none.
+ * Redis writes an annotation only between writes, never inside a script's MULTI/EXEC.
+ */
+export function timeCut(file: string, seconds: number): number | null {
+  for (const { time, pos } of steps(file)) if (time !== null && time > seconds) return pos;
+  return null;
+}
+
+/**
+ * Each command or annotation of an AOF file with where it starts and, for a `#TS:` annotation,
+ * its time; up to the file's end or to a part that does not parse.
+ */
+function* steps(file: string): Generator<{ pos: number; time: number | null }> {
   const fd = openSync(file, 'r');
   try {
     const size = fstatSync(fd).size;
     const r = new Reader(fd, size);
-    const times: AofTimes = { first: null, last: null, untimed: false };
     for (let pos = 0; pos < size; ) {
       const step = command(r, pos);
-      if (!('end' in step)) break;
+      if (!('end' in step)) return;
       const ts = /^#TS:(\d+)$/.exec(step.name);
-      if (ts) {
-        times.last = Number(ts[1]);
-        times.first ??= times.last;
-        if (firstOnly) break;
-      } else if (times.first === null) {
-        times.untimed = true;
-      }
+      yield { pos, time: ts ? Number(ts[1]) : null };
       pos = step.end;
     }
-    return times;
   } finally {
     closeSync(fd);
   }

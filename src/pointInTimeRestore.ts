@@ -4,22 +4,22 @@
 // Why: a backup restores the moment it was taken, and a crash restores every acknowledged
 // write; neither undoes a mistake (a deleteRange over the wrong prefix, a client writing
 // garbage) made minutes before. redis.conf runs `aof-timestamp-enabled yes`, so Redis writes a
-// `#TS:<unix seconds>` line into the AOF before the first write of each second, and Redis's own
-// `redis-check-aof --truncate-to-timestamp` cuts the file after a given second. What a copy
-// covers: from its base (the snapshot of the last AOF rewrite before it was taken) to its last
-// write; a time before the base needs an older copy.
+// `#TS:<unix seconds>` line into the AOF before the first write of each second: the files can
+// be cut after a given second. What a copy covers: from its base (the snapshot of the last AOF
+// rewrite before it was taken) to its last write; a time before the base needs an older copy.
 //
 // The steps, each undone on failure: copy the AOF into a data directory that has none (it is
 // what Redis would start from); cut a torn tail (a copy taken while writes went on may end
-// inside one, never acknowledged: aofTail.ts); cut after the second asked for; check that the
-// file now ends after a whole write (a script's MULTI/EXEC is never split: Redis writes an
-// annotation only between them); then start Redis on it as kvql would and count the keys.
+// inside one, never acknowledged: aofTail.ts); check it with Redis's redis-check-aof; cut after
+// the second asked for; check that the cut file ends after a whole write (a script's MULTI/EXEC
+// is never split: Redis writes an annotation only between them); then start Redis on it as
+// kvql would and count the keys.
 import { execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, truncateSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { AOF_DIR, aofTimes, checkAofTail, readAofManifest, repairTornAofTail } from './aofTail.js';
+import { AOF_DIR, aofTimes, checkAofFile, readAofManifest, repairTornAofTail, timeCut } from './aofTail.js';
 import { askRedis } from './managedRedis.js';
 import { withRedis } from './rdbRestore.js';
 
@@ -70,22 +70,24 @@ export async function restoreToTime(from: string, dataDir: string, at: Date, log
   try {
     const torn = repairTornAofTail(dir);
     if (torn.truncated > 0) log(`kvql restore-to-time: cut the copy's torn tail (${torn.truncated} bytes, a write never acknowledged)`);
-    // Writes at the start of an incremental file may carry no time: Redis writes a second's
-    // `#TS:` only before the first write of that second, so a file opened by a rewrite gets none
-    // for the rest of the rewrite's second, and writes appended before aof-timestamp-enabled was
-    // on have none either. redis-check-aof keeps them as if they were older than any: right
-    // only for a moment at or after the first time that follows them, since which of the two
-    // they are the file does not tell.
+    // Writes at the start of the first incremental file may carry no time: Redis writes a
+    // second's `#TS:` only before the first write of that second, so a file opened by a rewrite
+    // gets none for the rest of the rewrite's second, and writes appended before
+    // aof-timestamp-enabled was on have none either. Which of the two they are the file does not
+    // tell, so they are placed only for a moment at or after the first time that follows them.
+    // (In a later incremental file, opened by a rewrite that failed or was still running, they
+    // belong to the second of the file before's last `#TS:`, and are cut or kept with it.)
     const incr = readAofManifest(dir)!.files.filter((f) => f.type === 'i').map((f) => join(aofDir, f.name));
     let untimedProblem: string | undefined;
-    for (const file of incr) {
-      const { first, untimed } = aofTimes(file, true);
+    if (incr[0] !== undefined) {
+      const { first, untimed } = aofTimes(incr[0], true);
       if (untimed && (first === null || seconds < first)) {
         const after = first === null ? '' : `; choose ${new Date(first * 1000).toISOString()} or later`;
-        untimedProblem ??= `${file} holds writes without a time (made in the second of the AOF rewrite before them, or before aof-timestamp-enabled was on): ${at.toISOString()} cannot be placed among them${after}`;
+        untimedProblem = `${incr[0]} holds writes without a time (made in the second of the AOF rewrite before them, or before aof-timestamp-enabled was on): ${at.toISOString()} cannot be placed among them${after}`;
       }
     }
-    const { ok, output } = await checkAof(['--truncate-to-timestamp', String(seconds), join(aofDir, 'appendonly.aof.manifest')]);
+    // Redis's own check of the whole copy, which also gives the base's time of writing.
+    const { ok, output } = await checkAof([join(aofDir, 'appendonly.aof.manifest')]);
     // The base is the keyspace when it was written: nothing before that moment can be restored
     // from this copy, whatever the cut says.
     const baseAt = baseTime(output);
@@ -93,12 +95,26 @@ export async function restoreToTime(from: string, dataDir: string, at: Date, log
       throw new Error(`${at.toISOString()} is before what the copy holds: this copy begins at ${baseAt.toISOString()}, its base; an earlier moment needs an older copy`);
     }
     if (untimedProblem) throw new Error(untimedProblem);
-    if (!ok) {
-      if (!/has nothing before timestamp/.test(output)) throw new Error(`redis-check-aof could not cut the AOF at ${at.toISOString()}:\n${lastLines(output)}`);
-      // Nothing of the incremental files is at or before the second: the keyspace then was the base.
-      for (const file of incr) truncateSync(file, 0);
+    if (!ok) throw new Error(`redis-check-aof finds the copy damaged, so it is not cut:\n${lastLines(output)}`);
+    // The cut: the first incremental file (in the manifest's order) with a `#TS:` after the
+    // second is cut there, and every file after it emptied. Not redis-check-aof
+    // --truncate-to-timestamp: it cuts only the last file, refusing when the cut falls in an
+    // earlier one, and gives up on a later file that holds nothing before the second, leaving
+    // the earlier files uncut (a copy holds several incremental files after a rewrite that
+    // failed, or one taken while a rewrite ran).
+    let cutIn: string | undefined;
+    for (const file of incr) {
+      if (cutIn !== undefined) {
+        truncateSync(file, 0);
+        continue;
+      }
+      const cut = timeCut(file, seconds);
+      if (cut !== null) {
+        truncateSync(file, cut);
+        cutIn = file;
+      }
     }
-    const check = checkAofTail(dir);
+    const check = checkAofFile(cutIn ?? incr.at(-1) ?? null);
     if (check.state !== 'ok' && check.state !== 'none') throw new Error(`the cut AOF does not end after a whole write: ${check.detail}`);
     const auth = { password: randomBytes(24).toString('hex') };
     const keys = await withRedis(dir, [], auth, (port) => askRedis(port, (c) => c.dbsize(), 10_000, auth));

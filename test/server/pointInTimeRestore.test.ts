@@ -3,12 +3,12 @@
 // writes of one second, then of later seconds; a copy of appendonlydir/ cut back to the first
 // second holds exactly the first writes, as whole scripts (the keyspace verifies), and nothing
 // the copy cannot honestly give is made up.
-import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AOF_DIR, lastIncrAof } from '../../src/aofTail.js';
+import { AOF_DIR, lastIncrAof, readAofManifest } from '../../src/aofTail.js';
 import { redisServerOnPath } from '../../src/managedRedis.js';
 import { describeCopy, parseMoment, restoreToTime } from '../../src/pointInTimeRestore.js';
 import { parseInfo } from '../../src/redisInfo.js';
@@ -128,6 +128,42 @@ describe.skipIf(!redisServerOnPath())('restore-to-time: a copy of the AOF cut ba
     all.set('early:1', overwritten);
     all.set('late:0', late);
     await expectHolds(now, all, ['early:0']);
+  });
+
+  it('cuts a copy of several incremental files (taken while a rewrite ran) in the right one, and empties the ones after it', async () => {
+    const server = await redisOn();
+    const o = await open(server.url);
+    const put = async (key: string) => new Map([[key, await o.store.put({ key, value: key })]]);
+    const a = await put('a');
+    const sa = second();
+    await pastSecond(sa);
+    const b = await put('b');
+    const sb = second();
+    // A rewrite whose child is slowed (300 ms per key it writes): the writes after its start go
+    // into a second incremental file, and the copy holds both.
+    await o.redis.config('SET', 'rdb-key-save-delay', '300000');
+    await o.redis.bgrewriteaof();
+    await o.redis.config('SET', 'rdb-key-save-delay', '0');
+    await pastSecond(sb);
+    const c = await put('c');
+    const backup = copyOf(server);
+    expect((await persistence(o.redis)).aof_rewrite_in_progress).toBe('1');
+    const incr = readAofManifest(backup)!.files.filter((f) => f.type === 'i');
+    expect(incr).toHaveLength(2);
+
+    // In the first file (redis-check-aof --truncate-to-timestamp refuses: not the last file)...
+    const toA = tempDir('pitr-multi');
+    await restoreToTime(backup, toA, new Date(sa * 1000), quiet);
+    expect(statSync(join(toA, AOF_DIR, incr[1]!.name)).size).toBe(0);
+    await expectHolds(await open((await redisOn(toA)).url), a, ['b', 'c']);
+    // ...at its end (redis-check-aof gives up on the second file, which has nothing before it)...
+    const toB = tempDir('pitr-multi');
+    await restoreToTime(backup, toB, new Date(sb * 1000), quiet);
+    await expectHolds(await open((await redisOn(toB)).url), new Map([...a, ...b]), ['c']);
+    // ...and in the second.
+    const toC = tempDir('pitr-multi');
+    await restoreToTime(backup, toC, new Date(), quiet);
+    await expectHolds(await open((await redisOn(toC)).url), new Map([...a, ...b, ...c]), []);
   });
 
   it('before the copy\'s base: refused, with the moment the copy begins; between the base and the next write: the base', async () => {
