@@ -157,6 +157,9 @@ export function startAofArchiver(opts: AofArchiverOptions): AofArchiver {
   let running: Promise<void> | undefined;
   let lastProblem = '';
   let lastLookAt: Date | undefined;
+  // Whether the rewrite now running (or asked for) is one this made, or one it has linked the
+  // files of: a rewrite someone else started is archived as it runs (below).
+  let rewriteArchived = false;
 
   const once = async () => {
     const [config, infoText] = await opts.ask(async (c) => [(await c.config('GET', 'auto-aof-rewrite-*')) as string[], await c.info('persistence')] as const);
@@ -173,10 +176,22 @@ export function startAofArchiver(opts: AofArchiverOptions): AofArchiver {
     }
     const rule = { percentage, minBytes: Number(settings.get('auto-aof-rewrite-min-size') ?? '0') };
     const info = parseInfo(infoText);
+    const rewriting = info.aof_rewrite_in_progress !== '0' || info.aof_rewrite_scheduled !== '0';
+    if (!rewriting) rewriteArchived = false;
+    else if (!rewriteArchived) {
+      // A rewrite this did not start (a BGREWRITEAOF by hand): Redis deletes the old files only
+      // when it finishes, so linking them now still keeps them. The entry also links the new
+      // incremental file, which goes on growing in place; it stays a whole copy, one that ends
+      // later. A rewrite that starts and ends between two looks is missed (README).
+      const entry = linkIntoArchive(opts.dataDir, archive, new Date());
+      rewriteArchived = true;
+      opts.log(`AOF archive: ${entry} holds the AOF before a rewrite kvql did not start (a BGREWRITEAOF by hand?); leave the rewrites to kvql`, 'warn');
+    }
     if (rewriteDue(info, rule)) {
       const entry = linkIntoArchive(opts.dataDir, archive, new Date());
       try {
         await opts.ask((c) => c.bgrewriteaof());
+        rewriteArchived = true;
       } catch (err) {
         // Nothing was rewritten, so the live files are the entry's: it goes, and the rewrite is
         // asked again at the next look.

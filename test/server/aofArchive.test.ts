@@ -171,4 +171,36 @@ describe.skipIf(!redisServerOnPath())('the managed Redis with KV_AOF_ARCHIVE_HOU
     expect(await admin.redis.config('GET', 'auto-aof-rewrite-percentage')).toEqual(['auto-aof-rewrite-percentage', '0']);
     expect(said.some((m) => /auto-aof-rewrite-percentage was 50/.test(m))).toBe(true);
   });
+  it('archives a rewrite it did not start (a BGREWRITEAOF by hand) while it runs', async () => {
+    const dataDir = tempDir('archive-hand');
+    const said: string[] = [];
+    const managed = await startManagedRedis({ dataDir, port: await freePort(), prefix: PREFIX, log: (m) => said.push(m), aofArchive: { keepMs: 3_600_000, everyMs: 100 } });
+    cleanups.push(() => managed.stop());
+    const o = await open(managed.kvqlUrl);
+    const admin = await open(managed.url);
+    const first = await putAll(o, 'hand', 5);
+    const firstAt = new Date();
+    await pastSecond(second());
+    const baseBefore = readAofManifest(dataDir)!.files.find((f) => f.type === 'b')!.name;
+    // The rewrite's child slowed down (100 ms per key it writes), so that it runs across looks.
+    await admin.redis.config('SET', 'rdb-key-save-delay', '100000');
+    await admin.redis.bgrewriteaof();
+    await admin.redis.config('SET', 'rdb-key-save-delay', '0');
+    const archive = join(dataDir, ARCHIVE_DIR);
+    await until(5000, 'the running rewrite archived', () => (existsSync(archive) && readdirSync(archive).length === 1 ? true : undefined));
+    expect(parseInfo(await admin.redis.info('persistence')).aof_rewrite_in_progress).toBe('1');
+    await until(30_000, 'the rewrite done', async () => {
+      const base = readAofManifest(dataDir)!.files.find((f) => f.type === 'b')!.name;
+      return parseInfo(await admin.redis.info('persistence')).aof_rewrite_in_progress === '0' && base !== baseBefore ? true : undefined;
+    });
+    expect(said.filter((m) => m.includes('a rewrite kvql did not start'))).toHaveLength(1);
+    const [entry] = readdirSync(archive);
+    expect(readAofManifest(join(archive, entry!))!.files.find((f) => f.type === 'b')!.name).toBe(baseBefore);
+    await pastSecond(second());
+    const later = await putAll(o, 'later', 3);
+    // The moment before the rewrite, from the archive (the live files begin after it).
+    const target = tempDir('archive-hand-restore');
+    await restoreToTime(archive, target, firstAt, () => {});
+    await expectHolds(target, first, [...later.keys()]);
+  });
 });
