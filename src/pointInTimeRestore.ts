@@ -132,7 +132,7 @@ export interface CopyCoverage {
   baseAt: Date;
   /** The second of its last write (its last `#TS:` line), if any was made after the base. */
   lastWriteAt?: Date;
-  /** Whether writes without a time (made in a rewrite's second, or before aof-timestamp-enabled) follow the base. */
+  /** Whether writes without a time (made in a rewrite's second, or before aof-timestamp-enabled) follow the base, in its first incremental file. */
   untimedWrites: boolean;
 }
 
@@ -147,11 +147,14 @@ export async function describeCopy(from: string): Promise<CopyCoverage> {
   const baseAt = baseTime(output);
   let last: number | undefined;
   let untimedWrites = false;
-  for (const f of manifest.files.filter((f) => f.type === 'i')) {
-    const times = aofTimes(join(manifest.dir, f.name));
-    if (times.untimed) untimedWrites = true;
-    if (times.last !== null) last = times.last;
-  }
+  manifest.files
+    .filter((f) => f.type === 'i')
+    .forEach((f, i) => {
+      const times = aofTimes(join(manifest.dir, f.name));
+      // Only the first file's untimed writes cannot be placed (restoreToTime).
+      if (i === 0 && times.untimed) untimedWrites = true;
+      if (times.last !== null) last = times.last;
+    });
   return { baseAt, ...(last !== undefined ? { lastWriteAt: new Date(last * 1000) } : {}), untimedWrites };
 }
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AOF_DIR, lastIncrAof, readAofManifest } from '../../src/aofTail.js';
+import { AOF_DIR, aofTimes, lastIncrAof, readAofManifest } from '../../src/aofTail.js';
 import { redisServerOnPath } from '../../src/managedRedis.js';
 import { describeCopy, parseMoment, restoreToTime } from '../../src/pointInTimeRestore.js';
 import { parseInfo } from '../../src/redisInfo.js';
@@ -144,26 +144,33 @@ describe.skipIf(!redisServerOnPath())('restore-to-time: a copy of the AOF cut ba
     await o.redis.config('SET', 'rdb-key-save-delay', '300000');
     await o.redis.bgrewriteaof();
     await o.redis.config('SET', 'rdb-key-save-delay', '0');
+    // Most often still in b's second: then the new file begins with it, without a #TS: of its
+    // own (Redis writes one only before a second's first write), and it belongs to that second.
+    const b2 = await put('b2');
+    const inB = second() === sb;
     await pastSecond(sb);
     const c = await put('c');
     const backup = copyOf(server);
     expect((await persistence(o.redis)).aof_rewrite_in_progress).toBe('1');
     const incr = readAofManifest(backup)!.files.filter((f) => f.type === 'i');
     expect(incr).toHaveLength(2);
+    expect(aofTimes(join(backup, AOF_DIR, incr[1]!.name)).untimed).toBe(inB);
+    // Untimed writes at the start of a later file are placed (after the file before's last #TS:).
+    expect((await describeCopy(backup)).untimedWrites).toBe(false);
 
     // In the first file (redis-check-aof --truncate-to-timestamp refuses: not the last file)...
     const toA = tempDir('pitr-multi');
     await restoreToTime(backup, toA, new Date(sa * 1000), quiet);
     expect(statSync(join(toA, AOF_DIR, incr[1]!.name)).size).toBe(0);
-    await expectHolds(await open((await redisOn(toA)).url), a, ['b', 'c']);
+    await expectHolds(await open((await redisOn(toA)).url), a, ['b', 'b2', 'c']);
     // ...at its end (redis-check-aof gives up on the second file, which has nothing before it)...
     const toB = tempDir('pitr-multi');
     await restoreToTime(backup, toB, new Date(sb * 1000), quiet);
-    await expectHolds(await open((await redisOn(toB)).url), new Map([...a, ...b]), ['c']);
+    await expectHolds(await open((await redisOn(toB)).url), new Map([...a, ...b, ...(inB ? b2 : [])]), inB ? ['c'] : ['b2', 'c']);
     // ...and in the second.
     const toC = tempDir('pitr-multi');
     await restoreToTime(backup, toC, new Date(), quiet);
-    await expectHolds(await open((await redisOn(toC)).url), new Map([...a, ...b, ...c]), []);
+    await expectHolds(await open((await redisOn(toC)).url), new Map([...a, ...b, ...b2, ...c]), []);
   });
 
   it('before the copy\'s base: refused, with the moment the copy begins; between the base and the next write: the base', async () => {
