@@ -93,14 +93,18 @@ describe('the archive\'s parts', () => {
   });
 });
 
+/** A managed Redis with the archive on, looking every 100 ms; its log lines, the store as kvql and as admin. */
+async function archivingRedis(name: string) {
+  const dataDir = tempDir(name);
+  const said: string[] = [];
+  const managed = await startManagedRedis({ dataDir, port: await freePort(), prefix: PREFIX, log: (m) => said.push(m), aofArchive: { keepMs: 3_600_000, everyMs: 100 } });
+  cleanups.push(() => managed.stop());
+  return { dataDir, said, managed, o: await open(managed.kvqlUrl), admin: await open(managed.url) };
+}
+
 describe.skipIf(!redisServerOnPath())('the managed Redis with KV_AOF_ARCHIVE_HOURS', () => {
   it('archives the files each rewrite replaces, so a moment before the live base is restored from the archive', async () => {
-    const dataDir = tempDir('archive-data');
-    const said: string[] = [];
-    const managed = await startManagedRedis({ dataDir, port: await freePort(), prefix: PREFIX, log: (m) => said.push(m), aofArchive: { keepMs: 3_600_000, everyMs: 100 } });
-    cleanups.push(() => managed.stop());
-    const o = await open(managed.kvqlUrl);
-    const admin = await open(managed.url);
+    const { dataDir, said, managed, o, admin } = await archivingRedis('archive-data');
     // Redis's own rewrites are off from its start (not only from kvql's first look, which found
     // nothing to set): one of them would delete the files unarchived.
     expect(await admin.redis.config('GET', 'auto-aof-rewrite-percentage')).toEqual(['auto-aof-rewrite-percentage', '0']);
@@ -171,13 +175,9 @@ describe.skipIf(!redisServerOnPath())('the managed Redis with KV_AOF_ARCHIVE_HOU
     expect(await admin.redis.config('GET', 'auto-aof-rewrite-percentage')).toEqual(['auto-aof-rewrite-percentage', '0']);
     expect(said.some((m) => /auto-aof-rewrite-percentage was 50/.test(m))).toBe(true);
   });
+
   it('archives a rewrite it did not start (a BGREWRITEAOF by hand) while it runs', async () => {
-    const dataDir = tempDir('archive-hand');
-    const said: string[] = [];
-    const managed = await startManagedRedis({ dataDir, port: await freePort(), prefix: PREFIX, log: (m) => said.push(m), aofArchive: { keepMs: 3_600_000, everyMs: 100 } });
-    cleanups.push(() => managed.stop());
-    const o = await open(managed.kvqlUrl);
-    const admin = await open(managed.url);
+    const { dataDir, said, admin, o } = await archivingRedis('archive-hand');
     const first = await putAll(o, 'hand', 5);
     const firstAt = new Date();
     await pastSecond(second());
