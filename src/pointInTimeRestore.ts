@@ -19,6 +19,7 @@ import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, truncateSync } from
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { ARCHIVE_DIR } from './aofArchive.js';
 import { AOF_DIR, aofTimes, checkAofFile, readAofManifest, repairTornAofTail, timeCut } from './aofTail.js';
 import { askRedis } from './managedRedis.js';
 import { withRedis } from './rdbRestore.js';
@@ -159,19 +160,21 @@ export async function describeCopy(from: string): Promise<CopyCoverage> {
 }
 
 /**
- * The copies `from` holds: itself when it holds appendonlydir/ (a backup), otherwise each of its
- * directories that does (an archive: the managed Redis's aof-archive/, aofArchive.ts, with the
- * live appendonlydir/ moved into a directory of it), in name order.
+ * The copies `from` holds: itself when it holds appendonlydir/ (a backup, or a data directory,
+ * with the copies of its AOF archive, aof-archive/, if it has one: aofArchive.ts), otherwise
+ * each of its directories that does (an archive given as such), in name order.
  */
 export function copiesIn(from: string): string[] {
   const source = resolve(from);
-  if (readAofManifest(source)) return [source];
-  const copies = existsSync(source)
-    ? readdirSync(source, { withFileTypes: true })
-        .filter((d) => d.isDirectory() && readAofManifest(join(source, d.name)))
-        .map((d) => join(source, d.name))
-        .sort()
-    : [];
+  const within = (dir: string) =>
+    existsSync(dir)
+      ? readdirSync(dir, { withFileTypes: true })
+          .filter((d) => d.isDirectory() && readAofManifest(join(dir, d.name)))
+          .map((d) => join(dir, d.name))
+          .sort()
+      : [];
+  if (readAofManifest(source)) return [...within(join(source, ARCHIVE_DIR)), source];
+  const copies = within(source);
   if (copies.length === 0) {
     throw new Error(`${source} holds no AOF manifest, nor directories that do: give a backup directory (the one holding appendonlydir/) or an archive of them`);
   }

@@ -1,7 +1,8 @@
 // `npm run restore-to-time -- <backup dir> <data dir> <moment>`: writes <data dir>/appendonlydir/
 // as the keyspace was at <moment> (src/pointInTimeRestore.ts), from a copy of appendonlydir/
 // (what `npm run backup` writes), or from the copy of an archive of them that holds <moment>
-// (the managed Redis's aof-archive/). <moment>: ISO 8601 with its zone, or Unix seconds. Start
+// (the managed Redis's aof-archive/; a data directory given as <backup dir> is read with its
+// archive). <moment>: ISO 8601 with its zone, or Unix seconds. Start
 // kvql on the data directory afterwards. `-- <backup dir> --show` prints what a copy (or each
 // copy of an archive) covers instead.
 // Exit status: 0 restored (or shown), 1 failed (what it wrote is removed again), 2 usage.

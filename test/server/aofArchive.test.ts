@@ -144,6 +144,15 @@ describe.skipIf(!redisServerOnPath())('the managed Redis with KV_AOF_ARCHIVE_HOU
     const lastLook = Number(/^kvql_aof_archive_last_look_timestamp_seconds (\S+)$/m.exec(text)?.[1]);
     expect(Date.now() / 1000 - lastLook).toBeLessThan(10);
 
+    // The data directory as kvql runs on it holds both its live files and its archive: a
+    // restore (into another directory) or --show given it reads them together.
+    const viaData = tempDir('archive-via-data');
+    await restoreToTime(dataDir, viaData, firstAt, () => {});
+    await expectHolds(viaData, first, [...later.keys()]);
+    const shownData = await runCommand('src/pointInTimeRestoreCli.ts', [dataDir, '--show'], {});
+    expect(shownData.code, shownData.out).toBe(0);
+    expect(shownData.out.trim().split('\n').map((l) => l.split(' can be')[0])).toEqual([`kvql restore-to-time: ${join(archive, entry!)}`, `kvql restore-to-time: ${dataDir}`]);
+
     // The live files alone begin at the rewrite, after the first writes: the moment is lost to them...
     // (In a later second than the rewrite: writes in its second carry no time in the new file.)
     await pastSecond(second());
