@@ -161,8 +161,10 @@ export function startAofArchiver(opts: AofArchiverOptions): AofArchiver {
   // files of: a rewrite someone else started is archived as it runs (below).
   let rewriteArchived = false;
 
-  const once = async () => {
-    const [config, infoText] = await opts.ask(async (c) => [(await c.config('GET', 'auto-aof-rewrite-*')) as string[], await c.info('persistence')] as const);
+  // One look, on one connection.
+  const once = () => opts.ask(async (c) => {
+    const config = (await c.config('GET', 'auto-aof-rewrite-*')) as string[];
+    const infoText = await c.info('persistence');
     const settings = new Map<string, string>();
     for (let i = 0; i + 1 < config.length; i += 2) settings.set(config[i]!, config[i + 1]!);
     // Redis's own rewrite would drop the files unarchived: an operator's CONFIG SET (or a tool
@@ -170,7 +172,7 @@ export function startAofArchiver(opts: AofArchiverOptions): AofArchiver {
     // is turned off again.
     const own = Number(settings.get('auto-aof-rewrite-percentage') ?? '0');
     if (own !== 0) {
-      await opts.ask((c) => c.config('SET', 'auto-aof-rewrite-percentage', '0'));
+      await c.config('SET', 'auto-aof-rewrite-percentage', '0');
       opts.log(`AOF archive: auto-aof-rewrite-percentage was ${own}; kvql makes the rewrites at that growth now, archiving each, and keeps Redis's own at 0`, 'warn');
       percentage = own;
     }
@@ -190,7 +192,7 @@ export function startAofArchiver(opts: AofArchiverOptions): AofArchiver {
     if (rewriteDue(info, rule)) {
       const entry = linkIntoArchive(opts.dataDir, archive, new Date());
       try {
-        await opts.ask((c) => c.bgrewriteaof());
+        await c.bgrewriteaof();
         rewriteArchived = true;
       } catch (err) {
         // Nothing was rewritten, so the live files are the entry's: it goes, and the rewrite is
@@ -202,7 +204,7 @@ export function startAofArchiver(opts: AofArchiverOptions): AofArchiver {
     }
     const removed = pruneArchive(archive, opts.keepMs);
     if (removed.length > 0) opts.log(`AOF archive: removed ${removed.length} entries older than ${opts.keepMs / 3_600_000} h (${removed[0]}${removed.length > 1 ? ` ... ${removed.at(-1)}` : ''})`);
-  };
+  });
   const pass = () => {
     running ??= once()
       .then(() => {

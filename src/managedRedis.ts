@@ -180,10 +180,18 @@ export async function waitReady(port: number, ms: number, failed: () => string |
 async function restoreOwnRewrites(port: number, admin: RedisAuth, log: (message: string, level?: 'info' | 'warn') => void): Promise<void> {
   const percentage = String(configuredPercentage(REDIS_CONF));
   try {
-    const [, now] = (await askRedis(port, (c) => c.config('GET', 'auto-aof-rewrite-percentage'), 5000, admin)) as [string, string];
-    if (now !== '0' || percentage === '0') return;
-    await askRedis(port, (c) => c.config('SET', 'auto-aof-rewrite-percentage', percentage), 5000, admin);
-    log(`managed Redis: its own AOF rewrites were off (a start with KV_AOF_ARCHIVE_HOURS); back on at ${percentage}%`);
+    const turnedOn = await askRedis(
+      port,
+      async (c) => {
+        const [, now] = (await c.config('GET', 'auto-aof-rewrite-percentage')) as [string, string];
+        if (now !== '0' || percentage === '0') return false;
+        await c.config('SET', 'auto-aof-rewrite-percentage', percentage);
+        return true;
+      },
+      5000,
+      admin,
+    );
+    if (turnedOn) log(`managed Redis: its own AOF rewrites were off (a start with KV_AOF_ARCHIVE_HOURS); back on at ${percentage}%`);
   } catch (err) {
     log(`managed Redis: could not check its AOF rewrite setting: ${(err as Error).message}`, 'warn');
   }

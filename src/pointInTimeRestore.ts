@@ -181,7 +181,7 @@ export function copiesIn(from: string): string[] {
   return copies;
 }
 
-/** Each copy of an archive with what it covers, the earliest base first (a copy with more writes after another of the same base). */
+/** Each of copiesIn's copies with what it covers, the earliest base first (a copy with more writes after another of the same base). */
 export async function describeArchive(copies: string[]): Promise<{ dir: string; coverage: CopyCoverage }[]> {
   const described = [];
   for (const dir of copies) described.push({ dir, coverage: await describeCopy(dir) });

@@ -6,16 +6,13 @@
 // kvql on the data directory afterwards. `-- <backup dir> --show` prints what a copy (or each
 // copy of an archive) covers instead.
 // Exit status: 0 restored (or shown), 1 failed (what it wrote is removed again), 2 usage.
-import { resolve } from 'node:path';
-import { copiesIn, describeArchive, describeCopy, parseMoment, restoreToTime } from './pointInTimeRestore.js';
+import { copiesIn, describeArchive, parseMoment, restoreToTime } from './pointInTimeRestore.js';
 
 const args = process.argv.slice(2);
 if (args.length === 2 && args[1] === '--show') {
   // What a copy (or each copy of an archive) covers, read only: pick the copy before restoring from it.
   try {
-    const copies = copiesIn(args[0]!);
-    const described = copies.length === 1 && copies[0] === resolve(args[0]!) ? [{ dir: args[0]!, coverage: await describeCopy(args[0]!) }] : await describeArchive(copies);
-    for (const { dir, coverage: c } of described) {
+    for (const { dir, coverage: c } of await describeArchive(copiesIn(args[0]!))) {
       console.log(`kvql restore-to-time: ${dir} can be restored to any second from ${c.baseAt.toISOString()} (its base) to ${(c.lastWriteAt ?? c.baseAt).toISOString()} (${c.lastWriteAt ? 'its last write' : 'no write after the base'})`);
       if (c.untimedWrites) console.log('kvql restore-to-time: it also holds writes without a time (made in the second of a rewrite, or before aof-timestamp-enabled): a moment before the first time after them is refused');
     }
